@@ -1,0 +1,13 @@
+//! The HTTP api: accepts issue requests and enqueues them, answers result,
+//! coupon and queue lookups, and lets an operator create coupons.
+
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod startup;
+pub mod state;
+
+pub use config::ApiConfig;
+pub use startup::Application;

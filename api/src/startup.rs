@@ -1,0 +1,81 @@
+//! Builds the api (pool, migrations, queue, cache, router) and runs it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use common::{db, queue::Producer, telemetry};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::CouponCache;
+use crate::config::ApiConfig;
+use crate::routes::router;
+use crate::state::AppState;
+
+/// A built api, bound to its port, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    background: CancellationToken,
+    cache_refresh: std::time::Duration,
+}
+
+impl Application {
+    /// Connects to MySQL, applies migrations (refusing a schema newer than
+    /// this build), loads the coupon cache, prepares the queue producer and
+    /// binds the listener.
+    pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
+        let pool = db::pool(&config.common.database_url, 32).context("DATABASE_URL")?;
+        db::migrate(&pool)
+            .await
+            .context("applying migrations to DATABASE_URL")?;
+        let coupons = CouponCache::new(pool.clone());
+        coupons.reload().await.context("loading coupon ids")?;
+        let producer = Producer::from_config(&config.common)
+            .await
+            .context("preparing the queue producer")?;
+        let addr = format!("{}:{}", config.host, config.port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("binding API_HOST:API_PORT {addr}"))?;
+        Ok(Self {
+            listener,
+            state: AppState {
+                pool,
+                producer,
+                coupons,
+                admin_token: config.admin_token.as_deref().map(Into::into),
+                metrics: telemetry::metrics_handle(),
+            },
+            background: CancellationToken::new(),
+            cache_refresh: config.coupon_cache_refresh(),
+        })
+    }
+
+    /// The address actually bound (port 0 becomes a real port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests
+    /// and stops accepting new ones.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        self.state
+            .coupons
+            .spawn_refresher(self.cache_refresh, self.background.clone());
+        tracing::info!(addr = %self.local_addr(), "api listening");
+        let result = axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await;
+        self.background.cancel();
+        result.context("serving http")
+    }
+}

@@ -1,0 +1,20 @@
+//! Shared state of the handlers.
+
+use std::sync::Arc;
+
+use common::queue::Producer;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::MySqlPool;
+
+use crate::cache::CouponCache;
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: MySqlPool,
+    pub producer: Producer,
+    pub coupons: CouponCache,
+    /// `None`: admin endpoints are switched off.
+    pub admin_token: Option<Arc<str>>,
+    pub metrics: PrometheusHandle,
+}

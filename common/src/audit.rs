@@ -1,0 +1,127 @@
+//! The invariants of a finished sale, checked against MySQL. Tests, the
+//! benchmark and operators' scripts all use the same checks.
+
+use std::collections::{BTreeMap, HashSet};
+
+use sqlx::MySqlPool;
+use uuid::Uuid;
+
+use crate::db;
+use crate::domain::{queue_position_key, CouponId, IssueStatus};
+use crate::error::DbError;
+
+/// Figures of one coupon after a drained sale.
+#[derive(Debug, Clone, Default)]
+pub struct AuditReport {
+    pub issued: i64,
+    pub remaining_stock: i64,
+    pub results: usize,
+    pub by_status: BTreeMap<&'static str, usize>,
+    /// Every broken invariant, in words; empty when the sale is correct.
+    pub violations: Vec<String>,
+}
+
+impl AuditReport {
+    pub fn count(&self, status: IssueStatus) -> usize {
+        self.by_status.get(status.as_str()).copied().unwrap_or(0)
+    }
+}
+
+/// Checks one sale of `coupon` that started with `initial_stock` units and
+/// accepted exactly the request ids in `accepted`:
+/// issued = initial − remaining ≤ initial; no user holds it twice; every
+/// accepted request has exactly one result and no other result exists; every
+/// `SUCCESS` comes before every `OUT_OF_STOCK` in queue order; every
+/// `SUCCESS` matches a `user_coupon` row of the same request.
+pub async fn audit_sale(
+    pool: &MySqlPool,
+    coupon: CouponId,
+    initial_stock: i64,
+    accepted: &HashSet<Uuid>,
+) -> Result<AuditReport, DbError> {
+    let mut report = AuditReport::default();
+    let v = &mut report.violations;
+
+    let remaining: i64 =
+        sqlx::query_scalar("SELECT CAST(stock AS SIGNED) FROM coupon WHERE coupon_id = ?")
+            .bind(coupon.get())
+            .fetch_one(pool)
+            .await?;
+    let holders: Vec<(i64, String)> =
+        sqlx::query_as("SELECT user_id, request_id FROM user_coupon WHERE coupon_id = ?")
+            .bind(coupon.get())
+            .fetch_all(pool)
+            .await?;
+    report.remaining_stock = remaining;
+    report.issued = holders.len() as i64;
+    if report.issued != initial_stock - remaining {
+        v.push(format!(
+            "issued {} but stock went from {initial_stock} to {remaining}",
+            report.issued
+        ));
+    }
+    if report.issued > initial_stock {
+        v.push(format!("issued {} > stock {initial_stock}", report.issued));
+    }
+    let distinct: HashSet<i64> = holders.iter().map(|h| h.0).collect();
+    if distinct.len() != holders.len() {
+        v.push(format!(
+            "{} users hold the coupon more than once",
+            holders.len() - distinct.len()
+        ));
+    }
+
+    let results = db::results_for_coupon(pool, coupon).await?;
+    report.results = results.len();
+    let mut seen = HashSet::with_capacity(results.len());
+    for r in &results {
+        *report.by_status.entry(r.status.as_str()).or_default() += 1;
+        if !seen.insert(r.request_id) {
+            v.push(format!("request {} has two results", r.request_id));
+        }
+        if !accepted.contains(&r.request_id) {
+            v.push(format!(
+                "result for request {} that was never accepted",
+                r.request_id
+            ));
+        }
+    }
+    let missing = accepted.iter().filter(|id| !seen.contains(id)).count();
+    if missing > 0 {
+        v.push(format!("{missing} accepted requests have no result"));
+    }
+
+    let winners: HashSet<String> = results
+        .iter()
+        .filter(|r| r.status == IssueStatus::Success)
+        .map(|r| r.request_id.to_string())
+        .collect();
+    let held_by: HashSet<String> = holders.iter().map(|h| h.1.clone()).collect();
+    if winners != held_by {
+        v.push(format!(
+            "{} SUCCESS results but {} user_coupon rows, not the same requests",
+            winners.len(),
+            held_by.len()
+        ));
+    }
+
+    let position = |status: IssueStatus| {
+        results
+            .iter()
+            .filter(move |r| r.status == status)
+            .map(|r| (queue_position_key(&r.queue_position), r))
+    };
+    if let Some((_, r)) = position(IssueStatus::Success).find(|(k, _)| k.is_none()) {
+        v.push(format!("unreadable queue position {:?}", r.queue_position));
+    }
+    let last_success = position(IssueStatus::Success).filter_map(|p| p.0).max();
+    let first_out = position(IssueStatus::OutOfStock).filter_map(|p| p.0).min();
+    if let (Some(s), Some(o)) = (last_success, first_out) {
+        if s > o {
+            v.push(format!(
+                "first-come broken: a SUCCESS at {s:?} comes after an OUT_OF_STOCK at {o:?}"
+            ));
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,141 @@
+//! Typed configuration shared by both binaries. Every setting is an
+//! environment variable and a CLI flag; clap names the variable when a value
+//! is bad, so start-up fails with a message an operator can act on.
+
+use std::str::FromStr;
+
+use clap::{Args, ValueEnum};
+
+/// Default MySQL url: the `application` user of `docker-compose.yml` and `scripts/`.
+pub const DEFAULT_DATABASE_URL: &str =
+    "mysql://application:application@127.0.0.1:3306/e_commerce_db";
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub const DEFAULT_KAFKA_BROKERS: &str = "127.0.0.1:9092";
+pub const DEFAULT_KAFKA_TOPIC: &str = "coupon-issue-events";
+pub const DEFAULT_KAFKA_GROUP_ID: &str = "coupon-issue-consumer-group";
+
+/// Which broker carries issue events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueueType {
+    Redis,
+    Kafka,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Settings both the api and the worker need.
+#[derive(Debug, Clone, Args)]
+pub struct CommonConfig {
+    /// Queue backend.
+    #[arg(long = "queue", env = "APP_QUEUE_TYPE", value_name = "APP_QUEUE_TYPE", value_enum, default_value_t = QueueType::Redis)]
+    pub queue_type: QueueType,
+
+    /// MySQL / MariaDB connection url.
+    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, value_parser = parse_mysql_url)]
+    pub database_url: String,
+
+    /// Redis connection url.
+    #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", default_value = DEFAULT_REDIS_URL, value_parser = parse_redis_url)]
+    pub redis_url: String,
+
+    /// Prefix for every Redis key, so that tenants and tests can share one Redis.
+    #[arg(
+        long,
+        env = "REDIS_KEY_PREFIX",
+        value_name = "REDIS_KEY_PREFIX",
+        default_value = ""
+    )]
+    pub redis_key_prefix: String,
+
+    /// Kafka bootstrap servers, comma separated.
+    #[arg(long, env = "KAFKA_BROKERS", value_name = "KAFKA_BROKERS", default_value = DEFAULT_KAFKA_BROKERS)]
+    pub kafka_brokers: String,
+
+    /// Topic of issue events; its dead letters go to `<topic>.dlq`.
+    #[arg(long, env = "KAFKA_TOPIC", value_name = "KAFKA_TOPIC", default_value = DEFAULT_KAFKA_TOPIC)]
+    pub kafka_topic: String,
+
+    /// Consumer group of the workers.
+    #[arg(long, env = "KAFKA_GROUP_ID", value_name = "KAFKA_GROUP_ID", default_value = DEFAULT_KAFKA_GROUP_ID)]
+    pub kafka_group_id: String,
+
+    /// Partitions of the topics when they are created at start-up.
+    #[arg(long, env = "KAFKA_PARTITIONS", value_name = "KAFKA_PARTITIONS", default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub kafka_partitions: i32,
+
+    /// `text` for people, `json` for log collectors.
+    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Default for CommonConfig {
+    fn default() -> Self {
+        Self {
+            queue_type: QueueType::Redis,
+            database_url: DEFAULT_DATABASE_URL.into(),
+            redis_url: DEFAULT_REDIS_URL.into(),
+            redis_key_prefix: String::new(),
+            kafka_brokers: DEFAULT_KAFKA_BROKERS.into(),
+            kafka_topic: DEFAULT_KAFKA_TOPIC.into(),
+            kafka_group_id: DEFAULT_KAFKA_GROUP_ID.into(),
+            kafka_partitions: 3,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+fn parse_mysql_url(raw: &str) -> Result<String, String> {
+    sqlx::mysql::MySqlConnectOptions::from_str(raw)
+        .map(|_| raw.to_string())
+        .map_err(|e| format!("not a mysql:// url: {e}"))
+}
+
+fn parse_redis_url(raw: &str) -> Result<String, String> {
+    redis::Client::open(raw)
+        .map(|_| raw.to_string())
+        .map_err(|e| format!("not a redis:// url: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonConfig,
+    }
+
+    #[test]
+    fn defaults_match_the_local_services() {
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(cli.common.queue_type, QueueType::Redis);
+        assert_eq!(cli.common.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(cli.common.kafka_partitions, 3);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = Cli::try_parse_from(["x", "--queue", "rabbit"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("APP_QUEUE_TYPE"), "{err}");
+        let err = Cli::try_parse_from(["x", "--database-url", "postgres://x"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("DATABASE_URL"), "{err}");
+        let err = Cli::try_parse_from(["x", "--kafka-partitions", "0"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("KAFKA_PARTITIONS"), "{err}");
+    }
+}

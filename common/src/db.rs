@@ -1,0 +1,174 @@
+//! MySQL access outside the processor: the pool, migrations, coupons and
+//! result lookups.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Serialize;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::domain::{CouponId, IssueResult, IssueStatus};
+use crate::error::DbError;
+
+/// The schema migrations shipped with this build.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// A pool that connects on first use, so a process can start (and report
+/// itself not ready) while the database is down.
+pub fn pool(database_url: &str, max_connections: u32) -> Result<MySqlPool, DbError> {
+    let options = MySqlConnectOptions::from_str(database_url)?;
+    Ok(MySqlPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy_with(options))
+}
+
+/// Applies pending migrations. Fails if the database carries a migration this
+/// build does not know (the schema is newer than the code).
+pub async fn migrate(pool: &MySqlPool) -> Result<(), DbError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// `SELECT 1`, for readiness.
+pub async fn ping(pool: &MySqlPool) -> Result<(), DbError> {
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(())
+}
+
+pub(crate) fn utc(naive: NaiveDateTime) -> DateTime<Utc> {
+    naive.and_utc()
+}
+
+/// A coupon as the api shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Coupon {
+    pub coupon_id: i64,
+    pub name: String,
+    pub total_quantity: i32,
+    pub remaining_stock: i32,
+    pub issued_count: i64,
+    pub issue_starts_at: Option<DateTime<Utc>>,
+    pub issue_ends_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What an operator gives to create a coupon.
+#[derive(Debug, Clone)]
+pub struct NewCoupon {
+    pub name: String,
+    pub quantity: i32,
+    pub issue_starts_at: Option<DateTime<Utc>>,
+    pub issue_ends_at: Option<DateTime<Utc>>,
+}
+
+/// Ids of every coupon, for the api's existence cache.
+pub async fn coupon_ids(pool: &MySqlPool) -> Result<Vec<i64>, DbError> {
+    Ok(sqlx::query_scalar("SELECT coupon_id FROM coupon")
+        .fetch_all(pool)
+        .await?)
+}
+
+/// One coupon with its issued count, or `None`.
+pub async fn find_coupon(pool: &MySqlPool, id: CouponId) -> Result<Option<Coupon>, DbError> {
+    let row = sqlx::query(
+        "SELECT c.coupon_id, c.name, c.total_quantity, c.stock, c.issue_starts_at, \
+                c.issue_ends_at, c.created_at, \
+                (SELECT COUNT(*) FROM user_coupon uc WHERE uc.coupon_id = c.coupon_id) AS issued \
+         FROM coupon c WHERE c.coupon_id = ?",
+    )
+    .bind(id.get())
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| {
+        Ok(Coupon {
+            coupon_id: r.try_get("coupon_id")?,
+            name: r.try_get("name")?,
+            total_quantity: r.try_get("total_quantity")?,
+            remaining_stock: r.try_get("stock")?,
+            issued_count: r.try_get("issued")?,
+            issue_starts_at: r
+                .try_get::<Option<NaiveDateTime>, _>("issue_starts_at")?
+                .map(utc),
+            issue_ends_at: r
+                .try_get::<Option<NaiveDateTime>, _>("issue_ends_at")?
+                .map(utc),
+            created_at: utc(r.try_get("created_at")?),
+        })
+    })
+    .transpose()
+}
+
+/// Inserts a coupon with its full quantity in stock and returns it.
+pub async fn insert_coupon(pool: &MySqlPool, new: &NewCoupon) -> Result<Coupon, DbError> {
+    let done = sqlx::query(
+        "INSERT INTO coupon (name, total_quantity, stock, issue_starts_at, issue_ends_at) \
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&new.name)
+    .bind(new.quantity)
+    .bind(new.quantity)
+    .bind(new.issue_starts_at.map(|t| t.naive_utc()))
+    .bind(new.issue_ends_at.map(|t| t.naive_utc()))
+    .execute(pool)
+    .await
+    .map_err(DbError::from_sqlx)?;
+    let id = CouponId::try_from(done.last_insert_id() as i64)
+        .map_err(|e| DbError::InvalidBatch(e.to_string()))?;
+    find_coupon(pool, id)
+        .await?
+        .ok_or_else(|| DbError::InvalidBatch("inserted coupon vanished".into()))
+}
+
+/// The stored result of one request, or `None` while it is pending.
+pub async fn find_result(
+    pool: &MySqlPool,
+    request_id: Uuid,
+) -> Result<Option<IssueResult>, DbError> {
+    let row = sqlx::query(
+        "SELECT request_id, coupon_id, user_id, status, reason, queue_position, \
+                requested_at, processed_at \
+         FROM coupon_issue_result WHERE request_id = ?",
+    )
+    .bind(request_id.to_string())
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| result_from_row(&r)).transpose()
+}
+
+/// Every result of one coupon (for audits and tests).
+pub async fn results_for_coupon(
+    pool: &MySqlPool,
+    coupon_id: CouponId,
+) -> Result<Vec<IssueResult>, DbError> {
+    let rows = sqlx::query(
+        "SELECT request_id, coupon_id, user_id, status, reason, queue_position, \
+                requested_at, processed_at \
+         FROM coupon_issue_result WHERE coupon_id = ?",
+    )
+    .bind(coupon_id.get())
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(result_from_row).collect()
+}
+
+fn result_from_row(r: &sqlx::mysql::MySqlRow) -> Result<IssueResult, DbError> {
+    let bad = |what: String| DbError::InvalidBatch(what);
+    let request_id: String = r.try_get("request_id")?;
+    let status: String = r.try_get("status")?;
+    Ok(IssueResult {
+        request_id: Uuid::parse_str(&request_id).map_err(|e| bad(e.to_string()))?,
+        coupon_id: r.try_get("coupon_id")?,
+        user_id: r.try_get("user_id")?,
+        status: IssueStatus::from_str(&status).map_err(bad)?,
+        reason: r.try_get("reason")?,
+        queue_position: r.try_get("queue_position")?,
+        requested_at: utc(r.try_get("requested_at")?),
+        processed_at: utc(r.try_get("processed_at")?),
+    })
+}

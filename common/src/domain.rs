@@ -1,0 +1,287 @@
+//! Domain types: ids, the queued issue event and the result statuses.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Version of the [`CouponIssueEvent`] wire format this build writes and reads.
+pub const EVENT_VERSION: u32 = 1;
+
+/// Why an id from the outside world was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("must be a positive integer, got {0:?}")]
+    NotPositiveInteger(String),
+}
+
+fn parse_positive(raw: &str) -> Result<i64, IdError> {
+    // Only plain ASCII digits: no sign, no whitespace, no leading '+'.
+    if raw.is_empty() || raw.len() > 19 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(IdError::NotPositiveInteger(truncate(raw)));
+    }
+    match raw.parse::<i64>() {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err(IdError::NotPositiveInteger(truncate(raw))),
+    }
+}
+
+fn truncate(raw: &str) -> String {
+    raw.chars().take(40).collect()
+}
+
+macro_rules! positive_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "i64", into = "i64")]
+        pub struct $name(i64);
+
+        impl $name {
+            /// The id as stored in MySQL.
+            pub fn get(self) -> i64 {
+                self.0
+            }
+        }
+
+        impl TryFrom<i64> for $name {
+            type Error = IdError;
+            fn try_from(v: i64) -> Result<Self, IdError> {
+                if v > 0 {
+                    Ok(Self(v))
+                } else {
+                    Err(IdError::NotPositiveInteger(v.to_string()))
+                }
+            }
+        }
+
+        impl From<$name> for i64 {
+            fn from(id: $name) -> i64 {
+                id.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                parse_positive(s).map(Self)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+positive_id!(
+    /// A coupon id: a positive 64-bit integer, the `coupon.coupon_id` key.
+    CouponId
+);
+positive_id!(
+    /// A user id: a positive 64-bit integer.
+    UserId
+);
+
+/// One accepted issue request, as it travels through the queue (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CouponIssueEvent {
+    /// The request id handed to the client (UUID v7, so it sorts by time).
+    pub event_id: Uuid,
+    pub coupon_id: CouponId,
+    pub user_id: UserId,
+    pub requested_at: DateTime<Utc>,
+    /// Wire format version; readers refuse versions they do not know.
+    pub version: u32,
+}
+
+impl CouponIssueEvent {
+    /// A new event for a request accepted now.
+    pub fn new(coupon_id: CouponId, user_id: UserId) -> Self {
+        Self {
+            event_id: Uuid::now_v7(),
+            coupon_id,
+            user_id,
+            requested_at: Utc::now(),
+            version: EVENT_VERSION,
+        }
+    }
+
+    /// Serialises the event for the queue.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("event serialises")
+    }
+
+    /// Reads an event from a queue payload, refusing unknown versions.
+    pub fn from_json(payload: &[u8]) -> Result<Self, DecodeError> {
+        let event: Self =
+            serde_json::from_slice(payload).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if event.version != EVENT_VERSION {
+            return Err(DecodeError::UnknownVersion(event.version));
+        }
+        Ok(event)
+    }
+}
+
+/// Why a queue payload could not be turned into an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("malformed event: {0}")]
+    Malformed(String),
+    #[error("unknown event version {0}")]
+    UnknownVersion(u32),
+}
+
+/// An event together with its place in the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedEvent {
+    pub event: CouponIssueEvent,
+    /// `1700000000000-3` (Redis stream entry id) or `2:1534` (Kafka partition:offset).
+    pub position: String,
+}
+
+/// The outcome of an issue request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum IssueStatus {
+    /// Accepted but not processed yet; never stored.
+    Pending,
+    Success,
+    ValidationFailed,
+    DuplicateRequest,
+    OutOfStock,
+    BusinessError,
+    SystemError,
+}
+
+impl IssueStatus {
+    /// Every final status, in the order reports print them.
+    pub const FINAL: [IssueStatus; 6] = [
+        IssueStatus::Success,
+        IssueStatus::ValidationFailed,
+        IssueStatus::DuplicateRequest,
+        IssueStatus::OutOfStock,
+        IssueStatus::BusinessError,
+        IssueStatus::SystemError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssueStatus::Pending => "PENDING",
+            IssueStatus::Success => "SUCCESS",
+            IssueStatus::ValidationFailed => "VALIDATION_FAILED",
+            IssueStatus::DuplicateRequest => "DUPLICATE_REQUEST",
+            IssueStatus::OutOfStock => "OUT_OF_STOCK",
+            IssueStatus::BusinessError => "BUSINESS_ERROR",
+            IssueStatus::SystemError => "SYSTEM_ERROR",
+        }
+    }
+}
+
+impl fmt::Display for IssueStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for IssueStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [IssueStatus::Pending]
+            .into_iter()
+            .chain(IssueStatus::FINAL)
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown issue status {s:?}"))
+    }
+}
+
+/// The final result of one processed request, as stored in `coupon_issue_result`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IssueResult {
+    pub request_id: Uuid,
+    pub coupon_id: i64,
+    pub user_id: i64,
+    pub status: IssueStatus,
+    pub reason: Option<String>,
+    pub queue_position: String,
+    pub requested_at: DateTime<Utc>,
+    pub processed_at: DateTime<Utc>,
+}
+
+/// Orders queue positions of one coupon: Redis entry ids (`ms-seq`) and Kafka
+/// `partition:offset` both compare as a pair of integers.
+pub fn queue_position_key(position: &str) -> Option<(u64, u64)> {
+    let (a, b) = position.split_once(['-', ':'])?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_accept_only_positive_plain_integers() {
+        assert_eq!("42".parse::<CouponId>().unwrap().get(), 42);
+        assert_eq!(
+            "9223372036854775807".parse::<UserId>().unwrap().get(),
+            i64::MAX
+        );
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "+1",
+            " 1",
+            "1.0",
+            "abc",
+            "9223372036854775808",
+            "99999999999999999999999",
+            "١٢",
+        ] {
+            assert!(bad.parse::<CouponId>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn events_round_trip_and_refuse_unknown_versions() {
+        let e = CouponIssueEvent::new(CouponId(7), UserId(9));
+        let back = CouponIssueEvent::from_json(e.to_json().as_bytes()).unwrap();
+        assert_eq!(back, e);
+        let mut v2 = e.clone();
+        v2.version = 2;
+        assert_eq!(
+            CouponIssueEvent::from_json(v2.to_json().as_bytes()),
+            Err(DecodeError::UnknownVersion(2))
+        );
+        assert!(matches!(
+            CouponIssueEvent::from_json(b"{\"eventId\":1}"),
+            Err(DecodeError::Malformed(_))
+        ));
+        let zero_user = e.to_json().replace("\"userId\":9", "\"userId\":0");
+        assert!(CouponIssueEvent::from_json(zero_user.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn statuses_use_their_wire_names() {
+        for st in IssueStatus::FINAL {
+            assert_eq!(st.as_str().parse::<IssueStatus>().unwrap(), st);
+            assert_eq!(
+                serde_json::to_string(&st).unwrap(),
+                format!("\"{}\"", st.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn queue_positions_order_numerically() {
+        assert!(queue_position_key("1700000000000-3") < queue_position_key("1700000000000-10"));
+        assert!(queue_position_key("2:99") < queue_position_key("2:1534"));
+        assert_eq!(queue_position_key("garbage"), None);
+    }
+}

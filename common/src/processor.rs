@@ -1,0 +1,430 @@
+//! The shared processor: decides a batch of one coupon's events, in queue
+//! order, in one transaction. Both queue modes feed it.
+//!
+//! Exactly-once effect on at-least-once delivery: an event whose request id
+//! already has a result is skipped, so a batch delivered again (a worker died
+//! after commit but before acknowledging) changes nothing. The coupon row is
+//! locked for the whole transaction, so two workers that ever hold the same
+//! coupon at once are serialised by MySQL, not by luck.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use sqlx::{MySql, MySqlPool, QueryBuilder, Row};
+use tokio_util::sync::CancellationToken;
+use tracing::{instrument, warn};
+
+use crate::db::utc;
+use crate::domain::{CouponId, IssueResult, IssueStatus, QueuedEvent};
+use crate::error::DbError;
+
+/// Largest batch the processor takes; keeps bulk statements well under
+/// MySQL's 65,535 placeholders.
+pub const MAX_BATCH: usize = 5_000;
+
+/// What one call of [`process_batch`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Results written by this call, in queue order.
+    pub results: Vec<IssueResult>,
+    /// Events skipped because their request id already had a result.
+    pub already_processed: usize,
+}
+
+/// The issue rules of a coupon, read under its row lock.
+#[derive(Debug, Clone, Copy)]
+pub struct CouponRules {
+    pub stock: i32,
+    pub issue_starts_at: Option<DateTime<Utc>>,
+    pub issue_ends_at: Option<DateTime<Utc>>,
+}
+
+/// Decides each event in order. `coupon` is `None` when the coupon does not
+/// exist; `holders` are the users who already hold it. Pure, so the rules can
+/// be tested without a database.
+pub fn decide(
+    coupon: Option<CouponRules>,
+    holders: &mut HashSet<i64>,
+    events: &[&QueuedEvent],
+) -> Vec<(IssueStatus, Option<String>)> {
+    let mut stock = coupon.map_or(0, |c| c.stock.max(0));
+    events
+        .iter()
+        .map(|q| {
+            let e = &q.event;
+            let Some(rules) = coupon else {
+                return (
+                    IssueStatus::ValidationFailed,
+                    Some(format!("coupon {} does not exist", e.coupon_id)),
+                );
+            };
+            if rules.issue_starts_at.is_some_and(|t| e.requested_at < t) {
+                return (
+                    IssueStatus::ValidationFailed,
+                    Some("issue window has not opened".into()),
+                );
+            }
+            if rules.issue_ends_at.is_some_and(|t| e.requested_at >= t) {
+                return (
+                    IssueStatus::ValidationFailed,
+                    Some("issue window has closed".into()),
+                );
+            }
+            if holders.contains(&e.user_id.get()) {
+                return (
+                    IssueStatus::DuplicateRequest,
+                    Some("user already holds this coupon".into()),
+                );
+            }
+            if stock == 0 {
+                return (IssueStatus::OutOfStock, Some("no stock left".into()));
+            }
+            stock -= 1;
+            holders.insert(e.user_id.get());
+            (IssueStatus::Success, None)
+        })
+        .collect()
+}
+
+/// Processes events of one coupon, in queue order, in one transaction: lock
+/// the coupon, skip events that already have a result, decide the rest,
+/// insert the winners, take the stock once, insert all results, commit.
+#[instrument(skip_all, fields(coupon_id, events = events.len()))]
+pub async fn process_batch(
+    pool: &MySqlPool,
+    events: &[QueuedEvent],
+) -> Result<BatchOutcome, DbError> {
+    let Some(first) = events.first() else {
+        return Ok(BatchOutcome::default());
+    };
+    let coupon_id = first.event.coupon_id;
+    tracing::Span::current().record("coupon_id", coupon_id.get());
+    if events.len() > MAX_BATCH {
+        return Err(DbError::InvalidBatch(format!(
+            "{} events, at most {MAX_BATCH}",
+            events.len()
+        )));
+    }
+    if let Some(other) = events.iter().find(|q| q.event.coupon_id != coupon_id) {
+        return Err(DbError::InvalidBatch(format!(
+            "batch of coupon {coupon_id} holds an event of coupon {}",
+            other.event.coupon_id
+        )));
+    }
+    let started = Instant::now();
+    let mut tx = pool.begin().await?;
+
+    let coupon = lock_coupon(&mut tx, coupon_id).await?;
+    let done = existing_results(&mut tx, events).await?;
+    let mut seen = HashSet::with_capacity(events.len());
+    let fresh: Vec<&QueuedEvent> = events
+        .iter()
+        .filter(|q| !done.contains(&q.event.event_id.to_string()) && seen.insert(q.event.event_id))
+        .collect();
+    let already_processed = events.len() - fresh.len();
+    if fresh.is_empty() {
+        tx.commit().await?;
+        return Ok(BatchOutcome {
+            results: Vec::new(),
+            already_processed,
+        });
+    }
+
+    let mut holders = if coupon.is_some() {
+        current_holders(&mut tx, coupon_id, &fresh).await?
+    } else {
+        HashSet::new()
+    };
+    let decisions = decide(coupon, &mut holders, &fresh);
+    let now = Utc::now();
+    let results: Vec<IssueResult> = fresh
+        .iter()
+        .zip(decisions)
+        .map(|(q, (status, reason))| IssueResult {
+            request_id: q.event.event_id,
+            coupon_id: coupon_id.get(),
+            user_id: q.event.user_id.get(),
+            status,
+            reason,
+            queue_position: q.position.clone(),
+            requested_at: q.event.requested_at,
+            processed_at: now,
+        })
+        .collect();
+
+    let winners: Vec<&IssueResult> = results
+        .iter()
+        .filter(|r| r.status == IssueStatus::Success)
+        .collect();
+    if !winners.is_empty() {
+        let mut insert = QueryBuilder::<MySql>::new(
+            "INSERT INTO user_coupon (user_id, coupon_id, status, request_id, issued_at) ",
+        );
+        insert.push_values(&winners, |mut b, r| {
+            b.push_bind(r.user_id)
+                .push_bind(r.coupon_id)
+                .push_bind("ISSUED")
+                .push_bind(r.request_id.to_string())
+                .push_bind(now.naive_utc());
+        });
+        insert
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(DbError::from_sqlx)?;
+        let taken =
+            sqlx::query("UPDATE coupon SET stock = stock - ? WHERE coupon_id = ? AND stock >= ?")
+                .bind(winners.len() as i64)
+                .bind(coupon_id.get())
+                .bind(winners.len() as i64)
+                .execute(&mut *tx)
+                .await?;
+        if taken.rows_affected() != 1 {
+            return Err(DbError::InvalidBatch(format!(
+                "stock of coupon {coupon_id} changed under its lock"
+            )));
+        }
+    }
+    insert_results(&mut *tx, &results).await?;
+    tx.commit().await?;
+
+    metrics::histogram!("coupon_issue_batch_seconds").record(started.elapsed().as_secs_f64());
+    for r in &results {
+        metrics::counter!("coupon_issue_results_total", "status" => r.status.as_str()).increment(1);
+    }
+    Ok(BatchOutcome {
+        results,
+        already_processed,
+    })
+}
+
+async fn lock_coupon(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    coupon_id: CouponId,
+) -> Result<Option<CouponRules>, DbError> {
+    let row = sqlx::query(
+        "SELECT stock, issue_starts_at, issue_ends_at FROM coupon WHERE coupon_id = ? FOR UPDATE",
+    )
+    .bind(coupon_id.get())
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.map(|r| {
+        Ok(CouponRules {
+            stock: r.try_get("stock")?,
+            issue_starts_at: r
+                .try_get::<Option<NaiveDateTime>, _>("issue_starts_at")?
+                .map(utc),
+            issue_ends_at: r
+                .try_get::<Option<NaiveDateTime>, _>("issue_ends_at")?
+                .map(utc),
+        })
+    })
+    .transpose()
+}
+
+async fn existing_results(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    events: &[QueuedEvent],
+) -> Result<HashSet<String>, DbError> {
+    let mut q = QueryBuilder::<MySql>::new(
+        "SELECT request_id FROM coupon_issue_result WHERE request_id IN ",
+    );
+    q.push_tuples(events, |mut b, e| {
+        b.push_bind(e.event.event_id.to_string());
+    });
+    Ok(q.build_query_scalar::<String>()
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+async fn current_holders(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    coupon_id: CouponId,
+    events: &[&QueuedEvent],
+) -> Result<HashSet<i64>, DbError> {
+    let users: HashSet<i64> = events.iter().map(|q| q.event.user_id.get()).collect();
+    let mut q = QueryBuilder::<MySql>::new("SELECT user_id FROM user_coupon WHERE coupon_id = ");
+    q.push_bind(coupon_id.get()).push(" AND user_id IN ");
+    q.push_tuples(users, |mut b, u| {
+        b.push_bind(u);
+    });
+    Ok(q.build_query_scalar::<i64>()
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// Inserts results; a request id that already has one keeps it.
+async fn insert_results<'c, E>(executor: E, results: &[IssueResult]) -> Result<(), DbError>
+where
+    E: sqlx::Executor<'c, Database = MySql>,
+{
+    let mut q = QueryBuilder::<MySql>::new(
+        "INSERT INTO coupon_issue_result (request_id, coupon_id, user_id, status, reason, \
+         queue_position, requested_at, processed_at) ",
+    );
+    q.push_values(results, |mut b, r| {
+        b.push_bind(r.request_id.to_string())
+            .push_bind(r.coupon_id)
+            .push_bind(r.user_id)
+            .push_bind(r.status.as_str())
+            .push_bind(r.reason.clone())
+            .push_bind(r.queue_position.clone())
+            .push_bind(r.requested_at.naive_utc())
+            .push_bind(r.processed_at.naive_utc());
+    });
+    q.push(" ON DUPLICATE KEY UPDATE request_id = request_id");
+    q.build()
+        .execute(executor)
+        .await
+        .map_err(DbError::from_sqlx)?;
+    Ok(())
+}
+
+/// Records `SYSTEM_ERROR` for events that could not be processed (they go to
+/// the dead-letter queue). Events that already have a result keep it.
+pub async fn record_system_errors(
+    pool: &MySqlPool,
+    events: &[QueuedEvent],
+    reason: &str,
+) -> Result<(), DbError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let now = Utc::now();
+    let reason: String = reason.chars().take(500).collect();
+    let results: Vec<IssueResult> = events
+        .iter()
+        .map(|q| IssueResult {
+            request_id: q.event.event_id,
+            coupon_id: q.event.coupon_id.get(),
+            user_id: q.event.user_id.get(),
+            status: IssueStatus::SystemError,
+            reason: Some(reason.clone()),
+            queue_position: q.position.clone(),
+            requested_at: q.event.requested_at,
+            processed_at: now,
+        })
+        .collect();
+    insert_results(pool, &results).await?;
+    metrics::counter!("coupon_issue_results_total", "status" => IssueStatus::SystemError.as_str())
+        .increment(events.len() as u64);
+    Ok(())
+}
+
+/// How hard to retry transient database failures.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(3),
+        }
+    }
+}
+
+/// [`process_batch`] with retries and exponential backoff for transient
+/// errors. Gives up early (returning the last error) when `cancel` fires, so
+/// that nothing uncommitted is acknowledged at shutdown.
+pub async fn process_batch_with_retry(
+    pool: &MySqlPool,
+    events: &[QueuedEvent],
+    policy: RetryPolicy,
+    cancel: &CancellationToken,
+) -> Result<BatchOutcome, DbError> {
+    let mut backoff = policy.initial_backoff;
+    let mut attempt = 1;
+    loop {
+        match process_batch(pool, events).await {
+            Ok(outcome) => return Ok(outcome),
+            Err(e) if e.is_transient() && attempt < policy.max_attempts => {
+                warn!(error = ?e, attempt, ?backoff, "batch failed, retrying");
+                metrics::counter!("coupon_issue_batch_retries_total").increment(1);
+                tokio::select! {
+                    _ = tokio::time::sleep(jitter(backoff)) => {}
+                    _ = cancel.cancelled() => return Err(e),
+                }
+                backoff = (backoff * 2).min(policy.max_backoff);
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn jitter(d: Duration) -> Duration {
+    let ms = d.as_millis() as u64;
+    Duration::from_millis(ms / 2 + rand::random::<u64>() % (ms / 2 + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CouponIssueEvent, UserId};
+
+    fn ev(user: i64, at: DateTime<Utc>) -> QueuedEvent {
+        let mut e = CouponIssueEvent::new(
+            CouponId::try_from(1).unwrap(),
+            UserId::try_from(user).unwrap(),
+        );
+        e.requested_at = at;
+        QueuedEvent {
+            event: e,
+            position: format!("1-{user}"),
+        }
+    }
+
+    #[test]
+    fn decides_in_order_until_stock_runs_out() {
+        let now = Utc::now();
+        let events: Vec<QueuedEvent> = [1, 2, 1, 3, 4].iter().map(|u| ev(*u, now)).collect();
+        let refs: Vec<&QueuedEvent> = events.iter().collect();
+        let rules = CouponRules {
+            stock: 2,
+            issue_starts_at: None,
+            issue_ends_at: None,
+        };
+        let mut holders = HashSet::from([4]);
+        let got: Vec<IssueStatus> = decide(Some(rules), &mut holders, &refs)
+            .into_iter()
+            .map(|d| d.0)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                IssueStatus::Success,
+                IssueStatus::Success,
+                IssueStatus::DuplicateRequest,
+                IssueStatus::OutOfStock,
+                IssueStatus::DuplicateRequest
+            ]
+        );
+    }
+
+    #[test]
+    fn window_and_unknown_coupon_fail_validation() {
+        let now = Utc::now();
+        let events = [ev(1, now - chrono::Duration::hours(2)), ev(2, now)];
+        let refs: Vec<&QueuedEvent> = events.iter().collect();
+        let rules = CouponRules {
+            stock: 5,
+            issue_starts_at: Some(now - chrono::Duration::hours(1)),
+            issue_ends_at: Some(now),
+        };
+        let got = decide(Some(rules), &mut HashSet::new(), &refs);
+        assert!(got.iter().all(|d| d.0 == IssueStatus::ValidationFailed));
+        let got = decide(None, &mut HashSet::new(), &refs);
+        assert!(got.iter().all(|d| d.0 == IssueStatus::ValidationFailed));
+    }
+}

@@ -1,0 +1,80 @@
+//! The queue interface: one producer type for the api and the consumer side
+//! of each backend for the worker, chosen by [`QueueType`].
+
+pub mod redis;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::{CommonConfig, QueueType};
+use crate::domain::{CouponId, CouponIssueEvent};
+use crate::error::QueueError;
+
+pub use self::redis::RedisQueue;
+
+/// How long the api waits for the broker to acknowledge an event.
+pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Requests not yet processed, and what the number covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSize {
+    pub size: u64,
+    /// `coupon` when the number counts only this coupon's requests;
+    /// `partition` when it counts the whole partition the coupon maps to.
+    pub scope: &'static str,
+}
+
+/// The producing side of the configured queue.
+#[derive(Clone)]
+pub enum Producer {
+    Redis(RedisQueue),
+}
+
+impl Producer {
+    /// Builds the producer for the configured backend. Does not need the
+    /// broker to be up: the first request connects.
+    pub async fn from_config(config: &CommonConfig) -> Result<Self, QueueError> {
+        match config.queue_type {
+            QueueType::Redis => Ok(Producer::Redis(RedisQueue::new(
+                &config.redis_url,
+                &config.redis_key_prefix,
+                ENQUEUE_TIMEOUT,
+            )?)),
+            QueueType::Kafka => Err(QueueError::Unavailable(
+                "the kafka queue is not built into this binary".into(),
+            )),
+        }
+    }
+
+    /// Hands the event to the broker; returns its queue position once the
+    /// broker acknowledged it. An error means it was not enqueued.
+    pub async fn enqueue(&self, event: &CouponIssueEvent) -> Result<String, QueueError> {
+        let fut = async {
+            match self {
+                Producer::Redis(q) => q.enqueue(event).await,
+            }
+        };
+        tokio::time::timeout(ENQUEUE_TIMEOUT, fut)
+            .await
+            .map_err(|_| QueueError::Timeout(ENQUEUE_TIMEOUT))?
+    }
+
+    /// Accepted requests for this coupon that are not processed yet.
+    pub async fn queue_size(&self, coupon: CouponId) -> Result<QueueSize, QueueError> {
+        match self {
+            Producer::Redis(q) => Ok(QueueSize {
+                size: q.queue_size(coupon).await?,
+                scope: "coupon",
+            }),
+        }
+    }
+
+    /// Whether the broker answers.
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        match self {
+            Producer::Redis(q) => q.ping().await,
+        }
+    }
+}

@@ -1,0 +1,475 @@
+//! Redis backend: one stream per coupon plus a set of coupons with work.
+//!
+//! * Enqueue is one Lua script: `XADD coupon-issue-events:{id}` and `SADD`
+//!   of the coupon to the pending set, atomically, so no entry can exist
+//!   without its coupon being marked pending.
+//! * A worker takes a coupon's lease, reads the stream **from its head**,
+//!   processes, and only then trims what it committed (`XTRIM MINID`). An
+//!   entry therefore stays in the stream until its result is in MySQL: a
+//!   worker that dies leaves its entries where the next one starts reading,
+//!   in order, and `XLEN` is the queue size.
+//! * The lease keeps workers off each other's coupons; ordering does not rest
+//!   on it. Two readers of one coupon always see the same head, and the
+//!   processor's per-request skip plus the coupon row lock make the slower
+//!   one a no-op.
+
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, Script, Value};
+use tokio::sync::Mutex;
+
+use crate::domain::{CouponId, CouponIssueEvent};
+use crate::error::QueueError;
+
+static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
+return id",
+    )
+});
+
+static FORGET_IF_EMPTY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('XLEN', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[1])
+  return 1
+end
+return 0",
+    )
+});
+
+static RENEW_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0",
+    )
+});
+
+static RELEASE_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0",
+    )
+});
+
+/// Key names, all under one optional prefix.
+#[derive(Debug, Clone)]
+pub struct RedisKeys {
+    prefix: String,
+}
+
+impl RedisKeys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// `coupon-issue-events:{couponId}`: the coupon's queue.
+    pub fn stream(&self, coupon: CouponId) -> String {
+        format!("{}coupon-issue-events:{coupon}", self.prefix)
+    }
+
+    /// Set of coupon ids whose stream may hold entries.
+    pub fn pending(&self) -> String {
+        format!("{}coupon-issue-events:pending", self.prefix)
+    }
+
+    /// Which worker is draining the coupon.
+    pub fn lease(&self, coupon: CouponId) -> String {
+        format!("{}coupon-issue-events:{coupon}:lease", self.prefix)
+    }
+
+    /// Dead letters of every coupon.
+    pub fn dead_letters(&self) -> String {
+        format!("{}coupon-issue-events:dlq", self.prefix)
+    }
+}
+
+/// A stream entry: its id and its fields, in order.
+pub type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
+/// A stream entry as read, before decoding.
+#[derive(Debug, Clone)]
+pub struct RawEntry {
+    pub id: String,
+    /// The `event` field; `None` if the entry has none.
+    pub payload: Option<Vec<u8>>,
+}
+
+/// Connection to the Redis queue. Reconnects by itself after failures.
+#[derive(Clone)]
+pub struct RedisQueue {
+    client: Client,
+    keys: RedisKeys,
+    timeout: Duration,
+    conn: Arc<Mutex<ConnState>>,
+}
+
+#[derive(Default)]
+struct ConnState {
+    conn: Option<MultiplexedConnection>,
+    /// After a failed connect, callers fail fast for a moment instead of
+    /// queueing behind one connect attempt each.
+    failed_at: Option<Instant>,
+}
+
+const FAIL_FAST: Duration = Duration::from_millis(250);
+
+impl RedisQueue {
+    /// Prepares a queue; connects on first use, so it can be built while
+    /// Redis is down.
+    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, QueueError> {
+        Ok(Self {
+            client: Client::open(url)?,
+            keys: RedisKeys::new(prefix),
+            timeout,
+            conn: Arc::new(Mutex::new(ConnState::default())),
+        })
+    }
+
+    pub fn keys(&self) -> &RedisKeys {
+        &self.keys
+    }
+
+    async fn connection(&self) -> Result<MultiplexedConnection, QueueError> {
+        let mut state = self.conn.lock().await;
+        if let Some(c) = &state.conn {
+            return Ok(c.clone());
+        }
+        if state.failed_at.is_some_and(|t| t.elapsed() < FAIL_FAST) {
+            return Err(QueueError::Unavailable("redis is unreachable".into()));
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        match self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+        {
+            Ok(c) => {
+                state.conn = Some(c.clone());
+                state.failed_at = None;
+                Ok(c)
+            }
+            Err(e) => {
+                state.failed_at = Some(Instant::now());
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Runs one command or script; drops the connection when it broke so
+    /// that the next call reconnects.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        invocation: Invocation<'_>,
+    ) -> Result<T, QueueError> {
+        let mut conn = self.connection().await?;
+        let result = match invocation {
+            Invocation::Cmd(cmd) => cmd.query_async(&mut conn).await,
+            Invocation::Script(inv) => inv.invoke_async(&mut conn).await,
+        };
+        match result {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_timeout()
+                    || e.is_unrecoverable_error()
+                {
+                    self.conn.lock().await.conn = None;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Appends the event to its coupon's stream; returns the entry id.
+    pub async fn enqueue(&self, event: &CouponIssueEvent) -> Result<String, QueueError> {
+        let mut inv = ENQUEUE.prepare_invoke();
+        inv.key(self.keys.stream(event.coupon_id))
+            .key(self.keys.pending())
+            .arg(event.to_json())
+            .arg(event.coupon_id.get());
+        self.run(Invocation::Script(inv)).await
+    }
+
+    /// Appends a raw payload to a coupon's stream, as a producer with a bug
+    /// might; used to prove malformed entries are dead-lettered.
+    pub async fn enqueue_raw(
+        &self,
+        coupon: CouponId,
+        payload: &[u8],
+    ) -> Result<String, QueueError> {
+        let mut inv = ENQUEUE.prepare_invoke();
+        inv.key(self.keys.stream(coupon))
+            .key(self.keys.pending())
+            .arg(payload)
+            .arg(coupon.get());
+        self.run(Invocation::Script(inv)).await
+    }
+
+    /// Entries of the coupon not yet processed.
+    pub async fn queue_size(&self, coupon: CouponId) -> Result<u64, QueueError> {
+        self.run(Invocation::Cmd(
+            redis::cmd("XLEN").arg(self.keys.stream(coupon)),
+        ))
+        .await
+    }
+
+    /// `PING`, for readiness.
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        let _: String = self.run(Invocation::Cmd(&redis::cmd("PING"))).await?;
+        Ok(())
+    }
+
+    /// Coupons whose streams may hold entries.
+    pub async fn pending_coupons(&self) -> Result<Vec<CouponId>, QueueError> {
+        let raw: Vec<String> = self
+            .run(Invocation::Cmd(
+                redis::cmd("SMEMBERS").arg(self.keys.pending()),
+            ))
+            .await?;
+        Ok(raw.iter().filter_map(|s| s.parse().ok()).collect())
+    }
+
+    /// Takes the coupon's lease if nobody holds it.
+    pub async fn try_lease(
+        &self,
+        coupon: CouponId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, QueueError> {
+        let reply: Option<String> = self
+            .run(Invocation::Cmd(
+                redis::cmd("SET")
+                    .arg(self.keys.lease(coupon))
+                    .arg(holder)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis() as u64),
+            ))
+            .await?;
+        Ok(reply.is_some())
+    }
+
+    /// Extends the lease if `holder` still holds it.
+    pub async fn renew_lease(
+        &self,
+        coupon: CouponId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, QueueError> {
+        let mut inv = RENEW_LEASE.prepare_invoke();
+        inv.key(self.keys.lease(coupon))
+            .arg(holder)
+            .arg(ttl.as_millis() as u64);
+        let n: i64 = self.run(Invocation::Script(inv)).await?;
+        Ok(n == 1)
+    }
+
+    /// Gives the lease back if `holder` still holds it.
+    pub async fn release_lease(&self, coupon: CouponId, holder: &str) -> Result<(), QueueError> {
+        let mut inv = RELEASE_LEASE.prepare_invoke();
+        inv.key(self.keys.lease(coupon)).arg(holder);
+        let _: i64 = self.run(Invocation::Script(inv)).await?;
+        Ok(())
+    }
+
+    /// The oldest `count` entries of the coupon's stream, in order.
+    pub async fn read_head(
+        &self,
+        coupon: CouponId,
+        count: usize,
+    ) -> Result<Vec<RawEntry>, QueueError> {
+        let reply: Value = self
+            .run(Invocation::Cmd(
+                redis::cmd("XRANGE")
+                    .arg(self.keys.stream(coupon))
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count),
+            ))
+            .await?;
+        parse_xrange(reply)
+    }
+
+    /// Removes every entry up to and including `last_id`; call only after
+    /// their results are committed.
+    pub async fn remove_through(&self, coupon: CouponId, last_id: &str) -> Result<(), QueueError> {
+        let threshold = next_entry_id(last_id)
+            .ok_or_else(|| QueueError::Unavailable(format!("bad stream entry id {last_id}")))?;
+        let _: i64 = self
+            .run(Invocation::Cmd(
+                redis::cmd("XTRIM")
+                    .arg(self.keys.stream(coupon))
+                    .arg("MINID")
+                    .arg(threshold),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Drops the coupon from the pending set if its stream is empty, in one
+    /// atomic step (an enqueue cannot slip in between). Returns whether it did.
+    pub async fn forget_if_empty(&self, coupon: CouponId) -> Result<bool, QueueError> {
+        let mut inv = FORGET_IF_EMPTY.prepare_invoke();
+        inv.key(self.keys.stream(coupon))
+            .key(self.keys.pending())
+            .arg(coupon.get());
+        let n: i64 = self.run(Invocation::Script(inv)).await?;
+        Ok(n == 1)
+    }
+
+    /// Appends a dead letter: where it came from, its payload and why.
+    pub async fn dead_letter(
+        &self,
+        coupon: CouponId,
+        entry_id: &str,
+        payload: &[u8],
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        let _: String = self
+            .run(Invocation::Cmd(
+                redis::cmd("XADD")
+                    .arg(self.keys.dead_letters())
+                    .arg("*")
+                    .arg("stream")
+                    .arg(self.keys.stream(coupon))
+                    .arg("entryId")
+                    .arg(entry_id)
+                    .arg("payload")
+                    .arg(payload)
+                    .arg("reason")
+                    .arg(reason),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Dead letters, oldest first: `(dlq entry id, fields)`.
+    pub async fn dead_letters(&self, count: usize) -> Result<Vec<StreamEntry>, QueueError> {
+        let reply: Value = self
+            .run(Invocation::Cmd(
+                redis::cmd("XRANGE")
+                    .arg(self.keys.dead_letters())
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count),
+            ))
+            .await?;
+        parse_entries(reply)
+    }
+}
+
+enum Invocation<'a> {
+    Cmd(&'a redis::Cmd),
+    Script(redis::ScriptInvocation<'a>),
+}
+
+fn bytes(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b.clone()),
+        Value::SimpleString(s) => Some(s.clone().into_bytes()),
+        Value::Int(i) => Some(i.to_string().into_bytes()),
+        _ => None,
+    }
+}
+
+fn malformed(what: &str) -> QueueError {
+    QueueError::Unavailable(format!("unexpected XRANGE reply: {what}"))
+}
+
+fn parse_entries(reply: Value) -> Result<Vec<StreamEntry>, QueueError> {
+    let Value::Array(items) = reply else {
+        return Err(malformed("not an array"));
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let Value::Array(pair) = item else {
+                return Err(malformed("entry is not an array"));
+            };
+            let [id, fields] =
+                <[Value; 2]>::try_from(pair).map_err(|_| malformed("entry shape"))?;
+            let id = bytes(&id)
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| malformed("entry id"))?;
+            let flat = match fields {
+                Value::Array(f) => f,
+                Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+                _ => return Err(malformed("fields")),
+            };
+            let fields = flat
+                .chunks(2)
+                .filter_map(|kv| match kv {
+                    [k, v] => Some((String::from_utf8_lossy(&bytes(k)?).into_owned(), bytes(v)?)),
+                    _ => None,
+                })
+                .collect();
+            Ok((id, fields))
+        })
+        .collect()
+}
+
+fn parse_xrange(reply: Value) -> Result<Vec<RawEntry>, QueueError> {
+    Ok(parse_entries(reply)?
+        .into_iter()
+        .map(|(id, fields)| RawEntry {
+            id,
+            payload: fields
+                .into_iter()
+                .find(|(k, _)| k == "event")
+                .map(|(_, v)| v),
+        })
+        .collect())
+}
+
+/// The smallest stream id greater than `id` (`ms-seq` → `ms-(seq+1)`).
+pub fn next_entry_id(id: &str) -> Option<String> {
+    let (ms, seq) = id.split_once('-')?;
+    let (ms, seq): (u64, u64) = (ms.parse().ok()?, seq.parse().ok()?);
+    Some(match seq.checked_add(1) {
+        Some(s) => format!("{ms}-{s}"),
+        None => format!("{}-0", ms.checked_add(1)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_entry_id_steps_the_sequence() {
+        assert_eq!(next_entry_id("1700-3").as_deref(), Some("1700-4"));
+        assert_eq!(
+            next_entry_id(&format!("5-{}", u64::MAX)).as_deref(),
+            Some("6-0")
+        );
+        assert_eq!(next_entry_id("nonsense"), None);
+    }
+
+    #[test]
+    fn keys_share_the_prefix() {
+        let k = RedisKeys::new("t1:");
+        let c = CouponId::try_from(7).unwrap();
+        assert_eq!(k.stream(c), "t1:coupon-issue-events:7");
+        assert_eq!(k.pending(), "t1:coupon-issue-events:pending");
+        assert_eq!(k.lease(c), "t1:coupon-issue-events:7:lease");
+    }
+}

@@ -1,0 +1,126 @@
+# Shared helpers of scripts/: bring the services up (Docker when an engine
+# answers, otherwise the locally installed servers), create the database and
+# its user. Source it; do not run it.
+
+set -euo pipefail
+
+ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RUN_DIR="${RUN_DIR:-$ROOT_DIR/run}"
+CACHE_DIR="${COUPON_CACHE_DIR:-$HOME/.cache/coupon-service}"
+
+DB_NAME="${DB_NAME:-e_commerce_db}"
+DB_USER="${DB_USER:-application}"
+DB_PASSWORD="${DB_PASSWORD:-application}"
+MYSQL_HOST="${MYSQL_HOST:-127.0.0.1}"
+MYSQL_PORT="${MYSQL_PORT:-3306}"
+REDIS_HOST="${REDIS_HOST:-127.0.0.1}"
+REDIS_PORT="${REDIS_PORT:-6379}"
+
+export DATABASE_URL="${DATABASE_URL:-mysql://$DB_USER:$DB_PASSWORD@$MYSQL_HOST:$MYSQL_PORT/$DB_NAME}"
+export REDIS_URL="${REDIS_URL:-redis://$REDIS_HOST:$REDIS_PORT}"
+
+log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# wait_for_port HOST PORT SECONDS
+wait_for_port() {
+  local host=$1 port=$2 secs=${3:-30} i
+  for ((i = 0; i < secs * 10; i++)); do
+    if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+docker_available() {
+  [[ "${USE_DOCKER:-auto}" != "no" ]] && command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1
+}
+
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi
+}
+
+apt_install() {
+  log "installing $* with apt-get"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || die "apt-get update failed"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null || die "apt-get install $* failed"
+}
+
+# Admin access to MySQL/MariaDB: root over the socket, else root over TCP.
+mysql_admin() {
+  if [[ -n "${MYSQL_ADMIN_CMD:-}" ]]; then $MYSQL_ADMIN_CMD "$@"; return; fi
+  if mysql -uroot -e 'SELECT 1' >/dev/null 2>&1; then
+    mysql -uroot "$@"
+  else
+    mysql -h"$MYSQL_HOST" -P"$MYSQL_PORT" -uroot ${MYSQL_ROOT_PASSWORD:+-p"$MYSQL_ROOT_PASSWORD"} "$@"
+  fi
+}
+
+# The application's own access, for operators' SQL.
+mysql_app() {
+  mysql -h"$MYSQL_HOST" -P"$MYSQL_PORT" -u"$DB_USER" -p"$DB_PASSWORD" "$DB_NAME" "$@"
+}
+
+ensure_mysql_local() {
+  if ! command -v mariadbd >/dev/null 2>&1 && ! command -v mysqld >/dev/null 2>&1 && [[ ! -x /usr/sbin/mariadbd ]]; then
+    apt_install mariadb-server mariadb-client
+  fi
+  if ! wait_for_port "$MYSQL_HOST" "$MYSQL_PORT" 1; then
+    log "starting MariaDB"
+    if [[ -x /usr/sbin/mariadbd ]]; then
+      as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+    else
+      as_root service mariadb start || as_root service mysql start
+    fi
+    wait_for_port "$MYSQL_HOST" "$MYSQL_PORT" 60 || die "MySQL/MariaDB did not come up on $MYSQL_HOST:$MYSQL_PORT"
+  fi
+  local i
+  for ((i = 0; i < 60; i++)); do mysql_admin -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.5; done
+  mysql_admin -e 'SELECT 1' >/dev/null || die "cannot log in to MySQL as root (set MYSQL_ROOT_PASSWORD or MYSQL_ADMIN_CMD)"
+}
+
+# Redis with AOF (appendfsync everysec): an acknowledged enqueue survives a
+# Redis restart, losing at most the last second on a power cut.
+ensure_redis_local() {
+  command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+  if ! wait_for_port "$REDIS_HOST" "$REDIS_PORT" 1; then
+    log "starting Redis with AOF"
+    mkdir -p "$CACHE_DIR/redis"
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" \
+      --dir "$CACHE_DIR/redis" --appendonly yes --appendfsync everysec \
+      --logfile "$CACHE_DIR/redis/redis.log"
+    wait_for_port "$REDIS_HOST" "$REDIS_PORT" 30 || die "Redis did not come up on $REDIS_PORT"
+  fi
+  if [[ "$(redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" CONFIG GET appendonly | tail -1)" != "yes" ]]; then
+    log "switching Redis to AOF persistence"
+    redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" CONFIG SET appendfsync everysec >/dev/null
+    redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" CONFIG SET appendonly yes >/dev/null
+  fi
+}
+
+# Database e_commerce_db and user application, with the right to create
+# per-test databases coupon_test_*.
+create_database() {
+  log "creating database $DB_NAME and user $DB_USER"
+  mysql_admin <<SQL
+CREATE DATABASE IF NOT EXISTS \`$DB_NAME\` CHARACTER SET utf8mb4;
+CREATE USER IF NOT EXISTS '$DB_USER'@'%' IDENTIFIED BY '$DB_PASSWORD';
+CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASSWORD';
+CREATE USER IF NOT EXISTS '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASSWORD';
+GRANT ALL PRIVILEGES ON \`$DB_NAME\`.* TO '$DB_USER'@'%', '$DB_USER'@'localhost', '$DB_USER'@'127.0.0.1';
+GRANT ALL PRIVILEGES ON \`coupon\_test\_%\`.* TO '$DB_USER'@'%', '$DB_USER'@'localhost', '$DB_USER'@'127.0.0.1';
+FLUSH PRIVILEGES;
+SQL
+}
+
+ensure_services() {
+  if docker_available; then
+    log "Docker engine found: docker compose up"
+    (cd "$ROOT_DIR" && docker compose up -d --wait mysql redis ${WITH_KAFKA:+kafka})
+    export MYSQL_ADMIN_CMD="${MYSQL_ADMIN_CMD:-docker compose -f $ROOT_DIR/docker-compose.yml exec -T mysql mysql -uroot -proot}"
+  else
+    ensure_mysql_local
+    ensure_redis_local
+  fi
+  create_database
+}

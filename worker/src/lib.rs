@@ -1,0 +1,91 @@
+//! The queue worker: takes accepted issue events off the configured queue and
+//! feeds them, one coupon's batch at a time, to the shared processor. Any
+//! number of workers may run at once, on any host.
+
+pub mod config;
+pub mod health;
+pub mod pipeline;
+pub mod redis_poller;
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use common::config::QueueType;
+use common::processor::RetryPolicy;
+use common::queue::RedisQueue;
+use common::{db, telemetry};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::WorkerConfig;
+
+use crate::redis_poller::RedisPoller;
+
+/// A worker with its health endpoint bound, not yet running.
+pub struct Worker {
+    config: WorkerConfig,
+    listener: TcpListener,
+    pool: sqlx::MySqlPool,
+}
+
+impl Worker {
+    /// Prepares the database pool and binds the health endpoint. Services
+    /// may still be down: the worker waits for them while it runs.
+    pub async fn build(config: WorkerConfig) -> anyhow::Result<Self> {
+        let pool = db::pool(&config.common.database_url, 8).context("DATABASE_URL")?;
+        let addr = format!("{}:{}", config.host, config.port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("binding WORKER_HOST:WORKER_PORT {addr}"))?;
+        Ok(Self {
+            config,
+            listener,
+            pool,
+        })
+    }
+
+    /// Address of the health endpoint.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    /// Consumes until `cancel` fires, then finishes the batch in hand,
+    /// acknowledges it and returns.
+    pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        let holder = format!(
+            "worker-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
+        match self.config.common.queue_type {
+            QueueType::Redis => {
+                let queue = RedisQueue::new(
+                    &self.config.common.redis_url,
+                    &self.config.common.redis_key_prefix,
+                    std::time::Duration::from_secs(5),
+                )
+                .context("REDIS_URL")?;
+                let health = health::HealthState {
+                    pool: self.pool.clone(),
+                    redis: Some(queue.clone()),
+                    metrics: telemetry::metrics_handle(),
+                };
+                let server = tokio::spawn(health::serve(self.listener, health, cancel.clone()));
+                let poller = RedisPoller {
+                    queue,
+                    pool: self.pool.clone(),
+                    batch_size: self.config.batch_size as usize,
+                    poll_interval: self.config.poll_interval(),
+                    lease_ttl: self.config.lease_ttl(),
+                    concurrency: self.config.coupon_concurrency as usize,
+                    retry: RetryPolicy::default(),
+                    holder,
+                };
+                poller.run(cancel).await;
+                server.await.ok();
+                Ok(())
+            }
+            QueueType::Kafka => anyhow::bail!("APP_QUEUE_TYPE=kafka is not built into this worker"),
+        }
+    }
+}

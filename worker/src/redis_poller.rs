@@ -1,0 +1,192 @@
+//! Redis mode: wake every poll interval, then drain every pending coupon in
+//! batches before sleeping again. One worker per coupon at a time (a lease);
+//! see `common::queue::redis` for why ordering does not depend on the lease.
+
+use std::time::Duration;
+
+use common::domain::{CouponId, CouponIssueEvent, QueuedEvent};
+use common::processor::RetryPolicy;
+use common::queue::redis::RawEntry;
+use common::queue::RedisQueue;
+use futures::StreamExt;
+use rand::seq::SliceRandom;
+use sqlx::MySqlPool;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, instrument, warn};
+
+use crate::pipeline::handle_batch;
+
+/// The Redis poller of one worker process.
+pub struct RedisPoller {
+    pub queue: RedisQueue,
+    pub pool: MySqlPool,
+    pub batch_size: usize,
+    pub poll_interval: Duration,
+    pub lease_ttl: Duration,
+    pub concurrency: usize,
+    pub retry: RetryPolicy,
+    /// This worker's name in coupon leases.
+    pub holder: String,
+}
+
+/// Why a drain stopped early; the entries stay queued for the next poll.
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    #[error(transparent)]
+    Queue(#[from] common::error::QueueError),
+    #[error(transparent)]
+    Db(#[from] common::error::DbError),
+}
+
+impl RedisPoller {
+    /// Polls until `cancel` fires; the batch in hand is finished and trimmed
+    /// first.
+    pub async fn run(&self, cancel: CancellationToken) {
+        info!(holder = %self.holder, interval = ?self.poll_interval, batch = self.batch_size, "redis poller started");
+        loop {
+            match self.poll_once(&cancel).await {
+                Ok(0) => {}
+                Ok(n) => info!(processed = n, "drained pending coupons"),
+                Err(e) => warn!(error = ?e, "poll failed; will retry"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.poll_interval) => {}
+                _ = cancel.cancelled() => break,
+            }
+        }
+        info!("redis poller stopped");
+    }
+
+    /// One poll: drains every pending coupon this worker can lease. Returns
+    /// how many results it wrote.
+    pub async fn poll_once(&self, cancel: &CancellationToken) -> Result<usize, DrainError> {
+        let mut coupons = self.queue.pending_coupons().await?;
+        // Workers start on different coupons instead of all racing for the first.
+        coupons.shuffle(&mut rand::thread_rng());
+        let results: Vec<Result<usize, DrainError>> = futures::stream::iter(coupons)
+            .map(|c| self.drain_coupon(c, cancel))
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        let mut total = 0;
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Ok(n) => total += n,
+                Err(e) => {
+                    warn!(error = ?e, "drain stopped early");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) if total == 0 => Err(e),
+            _ => Ok(total),
+        }
+    }
+
+    async fn drain_coupon(
+        &self,
+        coupon: CouponId,
+        cancel: &CancellationToken,
+    ) -> Result<usize, DrainError> {
+        if cancel.is_cancelled()
+            || !self
+                .queue
+                .try_lease(coupon, &self.holder, self.lease_ttl)
+                .await?
+        {
+            return Ok(0);
+        }
+        let result = self.drain_leased(coupon, cancel).await;
+        if let Err(e) = self.queue.release_lease(coupon, &self.holder).await {
+            warn!(error = ?e, %coupon, "could not release lease; it expires by itself");
+        }
+        result
+    }
+
+    #[instrument(skip_all, fields(coupon_id = coupon.get()))]
+    async fn drain_leased(
+        &self,
+        coupon: CouponId,
+        cancel: &CancellationToken,
+    ) -> Result<usize, DrainError> {
+        let mut processed = 0;
+        while !cancel.is_cancelled() {
+            let entries = self.queue.read_head(coupon, self.batch_size).await?;
+            let Some(last) = entries.last() else {
+                if self.queue.forget_if_empty(coupon).await? {
+                    break;
+                }
+                continue;
+            };
+            let last_id = last.id.clone();
+            let events = self.decode_or_dead_letter(coupon, entries).await?;
+            let handled = handle_batch(&self.pool, &events, self.retry, cancel).await?;
+            for (event, reason) in &handled.failed {
+                self.queue
+                    .dead_letter(
+                        coupon,
+                        &event.position,
+                        event.event.to_json().as_bytes(),
+                        reason,
+                    )
+                    .await?;
+            }
+            // Only now, with every result committed, do the entries leave the stream.
+            self.queue.remove_through(coupon, &last_id).await?;
+            processed += handled.processed;
+            metrics::counter!("coupon_issue_events_acknowledged_total", "queue" => "redis")
+                .increment(events.len() as u64);
+            if !self
+                .queue
+                .renew_lease(coupon, &self.holder, self.lease_ttl)
+                .await?
+            {
+                warn!("lease lost; leaving the coupon to its new holder");
+                break;
+            }
+        }
+        Ok(processed)
+    }
+
+    /// Decodes entries; those that cannot be decoded, or belong to another
+    /// coupon, go to the dead-letter queue and never block the rest.
+    async fn decode_or_dead_letter(
+        &self,
+        coupon: CouponId,
+        entries: Vec<RawEntry>,
+    ) -> Result<Vec<QueuedEvent>, DrainError> {
+        let mut events = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let payload = entry.payload.unwrap_or_default();
+            let decoded = CouponIssueEvent::from_json(&payload)
+                .map_err(|e| e.to_string())
+                .and_then(|ev| {
+                    if ev.coupon_id == coupon {
+                        Ok(ev)
+                    } else {
+                        Err(format!(
+                            "event of coupon {} in the stream of coupon {coupon}",
+                            ev.coupon_id
+                        ))
+                    }
+                });
+            match decoded {
+                Ok(event) => events.push(QueuedEvent {
+                    event,
+                    position: entry.id,
+                }),
+                Err(reason) => {
+                    warn!(entry = %entry.id, %reason, "dead-lettering undecodable entry");
+                    metrics::counter!("coupon_issue_dead_letters_total", "queue" => "redis")
+                        .increment(1);
+                    self.queue
+                        .dead_letter(coupon, &entry.id, &payload, &reason)
+                        .await?;
+                }
+            }
+        }
+        Ok(events)
+    }
+}

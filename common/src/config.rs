@@ -90,6 +90,9 @@ impl Default for CommonConfig {
 }
 
 fn parse_mysql_url(raw: &str) -> Result<String, String> {
+    if !(raw.starts_with("mysql://") || raw.starts_with("mariadb://")) {
+        return Err("must start with mysql:// or mariadb://".into());
+    }
     sqlx::mysql::MySqlConnectOptions::from_str(raw)
         .map(|_| raw.to_string())
         .map_err(|e| format!("not a mysql:// url: {e}"))

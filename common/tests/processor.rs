@@ -1,0 +1,226 @@
+//! The shared processor against a real MySQL/MariaDB, a fresh database per test.
+
+use std::collections::HashSet;
+
+use chrono::{Duration, Utc};
+use common::domain::{CouponId, CouponIssueEvent, IssueStatus, QueuedEvent, UserId};
+use common::processor::process_batch;
+use common::testing::TestDb;
+
+/// Events for `users` in order, at positions `1-<n>`.
+fn events(coupon: CouponId, users: &[i64], first_position: u64) -> Vec<QueuedEvent> {
+    users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| QueuedEvent {
+            event: CouponIssueEvent::new(coupon, UserId::try_from(*u).unwrap()),
+            position: format!("1-{}", first_position + i as u64),
+        })
+        .collect()
+}
+
+fn statuses(outcome: &common::processor::BatchOutcome) -> Vec<IssueStatus> {
+    outcome.results.iter().map(|r| r.status).collect()
+}
+
+async fn stock(db: &TestDb, coupon: CouponId) -> i32 {
+    sqlx::query_scalar("SELECT stock FROM coupon WHERE coupon_id = ?")
+        .bind(coupon.get())
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+async fn holders(db: &TestDb, coupon: CouponId) -> Vec<i64> {
+    sqlx::query_scalar("SELECT user_id FROM user_coupon WHERE coupon_id = ? ORDER BY user_id")
+        .bind(coupon.get())
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn unknown_coupon_fails_validation_and_touches_no_stock() {
+    let db = TestDb::new().await;
+    let ghost = CouponId::try_from(987_654).unwrap();
+    let out = process_batch(&db.pool, &events(ghost, &[1, 2], 1))
+        .await
+        .unwrap();
+    assert_eq!(statuses(&out), [IssueStatus::ValidationFailed; 2]);
+    assert!(out.results[0]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("does not exist"));
+}
+
+#[tokio::test]
+async fn requests_outside_the_issue_window_fail_validation() {
+    let db = TestDb::new().await;
+    let now = Utc::now();
+    let not_open = db.coupon(10).await;
+    let closed = db.coupon(10).await;
+    sqlx::query("UPDATE coupon SET issue_starts_at = ? WHERE coupon_id = ?")
+        .bind((now + Duration::hours(1)).naive_utc())
+        .bind(not_open.get())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE coupon SET issue_starts_at = ?, issue_ends_at = ? WHERE coupon_id = ?")
+        .bind((now - Duration::hours(2)).naive_utc())
+        .bind((now - Duration::hours(1)).naive_utc())
+        .bind(closed.get())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    for coupon in [not_open, closed] {
+        let out = process_batch(&db.pool, &events(coupon, &[1], 1))
+            .await
+            .unwrap();
+        assert_eq!(statuses(&out), [IssueStatus::ValidationFailed]);
+        assert_eq!(stock(&db, coupon).await, 10);
+        assert!(holders(&db, coupon).await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_repeat_user_gets_duplicate_request_within_and_across_batches() {
+    let db = TestDb::new().await;
+    let coupon = db.coupon(10).await;
+    let first = process_batch(&db.pool, &events(coupon, &[7, 7], 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses(&first),
+        [IssueStatus::Success, IssueStatus::DuplicateRequest]
+    );
+    let later = process_batch(&db.pool, &events(coupon, &[7], 3))
+        .await
+        .unwrap();
+    assert_eq!(statuses(&later), [IssueStatus::DuplicateRequest]);
+    assert_eq!(holders(&db, coupon).await, [7]);
+    assert_eq!(stock(&db, coupon).await, 9);
+}
+
+#[tokio::test]
+async fn a_batch_that_straddles_the_last_unit_issues_exactly_the_stock_in_order() {
+    let db = TestDb::new().await;
+    let coupon = db.coupon(3).await;
+    let out = process_batch(&db.pool, &events(coupon, &[1, 2, 3, 4, 5], 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses(&out),
+        [
+            IssueStatus::Success,
+            IssueStatus::Success,
+            IssueStatus::Success,
+            IssueStatus::OutOfStock,
+            IssueStatus::OutOfStock
+        ]
+    );
+    assert_eq!(stock(&db, coupon).await, 0);
+    assert_eq!(holders(&db, coupon).await, [1, 2, 3]);
+    let after = process_batch(&db.pool, &events(coupon, &[6], 6))
+        .await
+        .unwrap();
+    assert_eq!(statuses(&after), [IssueStatus::OutOfStock]);
+}
+
+#[tokio::test]
+async fn the_same_batch_delivered_twice_changes_nothing() {
+    let db = TestDb::new().await;
+    let coupon = db.coupon(2).await;
+    let batch = events(coupon, &[1, 2, 3], 1);
+    let first = process_batch(&db.pool, &batch).await.unwrap();
+    assert_eq!(first.results.len(), 3);
+    let again = process_batch(&db.pool, &batch).await.unwrap();
+    assert!(again.results.is_empty());
+    assert_eq!(again.already_processed, 3);
+    // A redelivery that overlaps new events: only the new ones are decided.
+    let mut overlap = batch.clone();
+    overlap.extend(events(coupon, &[4], 4));
+    let third = process_batch(&db.pool, &overlap).await.unwrap();
+    assert_eq!(statuses(&third), [IssueStatus::OutOfStock]);
+    assert_eq!(third.already_processed, 3);
+    assert_eq!(stock(&db, coupon).await, 0);
+    assert_eq!(holders(&db, coupon).await, [1, 2]);
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupon_issue_result")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 4);
+}
+
+#[tokio::test]
+async fn a_stock_set_by_plain_sql_is_honoured_by_the_next_batch() {
+    let db = TestDb::new().await;
+    let coupon = db.coupon(1).await;
+    process_batch(&db.pool, &events(coupon, &[1, 2], 1))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE coupon SET stock = 2 WHERE coupon_id = ?")
+        .bind(coupon.get())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let out = process_batch(&db.pool, &events(coupon, &[2, 3, 4], 3))
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses(&out),
+        [
+            IssueStatus::Success,
+            IssueStatus::Success,
+            IssueStatus::OutOfStock
+        ]
+    );
+    assert_eq!(stock(&db, coupon).await, 0);
+}
+
+#[tokio::test]
+async fn concurrent_batches_of_one_coupon_never_oversell() {
+    let db = TestDb::new().await;
+    let coupon = db.coupon(50).await;
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let pool = db.pool.clone();
+        let users: Vec<i64> = (0..40).map(|i| (t * 1000 + i + 1) as i64).collect();
+        let batch = events(coupon, &users, t * 1000);
+        tasks.push(tokio::spawn(async move {
+            common::processor::process_batch_with_retry(
+                &pool,
+                &batch,
+                Default::default(),
+                &Default::default(),
+            )
+            .await
+            .unwrap()
+        }));
+    }
+    let mut success = 0;
+    for t in tasks {
+        success += t
+            .await
+            .unwrap()
+            .results
+            .iter()
+            .filter(|r| r.status == IssueStatus::Success)
+            .count();
+    }
+    assert_eq!(success, 50);
+    assert_eq!(stock(&db, coupon).await, 0);
+    let distinct: HashSet<i64> = holders(&db, coupon).await.into_iter().collect();
+    assert_eq!(distinct.len(), 50);
+}
+
+#[tokio::test]
+async fn a_batch_mixing_coupons_is_refused_whole() {
+    let db = TestDb::new().await;
+    let a = db.coupon(5).await;
+    let b = db.coupon(5).await;
+    let mut batch = events(a, &[1], 1);
+    batch.extend(events(b, &[2], 2));
+    assert!(process_batch(&db.pool, &batch).await.is_err());
+    assert_eq!(stock(&db, a).await, 5);
+}

@@ -1,0 +1,243 @@
+//! End-to-end harness: the real api on port 0 in this process, real worker
+//! processes (the `worker` binary), a fresh database and a unique Redis key
+//! prefix per test.
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::{ApiConfig, Application};
+use common::audit::{audit_sale, AuditReport};
+use common::config::{CommonConfig, QueueType};
+use common::domain::CouponId;
+use common::testing::{key_prefix, redis_url, TestDb};
+use serde::Deserialize;
+use tokio::process::{Child, Command};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// A running api with its own database and queue namespace.
+pub struct TestApp {
+    pub address: String,
+    pub db: TestDb,
+    pub common: CommonConfig,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted {
+    pub request_id: Uuid,
+    pub user_id: i64,
+    pub queue_position: String,
+}
+
+/// Services for one test in `mode`: a fresh database, a unique Redis prefix.
+pub async fn test_config(mode: QueueType) -> (TestDb, CommonConfig) {
+    let db = TestDb::new().await;
+    let common = CommonConfig {
+        queue_type: mode,
+        database_url: db.url.clone(),
+        redis_url: redis_url(),
+        redis_key_prefix: key_prefix(),
+        ..CommonConfig::default()
+    };
+    (db, common)
+}
+
+/// Starts the api in this process on a free port.
+pub async fn spawn_app(mode: QueueType) -> TestApp {
+    let (db, common) = test_config(mode).await;
+    spawn_app_with(db, common).await
+}
+
+pub async fn spawn_app_with(db: TestDb, common: CommonConfig) -> TestApp {
+    let app = Application::build(ApiConfig::for_tests(common.clone(), ADMIN_TOKEN))
+        .await
+        .expect("api builds");
+    let address = format!("http://{}", app.local_addr());
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(app.run_until(async move { stop.cancelled().await }));
+    TestApp {
+        address,
+        db,
+        common,
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        shutdown,
+    }
+}
+
+impl TestApp {
+    /// Launches one `worker` process against this app's services.
+    pub fn spawn_worker(&self) -> Child {
+        self.worker_command()
+            .spawn()
+            .expect("worker process starts")
+    }
+
+    pub fn worker_command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                "APP_QUEUE_TYPE",
+                match self.common.queue_type {
+                    QueueType::Redis => "redis",
+                    QueueType::Kafka => "kafka",
+                },
+            )
+            .env("DATABASE_URL", &self.common.database_url)
+            .env("REDIS_URL", &self.common.redis_url)
+            .env("REDIS_KEY_PREFIX", &self.common.redis_key_prefix)
+            .env("KAFKA_BROKERS", &self.common.kafka_brokers)
+            .env("KAFKA_TOPIC", &self.common.kafka_topic)
+            .env("KAFKA_GROUP_ID", &self.common.kafka_group_id)
+            .env("KAFKA_PARTITIONS", self.common.kafka_partitions.to_string())
+            .env("POLL_INTERVAL_MS", "100")
+            .env("WORKER_HOST", "127.0.0.1")
+            .env("WORKER_PORT", "0")
+            .env(
+                "RUST_LOG",
+                std::env::var("WORKER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    pub async fn issue(&self, coupon: i64, user: &str) -> reqwest::Response {
+        self.client
+            .post(format!(
+                "{}/api/coupons/{coupon}/issue?userId={user}",
+                self.address
+            ))
+            .send()
+            .await
+            .expect("api answers")
+    }
+
+    /// Creates a coupon through the admin api.
+    pub async fn create_coupon(&self, quantity: i64) -> CouponId {
+        let res = self
+            .client
+            .post(format!("{}/api/admin/coupons", self.address))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({ "name": "race", "quantity": quantity }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let body: serde_json::Value = res.json().await.unwrap();
+        CouponId::try_from(body["couponId"].as_i64().unwrap()).unwrap()
+    }
+
+    /// Fires one request per entry of `users`, `concurrency` at a time;
+    /// returns the accepted ones. Every request must be accepted.
+    pub async fn fire(&self, coupon: CouponId, users: &[i64], concurrency: usize) -> Vec<Accepted> {
+        let gate = Arc::new(Semaphore::new(concurrency));
+        let mut tasks = Vec::with_capacity(users.len());
+        for user in users {
+            let permit = gate.clone().acquire_owned().await.unwrap();
+            let client = self.client.clone();
+            let url = format!(
+                "{}/api/coupons/{}/issue?userId={user}",
+                self.address,
+                coupon.get()
+            );
+            tasks.push(tokio::spawn(async move {
+                let res = client.post(url).send().await.expect("api answers");
+                drop(permit);
+                assert_eq!(res.status(), 202, "{:?}", res.text().await);
+                res.json::<Accepted>().await.unwrap()
+            }));
+        }
+        let mut accepted = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            accepted.push(t.await.unwrap());
+        }
+        accepted
+    }
+
+    /// Waits until every accepted request has a result.
+    pub async fn wait_for_results(&self, coupon: CouponId, expected: usize, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let n: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM coupon_issue_result WHERE coupon_id = ?")
+                    .bind(coupon.get())
+                    .fetch_one(&self.db.pool)
+                    .await
+                    .unwrap();
+            if n as usize >= expected {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "only {n} of {expected} results after {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Audits the sale and fails the test on any broken invariant.
+    pub async fn audit(
+        &self,
+        coupon: CouponId,
+        initial_stock: i64,
+        accepted: &[Accepted],
+    ) -> AuditReport {
+        let ids: HashSet<Uuid> = accepted.iter().map(|a| a.request_id).collect();
+        assert_eq!(ids.len(), accepted.len(), "request ids are unique");
+        let report = audit_sale(&self.db.pool, coupon, initial_stock, &ids)
+            .await
+            .unwrap();
+        assert!(report.violations.is_empty(), "{:#?}", report.violations);
+        report
+    }
+
+    /// Entries left in the coupon's queue, per the api.
+    pub async fn queue_size(&self, coupon: CouponId) -> u64 {
+        let v: serde_json::Value = self
+            .client
+            .get(format!(
+                "{}/api/coupons/{}/queue-size",
+                self.address,
+                coupon.get()
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["queueSize"].as_u64().unwrap()
+    }
+}
+
+/// `n` requests from `distinct` users: every user once, then repeats of the
+/// first users, shuffled so repeats arrive anywhere.
+pub fn users_with_repeats(n: usize, distinct: usize) -> Vec<i64> {
+    use rand::seq::SliceRandom;
+    let mut users: Vec<i64> = (1..=distinct as i64).collect();
+    users.extend((0..n - distinct).map(|i| (i % distinct) as i64 + 1));
+    users.shuffle(&mut rand::thread_rng());
+    users
+}

@@ -1,0 +1,135 @@
+//! Races through the real api and real worker processes. Every test checks
+//! the invariants of DESIGN.md with `common::audit`.
+
+mod helpers;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::config::QueueType;
+use common::domain::{queue_position_key, IssueStatus};
+use helpers::{spawn_app, users_with_repeats};
+
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// 1,000 concurrent requests from 600 users (400 repeats) for 100 coupons.
+async fn thousand_requests_race_for_a_hundred_coupons(mode: QueueType, workers: usize) {
+    let app = spawn_app(mode).await;
+    let coupon = app.create_coupon(100).await;
+    let _workers: Vec<_> = (0..workers).map(|_| app.spawn_worker()).collect();
+
+    let users = users_with_repeats(1000, 600);
+    let accepted = app.fire(coupon, &users, 200).await;
+    assert_eq!(accepted.len(), 1000);
+    app.wait_for_results(coupon, 1000, DRAIN_TIMEOUT).await;
+
+    let report = app.audit(coupon, 100, &accepted).await;
+    assert_eq!(report.results, 1000);
+    assert_eq!(report.count(IssueStatus::Success), 100);
+    assert_eq!(report.issued, 100);
+    assert_eq!(report.remaining_stock, 0);
+    assert_eq!(
+        report.count(IssueStatus::Success)
+            + report.count(IssueStatus::DuplicateRequest)
+            + report.count(IssueStatus::OutOfStock),
+        1000,
+        "{:?}",
+        report.by_status
+    );
+    // The winners are the first 100 distinct users in queue order.
+    let mut by_position = accepted.iter().collect::<Vec<_>>();
+    by_position.sort_by_key(|a| queue_position_key(&a.queue_position));
+    let mut first_distinct = Vec::new();
+    let mut seen = HashSet::new();
+    for a in by_position {
+        if seen.insert(a.user_id) && first_distinct.len() < 100 {
+            first_distinct.push(a.user_id);
+        }
+    }
+    let winners: HashSet<i64> =
+        sqlx::query_scalar("SELECT user_id FROM user_coupon WHERE coupon_id = ?")
+            .bind(coupon.get())
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    assert_eq!(winners, first_distinct.into_iter().collect::<HashSet<_>>());
+
+    // Acknowledged entries leave the queue.
+    for _ in 0..50 {
+        if app.queue_size(coupon).await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("queue not empty after the drain");
+}
+
+/// Sale 1, then an operator sets the stock with plain SQL, then sale 2.
+async fn a_stock_reset_by_sql_between_sales_is_honoured(mode: QueueType) {
+    let app = spawn_app(mode).await;
+    let coupon = app.create_coupon(10).await;
+    let _worker = app.spawn_worker();
+
+    let sale1 = app.fire(coupon, &(1..=30).collect::<Vec<_>>(), 30).await;
+    app.wait_for_results(coupon, 30, DRAIN_TIMEOUT).await;
+    app.audit(coupon, 10, &sale1).await;
+
+    sqlx::query("UPDATE coupon SET stock = 5 WHERE coupon_id = ?")
+        .bind(coupon.get())
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let sale2 = app.fire(coupon, &(101..=120).collect::<Vec<_>>(), 20).await;
+    app.wait_for_results(coupon, 50, DRAIN_TIMEOUT).await;
+
+    let results = common::db::results_for_coupon(&app.db.pool, coupon)
+        .await
+        .unwrap();
+    let ids: HashSet<_> = sale2.iter().map(|a| a.request_id).collect();
+    let sale2_results: Vec<_> = results
+        .iter()
+        .filter(|r| ids.contains(&r.request_id))
+        .collect();
+    assert_eq!(sale2_results.len(), 20);
+    let wins: Vec<_> = sale2_results
+        .iter()
+        .filter(|r| r.status == IssueStatus::Success)
+        .collect();
+    assert_eq!(wins.len(), 5);
+    let last_win = wins
+        .iter()
+        .map(|r| queue_position_key(&r.queue_position))
+        .max();
+    let first_out = sale2_results
+        .iter()
+        .filter(|r| r.status == IssueStatus::OutOfStock)
+        .map(|r| queue_position_key(&r.queue_position))
+        .min();
+    assert!(last_win < first_out, "first-come within sale 2");
+    let (stock, issued): (i32, i64) = sqlx::query_as(
+        "SELECT stock, (SELECT COUNT(*) FROM user_coupon WHERE coupon_id = ?) FROM coupon WHERE coupon_id = ?",
+    )
+    .bind(coupon.get())
+    .bind(coupon.get())
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((stock, issued), (0, 15));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_issues_exactly_the_stock_to_the_first_distinct_users_with_one_worker() {
+    thousand_requests_race_for_a_hundred_coupons(QueueType::Redis, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_issues_exactly_the_stock_to_the_first_distinct_users_with_two_workers() {
+    thousand_requests_race_for_a_hundred_coupons(QueueType::Redis, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_honours_a_stock_reset_by_sql_between_sales() {
+    a_stock_reset_by_sql_between_sales_is_honoured(QueueType::Redis).await;
+}

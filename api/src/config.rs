@@ -37,6 +37,10 @@ pub struct ApiConfig {
     /// How often the cache of coupon ids is reloaded from MySQL, in milliseconds.
     #[arg(long, env = "COUPON_CACHE_REFRESH_MS", value_name = "COUPON_CACHE_REFRESH_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
     pub coupon_cache_refresh_ms: u64,
+
+    /// Apply pending migrations to DATABASE_URL and exit.
+    #[arg(long)]
+    pub migrate_only: bool,
 }
 
 impl ApiConfig {
@@ -48,6 +52,7 @@ impl ApiConfig {
             port: 0,
             admin_token: Some(admin_token.into()),
             coupon_cache_refresh_ms: 1000,
+            migrate_only: false,
         }
     }
 

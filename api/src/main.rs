@@ -1,11 +1,17 @@
 use api::{ApiConfig, Application};
 use clap::Parser;
-use common::{shutdown::shutdown_signal, telemetry};
+use common::{db, shutdown::shutdown_signal, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = ApiConfig::parse();
     telemetry::init(config.common.log_format);
+    if config.migrate_only {
+        let pool = db::pool(&config.common.database_url, 1)?;
+        db::migrate(&pool).await?;
+        tracing::info!("migrations applied");
+        return Ok(());
+    }
     let app = Application::build(config).await?;
     app.run_until(shutdown_signal()).await
 }

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Operators' reset between sales: sets coupon COUPON's stock (and total) to
+# STOCK, creating the coupon if needed, and clears its issued rows and
+# results. In Redis mode its queued, unprocessed requests are dropped too.
+#
+#   scripts/reset-db.sh COUPON STOCK
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+[[ $# -eq 2 ]] || die "usage: scripts/reset-db.sh COUPON STOCK"
+coupon=$1 stock=$2
+[[ "$coupon" =~ ^[1-9][0-9]{0,17}$ ]] || die "COUPON must be a positive integer"
+[[ "$stock" =~ ^[0-9]{1,9}$ ]] || die "STOCK must be a non-negative integer"
+
+mysql_app <<SQL
+START TRANSACTION;
+DELETE FROM user_coupon WHERE coupon_id = $coupon;
+DELETE FROM coupon_issue_result WHERE coupon_id = $coupon;
+INSERT INTO coupon (coupon_id, name, total_quantity, stock)
+  VALUES ($coupon, 'coupon $coupon', $stock, $stock)
+  ON DUPLICATE KEY UPDATE total_quantity = $stock, stock = $stock;
+COMMIT;
+SQL
+prefix="${REDIS_KEY_PREFIX:-}"
+if command -v redis-cli >/dev/null 2>&1; then
+  redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" DEL "${prefix}coupon-issue-events:$coupon" >/dev/null || true
+fi
+echo "coupon $coupon reset: stock $stock, no holders, no results"

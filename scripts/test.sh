@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The test command. Brings up what the tests need (MySQL/MariaDB, Redis with
+# AOF, the Kafka broker), runs every test of the workspace against those real
+# services, then smoke-tests the operator scripts end to end
+# (up.sh, concurrency-test.sh, down.sh) on their own database and ports.
+#
+#   scripts/test.sh                 # everything
+#   scripts/test.sh -E 'test(race)' # extra arguments go to cargo nextest
+#   SMOKE=0 scripts/test.sh         # skip the scripts smoke test
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT_DIR"
+
+ensure_services
+ensure_kafka
+
+# Databases left behind by earlier test runs.
+stale=$(mysql_admin -N -e "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'coupon\\_test\\_%'" || true)
+if [[ -n "$stale" ]]; then
+  log "dropping $(wc -w <<<"$stale") stale test databases"
+  for db in $stale; do mysql_admin -e "DROP DATABASE \`$db\`"; done
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+log "running the workspace tests"
+cargo nextest run --workspace --profile ci "$@"
+
+if [[ "${SMOKE:-1}" == 1 ]]; then
+  log "smoke test of the operator scripts"
+  export RUN_DIR="$ROOT_DIR/run/smoke" DB_NAME=e_commerce_smoke API_PORT=19090 WORKER_PORT=18081
+  export REDIS_KEY_PREFIX="smoke:" DATABASE_URL="mysql://$DB_USER:$DB_PASSWORD@$MYSQL_HOST:$MYSQL_PORT/e_commerce_smoke"
+  trap '"$ROOT_DIR/scripts/down.sh" --quiet' EXIT
+  for queue in ${SMOKE_QUEUES:-redis}; do
+    export KAFKA_TOPIC="smoke-coupon-issue-events" KAFKA_GROUP_ID="smoke-consumer-group"
+    QUEUE=$queue scripts/up.sh >/dev/null
+    scripts/concurrency-test.sh -n 1000 -r 400 -s 100
+    scripts/down.sh --quiet
+  done
+fi
+log "all tests passed"

@@ -32,9 +32,8 @@ impl Application {
             .context("applying migrations to DATABASE_URL")?;
         let coupons = CouponCache::new(pool.clone());
         coupons.reload().await.context("loading coupon ids")?;
-        let producer = Producer::from_config(&config.common)
-            .await
-            .context("preparing the queue producer")?;
+        let producer =
+            Producer::from_config(&config.common).context("preparing the queue producer")?;
         let addr = format!("{}:{}", config.host, config.port);
         let listener = TcpListener::bind(&addr)
             .await
@@ -71,6 +70,7 @@ impl Application {
         self.state
             .coupons
             .spawn_refresher(self.cache_refresh, self.background.clone());
+        spawn_topic_creation(self.state.producer.clone(), self.background.clone());
         tracing::info!(addr = %self.local_addr(), "api listening");
         let result = axum::serve(self.listener, router(self.state))
             .with_graceful_shutdown(shutdown)
@@ -78,4 +78,21 @@ impl Application {
         self.background.cancel();
         result.context("serving http")
     }
+}
+
+/// Creates missing Kafka topics, retrying in the background while the broker
+/// is down so the api can start (and answer 503) without it.
+fn spawn_topic_creation(producer: Producer, cancel: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            match producer.ensure_topics().await {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(error = ?e, "creating topics failed; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                _ = cancel.cancelled() => return,
+            }
+        }
+    });
 }

@@ -71,3 +71,9 @@ impl From<redis::RedisError> for QueueError {
         QueueError::Unavailable(e.to_string())
     }
 }
+
+impl From<rdkafka::error::KafkaError> for QueueError {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        QueueError::Unavailable(e.to_string())
+    }
+}

@@ -20,6 +20,17 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.into())
 }
 
+/// The Kafka broker tests use.
+pub fn kafka_brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| crate::config::DEFAULT_KAFKA_BROKERS.into())
+}
+
+/// A topic and consumer group no other test uses.
+pub fn kafka_names() -> (String, String) {
+    let id = uuid::Uuid::new_v4().simple();
+    (format!("test-{id}"), format!("test-group-{id}"))
+}
+
 /// A database created for one test (`coupon_test_<random>`), migrated.
 pub struct TestDb {
     pub name: String,

@@ -45,6 +45,11 @@ pub struct WorkerConfig {
     /// Redis mode: coupons drained at the same time by this worker.
     #[arg(long, env = "COUPON_CONCURRENCY", value_name = "COUPON_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub coupon_concurrency: u32,
+
+    /// Kafka mode: consumer-group session timeout, in milliseconds. Shorter
+    /// means a dead worker's partitions move sooner.
+    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", value_name = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1000..=300_000))]
+    pub kafka_session_timeout_ms: u64,
 }
 
 impl WorkerConfig {
@@ -58,6 +63,7 @@ impl WorkerConfig {
             port: 0,
             lease_ttl_ms: 15_000,
             coupon_concurrency: 4,
+            kafka_session_timeout_ms: 6000,
         }
     }
 

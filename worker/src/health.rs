@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use common::db;
-use common::queue::RedisQueue;
+use common::queue::Producer;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use sqlx::MySqlPool;
@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 pub struct HealthState {
     pub pool: MySqlPool,
-    pub redis: Option<RedisQueue>,
+    /// The configured queue, for its ping.
+    pub queue: Producer,
     pub metrics: PrometheusHandle,
 }
 
@@ -38,10 +39,7 @@ pub async fn serve(listener: TcpListener, state: HealthState, cancel: Cancellati
 
 async fn ready(State(state): State<HealthState>) -> (StatusCode, Json<serde_json::Value>) {
     let db_ok = db::ping(&state.pool).await.is_ok();
-    let queue_ok = match &state.redis {
-        Some(q) => q.ping().await.is_ok(),
-        None => true,
-    };
+    let queue_ok = state.queue.ping().await.is_ok();
     let ok = db_ok && queue_ok;
     let up = |b: bool| if b { "UP" } else { "DOWN" };
     (

@@ -4,21 +4,24 @@
 
 pub mod config;
 pub mod health;
+pub mod kafka_consumer;
 pub mod pipeline;
 pub mod redis_poller;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
 use common::config::QueueType;
 use common::processor::RetryPolicy;
-use common::queue::RedisQueue;
+use common::queue::{KafkaSettings, Producer, RedisQueue};
 use common::{db, telemetry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::WorkerConfig;
 
+use crate::kafka_consumer::KafkaWorker;
 use crate::redis_poller::RedisPoller;
 
 /// A worker with its health endpoint bound, not yet running.
@@ -52,27 +55,27 @@ impl Worker {
     /// Consumes until `cancel` fires, then finishes the batch in hand,
     /// acknowledges it and returns.
     pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let holder = format!(
-            "worker-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        );
-        match self.config.common.queue_type {
+        let common = &self.config.common;
+        let health = health::HealthState {
+            pool: self.pool.clone(),
+            queue: Producer::from_config(common).context("queue settings")?,
+            metrics: telemetry::metrics_handle(),
+        };
+        let server = tokio::spawn(health::serve(self.listener, health, cancel.clone()));
+        let result = match common.queue_type {
             QueueType::Redis => {
-                let queue = RedisQueue::new(
-                    &self.config.common.redis_url,
-                    &self.config.common.redis_key_prefix,
-                    std::time::Duration::from_secs(5),
-                )
-                .context("REDIS_URL")?;
-                let health = health::HealthState {
-                    pool: self.pool.clone(),
-                    redis: Some(queue.clone()),
-                    metrics: telemetry::metrics_handle(),
-                };
-                let server = tokio::spawn(health::serve(self.listener, health, cancel.clone()));
+                let holder = format!(
+                    "worker-{}-{}",
+                    std::process::id(),
+                    uuid::Uuid::new_v4().simple()
+                );
                 let poller = RedisPoller {
-                    queue,
+                    queue: RedisQueue::new(
+                        &common.redis_url,
+                        &common.redis_key_prefix,
+                        Duration::from_secs(5),
+                    )
+                    .context("REDIS_URL")?,
                     pool: self.pool.clone(),
                     batch_size: self.config.batch_size as usize,
                     poll_interval: self.config.poll_interval(),
@@ -81,11 +84,22 @@ impl Worker {
                     retry: RetryPolicy::default(),
                     holder,
                 };
-                poller.run(cancel).await;
-                server.await.ok();
+                poller.run(cancel.clone()).await;
                 Ok(())
             }
-            QueueType::Kafka => anyhow::bail!("APP_QUEUE_TYPE=kafka is not built into this worker"),
-        }
+            QueueType::Kafka => {
+                let consumer = KafkaWorker {
+                    settings: KafkaSettings::from_config(common),
+                    pool: self.pool.clone(),
+                    batch_size: self.config.batch_size as usize,
+                    session_timeout: Duration::from_millis(self.config.kafka_session_timeout_ms),
+                    retry: RetryPolicy::default(),
+                };
+                consumer.run(cancel.clone()).await
+            }
+        };
+        cancel.cancel();
+        server.await.ok();
+        result
     }
 }

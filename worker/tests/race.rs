@@ -133,3 +133,18 @@ async fn redis_issues_exactly_the_stock_to_the_first_distinct_users_with_two_wor
 async fn redis_honours_a_stock_reset_by_sql_between_sales() {
     a_stock_reset_by_sql_between_sales_is_honoured(QueueType::Redis).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_issues_exactly_the_stock_to_the_first_distinct_users_with_one_worker() {
+    thousand_requests_race_for_a_hundred_coupons(QueueType::Kafka, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_issues_exactly_the_stock_to_the_first_distinct_users_with_two_workers() {
+    thousand_requests_race_for_a_hundred_coupons(QueueType::Kafka, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_honours_a_stock_reset_by_sql_between_sales() {
+    a_stock_reset_by_sql_between_sales_is_honoured(QueueType::Kafka).await;
+}

@@ -1,6 +1,7 @@
 //! The queue interface: one producer type for the api and the consumer side
 //! of each backend for the worker, chosen by [`QueueType`].
 
+pub mod kafka;
 pub mod redis;
 
 use std::time::Duration;
@@ -11,6 +12,7 @@ use crate::config::{CommonConfig, QueueType};
 use crate::domain::{CouponId, CouponIssueEvent};
 use crate::error::QueueError;
 
+pub use self::kafka::{KafkaProducer, KafkaSettings};
 pub use self::redis::RedisQueue;
 
 /// How long the api waits for the broker to acknowledge an event.
@@ -30,21 +32,23 @@ pub struct QueueSize {
 #[derive(Clone)]
 pub enum Producer {
     Redis(RedisQueue),
+    Kafka(KafkaProducer),
 }
 
 impl Producer {
     /// Builds the producer for the configured backend. Does not need the
     /// broker to be up: the first request connects.
-    pub async fn from_config(config: &CommonConfig) -> Result<Self, QueueError> {
+    pub fn from_config(config: &CommonConfig) -> Result<Self, QueueError> {
         match config.queue_type {
             QueueType::Redis => Ok(Producer::Redis(RedisQueue::new(
                 &config.redis_url,
                 &config.redis_key_prefix,
                 ENQUEUE_TIMEOUT,
             )?)),
-            QueueType::Kafka => Err(QueueError::Unavailable(
-                "the kafka queue is not built into this binary".into(),
-            )),
+            QueueType::Kafka => Ok(Producer::Kafka(KafkaProducer::new(
+                KafkaSettings::from_config(config),
+                ENQUEUE_TIMEOUT,
+            )?)),
         }
     }
 
@@ -54,11 +58,15 @@ impl Producer {
         let fut = async {
             match self {
                 Producer::Redis(q) => q.enqueue(event).await,
+                Producer::Kafka(k) => k.enqueue(event).await,
             }
         };
-        tokio::time::timeout(ENQUEUE_TIMEOUT, fut)
+        // Kafka's own delivery timeout is ENQUEUE_TIMEOUT; this one only
+        // guards against a client that never answers.
+        let limit = ENQUEUE_TIMEOUT + Duration::from_millis(500);
+        tokio::time::timeout(limit, fut)
             .await
-            .map_err(|_| QueueError::Timeout(ENQUEUE_TIMEOUT))?
+            .map_err(|_| QueueError::Timeout(limit))?
     }
 
     /// Accepted requests for this coupon that are not processed yet.
@@ -68,6 +76,10 @@ impl Producer {
                 size: q.queue_size(coupon).await?,
                 scope: "coupon",
             }),
+            Producer::Kafka(k) => Ok(QueueSize {
+                size: k.partition_lag(coupon).await?,
+                scope: "partition",
+            }),
         }
     }
 
@@ -75,6 +87,15 @@ impl Producer {
     pub async fn ping(&self) -> Result<(), QueueError> {
         match self {
             Producer::Redis(q) => q.ping().await,
+            Producer::Kafka(k) => k.ping().await,
+        }
+    }
+
+    /// Creates the Kafka topics when missing (nothing to do for Redis).
+    pub async fn ensure_topics(&self) -> Result<(), QueueError> {
+        match self {
+            Producer::Redis(_) => Ok(()),
+            Producer::Kafka(k) => k.settings().ensure_topics().await,
         }
     }
 }

@@ -13,7 +13,7 @@ use api::{ApiConfig, Application};
 use common::audit::{audit_sale, AuditReport};
 use common::config::{CommonConfig, QueueType};
 use common::domain::CouponId;
-use common::testing::{key_prefix, redis_url, TestDb};
+use common::testing::{kafka_brokers, kafka_names, key_prefix, redis_url, TestDb};
 use serde::Deserialize;
 use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
@@ -48,13 +48,23 @@ pub struct Accepted {
 /// Services for one test in `mode`: a fresh database, a unique Redis prefix.
 pub async fn test_config(mode: QueueType) -> (TestDb, CommonConfig) {
     let db = TestDb::new().await;
+    let (topic, group) = kafka_names();
     let common = CommonConfig {
         queue_type: mode,
         database_url: db.url.clone(),
         redis_url: redis_url(),
         redis_key_prefix: key_prefix(),
+        kafka_brokers: kafka_brokers(),
+        kafka_topic: topic,
+        kafka_group_id: group,
         ..CommonConfig::default()
     };
+    if mode == QueueType::Kafka {
+        common::queue::KafkaSettings::from_config(&common)
+            .ensure_topics()
+            .await
+            .expect("test topics are created");
+    }
     (db, common)
 }
 
@@ -112,6 +122,7 @@ impl TestApp {
             .env("KAFKA_GROUP_ID", &self.common.kafka_group_id)
             .env("KAFKA_PARTITIONS", self.common.kafka_partitions.to_string())
             .env("POLL_INTERVAL_MS", "100")
+            .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
             .env("WORKER_HOST", "127.0.0.1")
             .env("WORKER_PORT", "0")
             .env(

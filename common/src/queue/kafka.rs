@@ -1,0 +1,322 @@
+//! Kafka backend: topic `coupon-issue-events`, key = coupon id (one coupon's
+//! events share a partition and keep their order), idempotent producer with
+//! `acks=all`. Dead letters go to `<topic>.dlq`.
+//!
+//! The producer uses the `murmur2_random` partitioner, the one Java clients
+//! use, so [`partition_for`] can tell which partition a coupon lives on (for
+//! the queue size) and any Kafka client agrees.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::CommonConfig;
+use crate::domain::{CouponId, CouponIssueEvent};
+use crate::error::QueueError;
+
+/// Where the Kafka queue lives.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub topic: String,
+    pub group_id: String,
+    pub partitions: i32,
+}
+
+impl KafkaSettings {
+    pub fn from_config(c: &CommonConfig) -> Self {
+        Self {
+            brokers: c.kafka_brokers.clone(),
+            topic: c.kafka_topic.clone(),
+            group_id: c.kafka_group_id.clone(),
+            partitions: c.kafka_partitions,
+        }
+    }
+
+    /// The dead-letter topic: `<topic>.dlq`.
+    pub fn dead_letter_topic(&self) -> String {
+        format!("{}.dlq", self.topic)
+    }
+
+    /// Producer settings: idempotent, `acks=all`, a small linger, and a
+    /// delivery timeout so a dead broker turns into an error, not a hang.
+    pub fn producer_config(&self, delivery_timeout: Duration) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("partitioner", "murmur2_random")
+            .set(
+                "message.timeout.ms",
+                delivery_timeout.as_millis().to_string(),
+            )
+            .set(
+                "request.timeout.ms",
+                (delivery_timeout.as_millis() / 2).max(500).to_string(),
+            )
+            .set("socket.connection.setup.timeout.ms", "1000")
+            .set("reconnect.backoff.max.ms", "1000");
+        c
+    }
+
+    /// Creates the topic and its dead-letter topic when they are missing.
+    pub async fn ensure_topics(&self) -> Result<(), QueueError> {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("socket.connection.setup.timeout.ms", "2000")
+            .create()
+            .map_err(kafka_err)?;
+        let dlq = self.dead_letter_topic();
+        let topics = [
+            NewTopic::new(&self.topic, self.partitions, TopicReplication::Fixed(1)),
+            NewTopic::new(&dlq, self.partitions, TopicReplication::Fixed(1)),
+        ];
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(5)))
+            .request_timeout(Some(Duration::from_secs(5)));
+        for result in admin
+            .create_topics(&topics, &opts)
+            .await
+            .map_err(kafka_err)?
+        {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(QueueError::Unavailable(format!(
+                        "creating topic {name}: {code}"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A Kafka failure as a queue error.
+pub fn kafka_err(e: KafkaError) -> QueueError {
+    QueueError::from(e)
+}
+
+/// Kafka's murmur2 (as in the Java client's `Utils.murmur2`).
+pub fn murmur2(data: &[u8]) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The partition a coupon's events go to among `partitions`.
+pub fn partition_for(coupon: CouponId, partitions: i32) -> i32 {
+    (murmur2(coupon.to_string().as_bytes()) & 0x7fff_ffff) % partitions.max(1)
+}
+
+/// The api's side of the Kafka queue.
+#[derive(Clone)]
+pub struct KafkaProducer {
+    settings: KafkaSettings,
+    producer: FutureProducer,
+    /// For metadata and the worker group's committed offsets (queue size).
+    /// Never subscribes, so it does not join the group.
+    inspector: Arc<BaseConsumer>,
+}
+
+impl KafkaProducer {
+    /// Builds the producer; does not need the broker to be up.
+    pub fn new(settings: KafkaSettings, delivery_timeout: Duration) -> Result<Self, QueueError> {
+        let producer: FutureProducer = settings
+            .producer_config(delivery_timeout)
+            .create()
+            .map_err(kafka_err)?;
+        let inspector: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &settings.brokers)
+            .set("group.id", &settings.group_id)
+            .set("enable.auto.commit", "false")
+            .set("socket.connection.setup.timeout.ms", "1000")
+            .create()
+            .map_err(kafka_err)?;
+        Ok(Self {
+            settings,
+            producer,
+            inspector: Arc::new(inspector),
+        })
+    }
+
+    pub fn settings(&self) -> &KafkaSettings {
+        &self.settings
+    }
+
+    /// Sends the event keyed by its coupon and waits for the delivery report;
+    /// returns `partition:offset`.
+    pub async fn enqueue(&self, event: &CouponIssueEvent) -> Result<String, QueueError> {
+        let key = event.coupon_id.to_string();
+        let payload = event.to_json();
+        let record = FutureRecord::to(&self.settings.topic)
+            .key(&key)
+            .payload(&payload);
+        match self.producer.send(record, Duration::from_millis(100)).await {
+            Ok(d) => Ok(format!("{}:{}", d.partition, d.offset)),
+            Err((e, _)) => Err(kafka_err(e)),
+        }
+    }
+
+    /// Sends a raw payload with the coupon's key, as a buggy producer might
+    /// (used to prove malformed messages are dead-lettered).
+    pub async fn enqueue_raw(
+        &self,
+        coupon: CouponId,
+        payload: &[u8],
+    ) -> Result<String, QueueError> {
+        let key = coupon.to_string();
+        let record = FutureRecord::to(&self.settings.topic)
+            .key(&key)
+            .payload(payload);
+        match self.producer.send(record, Duration::from_millis(100)).await {
+            Ok(d) => Ok(format!("{}:{}", d.partition, d.offset)),
+            Err((e, _)) => Err(kafka_err(e)),
+        }
+    }
+
+    /// Lag of the worker group on the coupon's partition: messages of that
+    /// partition (any coupon mapped to it) not yet committed by the workers.
+    pub async fn partition_lag(&self, coupon: CouponId) -> Result<u64, QueueError> {
+        let inspector = self.inspector.clone();
+        let topic = self.settings.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            let timeout = Duration::from_secs(2);
+            let metadata = inspector
+                .fetch_metadata(Some(&topic), timeout)
+                .map_err(kafka_err)?;
+            let partitions = metadata
+                .topics()
+                .first()
+                .map(|t| t.partitions().len() as i32)
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    QueueError::Unavailable(format!("topic {topic} has no partitions"))
+                })?;
+            let partition = partition_for(coupon, partitions);
+            let (low, high) = inspector
+                .fetch_watermarks(&topic, partition, timeout)
+                .map_err(kafka_err)?;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&topic, partition);
+            let committed = inspector
+                .committed_offsets(tpl, timeout)
+                .map_err(kafka_err)?
+                .find_partition(&topic, partition)
+                .and_then(|p| match p.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                .unwrap_or(low);
+            Ok((high - committed.max(low)).max(0) as u64)
+        })
+        .await
+        .map_err(|e| QueueError::Unavailable(e.to_string()))?
+    }
+
+    /// Whether the broker answers a metadata request.
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        let inspector = self.inspector.clone();
+        let topic = self.settings.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            inspector
+                .fetch_metadata(Some(&topic), Duration::from_secs(2))
+                .map(|_| ())
+                .map_err(kafka_err)
+        })
+        .await
+        .map_err(|e| QueueError::Unavailable(e.to_string()))?
+    }
+}
+
+/// Sends a dead letter: the original payload, keyed like the original, with
+/// headers saying where it came from and why.
+pub async fn send_dead_letter(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    source: &str,
+    reason: &str,
+) -> Result<(), QueueError> {
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "source",
+            value: Some(source),
+        })
+        .insert(Header {
+            key: "reason",
+            value: Some(reason),
+        });
+    let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+        .payload(payload)
+        .headers(headers);
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    producer
+        .send(record, Duration::from_secs(1))
+        .await
+        .map(|_| ())
+        .map_err(|(e, _)| kafka_err(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        // Vectors from Kafka's UtilsTest.testMurmur2.
+        assert_eq!(murmur2(b"21"), -973932308);
+        assert_eq!(murmur2(b"foobar"), -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
+            -58897971
+        );
+        assert_eq!(murmur2(b"abc"), 479470107);
+    }
+
+    #[test]
+    fn a_coupon_always_maps_to_one_partition() {
+        let c = CouponId::try_from(42).unwrap();
+        let p = partition_for(c, 3);
+        assert!((0..3).contains(&p));
+        assert_eq!(partition_for(c, 3), p);
+    }
+}

@@ -1,0 +1,229 @@
+//! Kafka mode: a consumer-group member. It consumes in partition order,
+//! groups each partition's events by coupon (order kept within a coupon),
+//! hands them to the shared processor, and stores a partition's offset only
+//! after every event before it is committed in MySQL. Stored offsets are
+//! committed every second, when partitions are revoked, and at shutdown.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::domain::{CouponId, CouponIssueEvent, QueuedEvent};
+use common::processor::RetryPolicy;
+use common::queue::kafka::{kafka_err, send_dead_letter};
+use common::queue::KafkaSettings;
+use futures::StreamExt;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::MySqlPool;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::pipeline::handle_batch;
+use crate::redis_poller::DrainError;
+
+/// The Kafka consumer of one worker process.
+pub struct KafkaWorker {
+    pub settings: KafkaSettings,
+    pub pool: MySqlPool,
+    pub batch_size: usize,
+    pub session_timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// A consumed message, copied out of librdkafka's buffer.
+#[derive(Debug, Clone)]
+struct Record {
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+}
+
+impl Record {
+    fn from_message(m: &BorrowedMessage<'_>) -> Self {
+        Self {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().unwrap_or_default().to_vec(),
+        }
+    }
+
+    fn position(&self) -> String {
+        format!("{}:{}", self.partition, self.offset)
+    }
+}
+
+impl KafkaWorker {
+    fn consumer(&self) -> Result<StreamConsumer, DrainError> {
+        let heartbeat = (self.session_timeout.as_millis() / 3).max(100);
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.settings.brokers)
+            .set("group.id", &self.settings.group_id)
+            // Offsets are stored by hand, after the batch's transaction commits;
+            // librdkafka commits what was stored (also on revoke).
+            .set("enable.auto.offset.store", "false")
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("auto.offset.reset", "earliest")
+            .set(
+                "session.timeout.ms",
+                self.session_timeout.as_millis().to_string(),
+            )
+            .set("heartbeat.interval.ms", heartbeat.to_string())
+            .set("socket.connection.setup.timeout.ms", "2000")
+            .set("reconnect.backoff.max.ms", "1000")
+            .create()
+            .map_err(|e| DrainError::Queue(kafka_err(e)))
+    }
+
+    /// Consumes until `cancel` fires; the batch in hand is finished, its
+    /// offsets stored and committed, then the consumer leaves the group.
+    pub async fn run(&self, cancel: CancellationToken) -> anyhow::Result<()> {
+        // Topics may not exist yet (first start, broker just back).
+        let mut wait = Duration::from_millis(200);
+        while let Err(e) = self.settings.ensure_topics().await {
+            warn!(error = ?e, "creating topics failed; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = cancel.cancelled() => return Ok(()),
+            }
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+        let consumer = self.consumer()?;
+        let dlq: FutureProducer = self
+            .settings
+            .producer_config(Duration::from_secs(10))
+            .create()?;
+        consumer.subscribe(&[&self.settings.topic])?;
+        info!(topic = %self.settings.topic, group = %self.settings.group_id, "kafka consumer started");
+
+        let mut stream = consumer.stream().ready_chunks(self.batch_size);
+        loop {
+            let chunk = tokio::select! {
+                c = stream.next() => c,
+                _ = cancel.cancelled() => break,
+            };
+            let Some(chunk) = chunk else { break };
+            let mut records = Vec::with_capacity(chunk.len());
+            for m in chunk {
+                match m {
+                    Ok(m) => records.push(Record::from_message(&m)),
+                    Err(e) => warn!(error = ?e, "consumer error"),
+                }
+            }
+            if !self.handle_records(&consumer, &dlq, records, &cancel).await {
+                break;
+            }
+        }
+        drop(stream);
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => info!("offsets committed; leaving the group"),
+            Err(e) => info!(error = ?e, "nothing to commit at shutdown"),
+        }
+        Ok(())
+    }
+
+    /// Processes records partition by partition. A partition whose batch
+    /// cannot be committed (database down) is retried in place with backoff,
+    /// never skipped. Returns false if shutdown interrupted it.
+    async fn handle_records(
+        &self,
+        consumer: &StreamConsumer,
+        dlq: &FutureProducer,
+        records: Vec<Record>,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+        for r in records {
+            by_partition.entry(r.partition).or_default().push(r);
+        }
+        for (partition, records) in by_partition {
+            let mut wait = Duration::from_millis(200);
+            loop {
+                match self
+                    .handle_partition(consumer, dlq, partition, &records, cancel)
+                    .await
+                {
+                    Ok(()) => break,
+                    Err(_) if cancel.is_cancelled() => return false,
+                    Err(e) => {
+                        warn!(error = ?e, partition, ?wait, "batch not committed; retrying it");
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = cancel.cancelled() => return false,
+                        }
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    async fn handle_partition(
+        &self,
+        consumer: &StreamConsumer,
+        dlq: &FutureProducer,
+        partition: i32,
+        records: &[Record],
+        cancel: &CancellationToken,
+    ) -> Result<(), DrainError> {
+        let dlq_topic = self.settings.dead_letter_topic();
+        let mut by_coupon: BTreeMap<CouponId, Vec<QueuedEvent>> = BTreeMap::new();
+        for r in records {
+            match CouponIssueEvent::from_json(&r.payload) {
+                Ok(event) => by_coupon
+                    .entry(event.coupon_id)
+                    .or_default()
+                    .push(QueuedEvent {
+                        event,
+                        position: r.position(),
+                    }),
+                Err(e) => {
+                    warn!(position = %r.position(), reason = %e, "dead-lettering undecodable message");
+                    metrics::counter!("coupon_issue_dead_letters_total", "queue" => "kafka")
+                        .increment(1);
+                    send_dead_letter(
+                        dlq,
+                        &dlq_topic,
+                        r.key.as_deref(),
+                        &r.payload,
+                        &r.position(),
+                        &e.to_string(),
+                    )
+                    .await?;
+                }
+            }
+        }
+        for events in by_coupon.values() {
+            let handled = handle_batch(&self.pool, events, self.retry, cancel).await?;
+            for (event, reason) in &handled.failed {
+                send_dead_letter(
+                    dlq,
+                    &dlq_topic,
+                    Some(event.event.coupon_id.to_string().as_bytes()),
+                    event.event.to_json().as_bytes(),
+                    &event.position,
+                    reason,
+                )
+                .await?;
+            }
+        }
+        let last = records.last().map_or(0, |r| r.offset);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.settings.topic, partition, Offset::Offset(last + 1))
+            .map_err(|e| DrainError::Queue(kafka_err(e)))?;
+        if let Err(e) = consumer.store_offsets(&tpl) {
+            // The partition was revoked meanwhile; its new owner resumes from
+            // the last commit and the processor skips what is already done.
+            warn!(error = ?e, partition, "could not store offset");
+        }
+        metrics::counter!("coupon_issue_events_acknowledged_total", "queue" => "kafka")
+            .increment(records.len() as u64);
+        Ok(())
+    }
+}

@@ -32,7 +32,7 @@ if [[ "${SMOKE:-1}" == 1 ]]; then
   export RUN_DIR="$ROOT_DIR/run/smoke" DB_NAME=e_commerce_smoke API_PORT=19090 WORKER_PORT=18081
   export REDIS_KEY_PREFIX="smoke:" DATABASE_URL="mysql://$DB_USER:$DB_PASSWORD@$MYSQL_HOST:$MYSQL_PORT/e_commerce_smoke"
   trap '"$ROOT_DIR/scripts/down.sh" --quiet' EXIT
-  for queue in ${SMOKE_QUEUES:-redis}; do
+  for queue in ${SMOKE_QUEUES:-redis kafka}; do
     export KAFKA_TOPIC="smoke-coupon-issue-events" KAFKA_GROUP_ID="smoke-consumer-group"
     QUEUE=$queue scripts/up.sh >/dev/null
     scripts/concurrency-test.sh -n 1000 -r 400 -s 100

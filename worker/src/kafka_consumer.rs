@@ -9,13 +9,16 @@ use std::time::Duration;
 
 use common::domain::{CouponId, CouponIssueEvent, QueuedEvent};
 use common::processor::RetryPolicy;
-use common::queue::kafka::{kafka_err, send_dead_letter};
-use common::queue::KafkaSettings;
+use common::queue::kafka::kafka_err;
+use common::queue::{KafkaProducer, KafkaSettings};
 use futures::StreamExt;
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +35,41 @@ pub struct KafkaWorker {
     pub session_timeout: Duration,
     pub retry: RetryPolicy,
 }
+
+/// Logs rebalances and exposes the assigned partition count as the gauge
+/// `kafka_assigned_partitions`.
+pub struct WorkerContext;
+
+impl ClientContext for WorkerContext {}
+
+impl ConsumerContext for WorkerContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                info!(?partitions, "partitions assigned");
+                metrics::gauge!("kafka_assigned_partitions").set(partitions.len() as f64);
+            }
+            Rebalance::Revoke(tpl) => {
+                info!(
+                    partitions = tpl.count(),
+                    "partitions revoked; stored offsets are committed"
+                );
+                metrics::gauge!("kafka_assigned_partitions").set(0.0);
+            }
+            Rebalance::Error(e) => warn!(error = ?e, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            // "No offset stored" is the normal answer when nothing was processed.
+            tracing::debug!(error = ?e, "offset commit");
+        }
+    }
+}
+
+type WorkerConsumer = StreamConsumer<WorkerContext>;
 
 /// A consumed message, copied out of librdkafka's buffer.
 #[derive(Debug, Clone)]
@@ -58,7 +96,7 @@ impl Record {
 }
 
 impl KafkaWorker {
-    fn consumer(&self) -> Result<StreamConsumer, DrainError> {
+    fn consumer(&self) -> Result<WorkerConsumer, DrainError> {
         let heartbeat = (self.session_timeout.as_millis() / 3).max(100);
         ClientConfig::new()
             .set("bootstrap.servers", &self.settings.brokers)
@@ -76,7 +114,7 @@ impl KafkaWorker {
             .set("heartbeat.interval.ms", heartbeat.to_string())
             .set("socket.connection.setup.timeout.ms", "2000")
             .set("reconnect.backoff.max.ms", "1000")
-            .create()
+            .create_with_context(WorkerContext)
             .map_err(|e| DrainError::Queue(kafka_err(e)))
     }
 
@@ -94,10 +132,7 @@ impl KafkaWorker {
             wait = (wait * 2).min(Duration::from_secs(5));
         }
         let consumer = self.consumer()?;
-        let dlq: FutureProducer = self
-            .settings
-            .producer_config(Duration::from_secs(10))
-            .create()?;
+        let dlq = KafkaProducer::new(self.settings.clone(), Duration::from_secs(10))?;
         consumer.subscribe(&[&self.settings.topic])?;
         info!(topic = %self.settings.topic, group = %self.settings.group_id, "kafka consumer started");
 
@@ -132,8 +167,8 @@ impl KafkaWorker {
     /// never skipped. Returns false if shutdown interrupted it.
     async fn handle_records(
         &self,
-        consumer: &StreamConsumer,
-        dlq: &FutureProducer,
+        consumer: &WorkerConsumer,
+        dlq: &KafkaProducer,
         records: Vec<Record>,
         cancel: &CancellationToken,
     ) -> bool {
@@ -166,13 +201,12 @@ impl KafkaWorker {
 
     async fn handle_partition(
         &self,
-        consumer: &StreamConsumer,
-        dlq: &FutureProducer,
+        consumer: &WorkerConsumer,
+        dlq: &KafkaProducer,
         partition: i32,
         records: &[Record],
         cancel: &CancellationToken,
     ) -> Result<(), DrainError> {
-        let dlq_topic = self.settings.dead_letter_topic();
         let mut by_coupon: BTreeMap<CouponId, Vec<QueuedEvent>> = BTreeMap::new();
         for r in records {
             match CouponIssueEvent::from_json(&r.payload) {
@@ -187,24 +221,15 @@ impl KafkaWorker {
                     warn!(position = %r.position(), reason = %e, "dead-lettering undecodable message");
                     metrics::counter!("coupon_issue_dead_letters_total", "queue" => "kafka")
                         .increment(1);
-                    send_dead_letter(
-                        dlq,
-                        &dlq_topic,
-                        r.key.as_deref(),
-                        &r.payload,
-                        &r.position(),
-                        &e.to_string(),
-                    )
-                    .await?;
+                    dlq.dead_letter(r.key.as_deref(), &r.payload, &r.position(), &e.to_string())
+                        .await?;
                 }
             }
         }
         for events in by_coupon.values() {
             let handled = handle_batch(&self.pool, events, self.retry, cancel).await?;
             for (event, reason) in &handled.failed {
-                send_dead_letter(
-                    dlq,
-                    &dlq_topic,
+                dlq.dead_letter(
                     Some(event.event.coupon_id.to_string().as_bytes()),
                     event.event.to_json().as_bytes(),
                     &event.position,

@@ -6,11 +6,12 @@
 //! use, so [`partition_for`] can tell which partition a coupon lives on (for
 //! the queue size) and any Kafka client agrees.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -142,11 +143,55 @@ pub fn partition_for(coupon: CouponId, partitions: i32) -> i32 {
     (murmur2(coupon.to_string().as_bytes()) & 0x7fff_ffff) % partitions.max(1)
 }
 
-/// The api's side of the Kafka queue.
+/// Marks the producer stale when every broker went away.
+///
+/// Tansu 0.6.0 forgets idempotent producer ids when it restarts and its
+/// storage task panics on the first produce of a producer id from before the
+/// restart, wedging the broker. A producer that saw the brokers go down, or a
+/// failed delivery, is therefore replaced by a fresh one (new producer id)
+/// before its next send. Against Apache Kafka this costs one extra
+/// InitProducerId after an outage and nothing else.
+pub struct ProducerHealth {
+    stale: Arc<AtomicBool>,
+}
+
+impl ClientContext for ProducerHealth {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(error = %error, reason, "kafka producer");
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::Fatal)
+        ) {
+            self.stale.store(true, Ordering::Release);
+        }
+    }
+}
+
+struct Slot {
+    producer: FutureProducer<ProducerHealth>,
+    stale: Arc<AtomicBool>,
+}
+
+impl Slot {
+    fn new(settings: &KafkaSettings, delivery_timeout: Duration) -> Result<Self, QueueError> {
+        let stale = Arc::new(AtomicBool::new(false));
+        let producer = settings
+            .producer_config(delivery_timeout)
+            .create_with_context(ProducerHealth {
+                stale: stale.clone(),
+            })
+            .map_err(kafka_err)?;
+        Ok(Self { producer, stale })
+    }
+}
+
+/// The producing side of the Kafka queue (the api's enqueue, the worker's
+/// dead letters), plus the lag query behind the queue size.
 #[derive(Clone)]
 pub struct KafkaProducer {
     settings: KafkaSettings,
-    producer: FutureProducer,
+    delivery_timeout: Duration,
+    slot: Arc<RwLock<Arc<Slot>>>,
     /// For metadata and the worker group's committed offsets (queue size).
     /// Never subscribes, so it does not join the group.
     inspector: Arc<BaseConsumer>,
@@ -155,10 +200,7 @@ pub struct KafkaProducer {
 impl KafkaProducer {
     /// Builds the producer; does not need the broker to be up.
     pub fn new(settings: KafkaSettings, delivery_timeout: Duration) -> Result<Self, QueueError> {
-        let producer: FutureProducer = settings
-            .producer_config(delivery_timeout)
-            .create()
-            .map_err(kafka_err)?;
+        let slot = Slot::new(&settings, delivery_timeout)?;
         let inspector: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &settings.brokers)
             .set("group.id", &settings.group_id)
@@ -168,7 +210,8 @@ impl KafkaProducer {
             .map_err(kafka_err)?;
         Ok(Self {
             settings,
-            producer,
+            delivery_timeout,
+            slot: Arc::new(RwLock::new(Arc::new(slot))),
             inspector: Arc::new(inspector),
         })
     }
@@ -177,18 +220,57 @@ impl KafkaProducer {
         &self.settings
     }
 
+    /// The current producer, replaced first if it went stale.
+    fn slot(&self) -> Result<Arc<Slot>, QueueError> {
+        let current = self.slot.read().expect("producer lock").clone();
+        if !current.stale.load(Ordering::Acquire) {
+            return Ok(current);
+        }
+        let mut w = self.slot.write().expect("producer lock");
+        if Arc::ptr_eq(&w, &current) {
+            tracing::info!("replacing the kafka producer after a broker outage");
+            *w = Arc::new(Slot::new(&self.settings, self.delivery_timeout)?);
+        }
+        Ok(w.clone())
+    }
+
+    /// Sends one record and waits for its delivery report; returns
+    /// `partition:offset`. A failed delivery retires the producer.
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<String, QueueError> {
+        let slot = self.slot()?;
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        match slot.producer.send(record, Duration::from_millis(100)).await {
+            Ok(d) => Ok(format!("{}:{}", d.partition, d.offset)),
+            Err((e, _)) => {
+                slot.stale.store(true, Ordering::Release);
+                Err(kafka_err(e))
+            }
+        }
+    }
+
     /// Sends the event keyed by its coupon and waits for the delivery report;
     /// returns `partition:offset`.
     pub async fn enqueue(&self, event: &CouponIssueEvent) -> Result<String, QueueError> {
         let key = event.coupon_id.to_string();
-        let payload = event.to_json();
-        let record = FutureRecord::to(&self.settings.topic)
-            .key(&key)
-            .payload(&payload);
-        match self.producer.send(record, Duration::from_millis(100)).await {
-            Ok(d) => Ok(format!("{}:{}", d.partition, d.offset)),
-            Err((e, _)) => Err(kafka_err(e)),
-        }
+        self.send(
+            &self.settings.topic,
+            Some(key.as_bytes()),
+            event.to_json().as_bytes(),
+            None,
+        )
+        .await
     }
 
     /// Sends a raw payload with the coupon's key, as a buggy producer might
@@ -199,13 +281,36 @@ impl KafkaProducer {
         payload: &[u8],
     ) -> Result<String, QueueError> {
         let key = coupon.to_string();
-        let record = FutureRecord::to(&self.settings.topic)
-            .key(&key)
-            .payload(payload);
-        match self.producer.send(record, Duration::from_millis(100)).await {
-            Ok(d) => Ok(format!("{}:{}", d.partition, d.offset)),
-            Err((e, _)) => Err(kafka_err(e)),
-        }
+        self.send(&self.settings.topic, Some(key.as_bytes()), payload, None)
+            .await
+    }
+
+    /// Sends a dead letter to `<topic>.dlq`: the original payload, keyed like
+    /// the original, with headers saying where it came from and why.
+    pub async fn dead_letter(
+        &self,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        source: &str,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "source",
+                value: Some(source),
+            })
+            .insert(Header {
+                key: "reason",
+                value: Some(reason),
+            });
+        self.send(
+            &self.settings.dead_letter_topic(),
+            key,
+            payload,
+            Some(headers),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Lag of the worker group on the coupon's partition: messages of that
@@ -260,38 +365,6 @@ impl KafkaProducer {
         .await
         .map_err(|e| QueueError::Unavailable(e.to_string()))?
     }
-}
-
-/// Sends a dead letter: the original payload, keyed like the original, with
-/// headers saying where it came from and why.
-pub async fn send_dead_letter(
-    producer: &FutureProducer,
-    topic: &str,
-    key: Option<&[u8]>,
-    payload: &[u8],
-    source: &str,
-    reason: &str,
-) -> Result<(), QueueError> {
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: "source",
-            value: Some(source),
-        })
-        .insert(Header {
-            key: "reason",
-            value: Some(reason),
-        });
-    let mut record = FutureRecord::<[u8], [u8]>::to(topic)
-        .payload(payload)
-        .headers(headers);
-    if let Some(k) = key {
-        record = record.key(k);
-    }
-    producer
-        .send(record, Duration::from_secs(1))
-        .await
-        .map(|_| ())
-        .map_err(|(e, _)| kafka_err(e))
 }
 
 #[cfg(test)]

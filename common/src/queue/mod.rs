@@ -63,7 +63,7 @@ impl Producer {
         };
         // Kafka's own delivery timeout is ENQUEUE_TIMEOUT; this one only
         // guards against a client that never answers.
-        let limit = ENQUEUE_TIMEOUT + Duration::from_millis(500);
+        let limit = ENQUEUE_TIMEOUT + Duration::from_secs(3);
         tokio::time::timeout(limit, fut)
             .await
             .map_err(|_| QueueError::Timeout(limit))?

@@ -252,3 +252,161 @@ pub fn users_with_repeats(n: usize, distinct: usize) -> Vec<i64> {
     users.shuffle(&mut rand::thread_rng());
     users
 }
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl TestApp {
+    /// Launches a worker whose health and metrics endpoint is on `port`.
+    pub fn spawn_worker_on(&self, port: u16) -> Child {
+        let mut cmd = self.worker_command();
+        cmd.env("WORKER_PORT", port.to_string());
+        cmd.spawn().expect("worker process starts")
+    }
+
+    /// Number of results stored for the coupon.
+    pub async fn result_count(&self, coupon: CouponId) -> usize {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM coupon_issue_result WHERE coupon_id = ?")
+                .bind(coupon.get())
+                .fetch_one(&self.db.pool)
+                .await
+                .unwrap();
+        n as usize
+    }
+}
+
+/// The value of a metric on a worker's `/metrics`, summed over its labels.
+pub async fn scrape(port: u16, metric: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split([' ', '{']).next() == Some(metric))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// Sends SIGTERM and waits for the process to exit; returns its status.
+pub async fn terminate(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let pid = child.id().expect("process is running");
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -TERM {pid}");
+    tokio::time::timeout(within, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("process {pid} did not exit within {within:?} of SIGTERM"))
+        .unwrap()
+}
+
+/// A Tansu broker owned by one test (its own port and sqlite file), so the
+/// test can kill and restart it without disturbing the others.
+pub struct OwnedBroker {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnedBroker {
+    pub fn tansu_bin() -> std::path::PathBuf {
+        if let Ok(p) = std::env::var("TANSU_BIN") {
+            return p.into();
+        }
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        let p = std::path::PathBuf::from(home).join(".cache/coupon-service/tansu/bin/tansu");
+        assert!(
+            p.exists(),
+            "the Tansu broker is not installed at {}; scripts/test.sh installs it",
+            p.display()
+        );
+        p
+    }
+
+    pub async fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("tansu-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut b = Self {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        b.restart().await;
+        b
+    }
+
+    /// What the broker logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default()
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker (again) on the same port and data.
+    pub async fn restart(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = std::process::Command::new(Self::tansu_bin())
+            .current_dir(&self.dir)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.join("tansu.log"))
+                    .unwrap(),
+            )
+            .spawn()
+            .expect("tansu starts");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("tansu did not listen on {}", self.port);
+    }
+
+    /// SIGKILL: the broker dies without any chance to flush.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+}
+
+impl Drop for OwnedBroker {
+    fn drop(&mut self) {
+        self.kill();
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}

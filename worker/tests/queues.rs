@@ -1,0 +1,271 @@
+//! Queue behaviour with real brokers: consumer-group sharing, resuming from
+//! committed offsets after SIGTERM, a broker that dies, and malformed
+//! messages going to the dead-letter queue.
+
+mod helpers;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::config::QueueType;
+use common::domain::{CouponId, IssueStatus};
+use common::queue::kafka::partition_for;
+use common::queue::{Producer, RedisQueue};
+use helpers::{free_port, scrape, spawn_app, spawn_app_with, terminate, test_config, OwnedBroker};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::ClientConfig;
+
+const DRAIN: Duration = Duration::from_secs(90);
+
+/// Waits until `f` holds, polling.
+async fn eventually<F, Fut>(what: &str, within: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < within, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_kafka_workers_share_the_partitions_and_keep_every_invariant() {
+    let app = spawn_app(QueueType::Kafka).await;
+    let ports = [free_port(), free_port()];
+    let _workers: Vec<_> = ports.iter().map(|p| app.spawn_worker_on(*p)).collect();
+    eventually(
+        "both workers to hold partitions",
+        Duration::from_secs(60),
+        || async {
+            let a = scrape(ports[0], "kafka_assigned_partitions")
+                .await
+                .unwrap_or(0.0);
+            let b = scrape(ports[1], "kafka_assigned_partitions")
+                .await
+                .unwrap_or(0.0);
+            a > 0.0 && b > 0.0 && a + b == 3.0
+        },
+    )
+    .await;
+
+    // Coupons on every partition, so both members get work.
+    let mut coupons = Vec::new();
+    let mut covered = HashSet::new();
+    while covered.len() < 3 {
+        let c = app.create_coupon(40).await;
+        covered.insert(partition_for(c, 3));
+        coupons.push(c);
+    }
+    let users: Vec<i64> = (1..=200).collect();
+    let mut sales = Vec::new();
+    for c in &coupons {
+        sales.push((*c, app.fire(*c, &users, 100).await));
+    }
+    for (c, accepted) in &sales {
+        app.wait_for_results(*c, accepted.len(), DRAIN).await;
+        let report = app.audit(*c, 40, accepted).await;
+        assert_eq!(report.count(IssueStatus::Success), 40);
+        assert_eq!(report.count(IssueStatus::OutOfStock), 160);
+    }
+    for p in ports {
+        let done = scrape(p, "coupon_issue_events_acknowledged_total")
+            .await
+            .unwrap_or(0.0);
+        assert!(done > 0.0, "worker on port {p} processed nothing");
+    }
+}
+
+/// SIGTERM mid-drain: the worker exits 0 promptly with its offsets committed
+/// exactly up to what it processed; a new worker resumes from there.
+async fn a_stopped_worker_hands_over_at_its_committed_position(mode: QueueType) {
+    let app = spawn_app(mode).await;
+    let coupon = app.create_coupon(500).await;
+    let users: Vec<i64> = (1..=4000).collect();
+    let accepted = app.fire(coupon, &users, 200).await;
+
+    // Small batches so the drain is still under way when SIGTERM arrives.
+    let mut first = app.worker_command().env("BATCH_SIZE", "5").spawn().unwrap();
+    let app_ref = &app;
+    eventually("the first worker to start draining", DRAIN, || async move {
+        app_ref.result_count(coupon).await > 0
+    })
+    .await;
+    let status = terminate(&mut first, Duration::from_secs(10)).await;
+    assert!(status.success(), "worker exit status {status:?}");
+    let processed = app.result_count(coupon).await;
+    assert!(processed < accepted.len(), "stopped before the end");
+
+    let producer = Producer::from_config(&app.common).unwrap();
+    let left = producer.queue_size(coupon).await.unwrap().size as usize;
+    assert_eq!(
+        left,
+        accepted.len() - processed,
+        "queue position = exactly what was processed"
+    );
+
+    let _second = app.spawn_worker();
+    app.wait_for_results(coupon, accepted.len(), DRAIN).await;
+    let report = app.audit(coupon, 500, &accepted).await;
+    assert_eq!(report.count(IssueStatus::Success), 500);
+    assert_eq!(report.results, accepted.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kafka_worker_stopped_by_sigterm_commits_and_a_new_one_resumes() {
+    a_stopped_worker_hands_over_at_its_committed_position(QueueType::Kafka).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_worker_stopped_by_sigterm_trims_and_a_new_one_resumes() {
+    a_stopped_worker_hands_over_at_its_committed_position(QueueType::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_kafka_broker_gives_503_and_the_api_recovers_without_restart() {
+    let mut broker = OwnedBroker::start().await;
+    let (db, mut common) = test_config(QueueType::Redis).await;
+    common.queue_type = QueueType::Kafka;
+    common.kafka_brokers = broker.brokers();
+    common::queue::KafkaSettings::from_config(&common)
+        .ensure_topics()
+        .await
+        .unwrap();
+    let app = spawn_app_with(db, common).await;
+    let coupon = app.create_coupon(10).await;
+    let mut accepted = app.fire(coupon, &[1, 2, 3], 3).await;
+
+    broker.kill();
+    let res = app.issue(coupon.get(), "4").await;
+    assert_eq!(res.status(), 503);
+
+    broker.restart().await;
+    let mut user = 5;
+    eventually("the api to accept again", Duration::from_secs(60), || {
+        user += 1;
+        let app = &app;
+        let u = user;
+        async move { app.issue(coupon.get(), &u.to_string()).await.status() == 202 }
+    })
+    .await;
+    // The request that succeeded inside `eventually` is not tracked; count
+    // from here with tracked ones only.
+    accepted.extend(app.fire(coupon, &[1001, 1002, 1003], 3).await);
+
+    let _worker = app.spawn_worker();
+    let ids: HashSet<_> = accepted.iter().map(|a| a.request_id).collect();
+    eventually("every tracked request to have a result", DRAIN, || async {
+        let results = common::db::results_for_coupon(&app.db.pool, coupon)
+            .await
+            .unwrap();
+        results
+            .iter()
+            .filter(|r| ids.contains(&r.request_id))
+            .count()
+            == ids.len()
+    })
+    .await;
+    let results = common::db::results_for_coupon(&app.db.pool, coupon)
+        .await
+        .unwrap();
+    // Requests from before the kill survived it: the sqlite storage kept them.
+    for a in &accepted[..3] {
+        assert!(results.iter().any(|r| r.request_id == a.request_id));
+    }
+    // The refused request (user 4) left nothing behind.
+    assert!(results.iter().all(|r| r.user_id != 4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_malformed_kafka_message_is_dead_lettered_and_the_events_behind_it_processed() {
+    let app = spawn_app(QueueType::Kafka).await;
+    let coupon = app.create_coupon(5).await;
+    let Producer::Kafka(producer) = Producer::from_config(&app.common).unwrap() else {
+        unreachable!()
+    };
+    producer.enqueue_raw(coupon, b"{not json").await.unwrap();
+    let mut v9 = common::domain::CouponIssueEvent::new(coupon, 77.try_into().unwrap());
+    v9.version = 9;
+    producer
+        .enqueue_raw(coupon, v9.to_json().as_bytes())
+        .await
+        .unwrap();
+    let accepted = app.fire(coupon, &(1..=20).collect::<Vec<_>>(), 20).await;
+    let _worker = app.spawn_worker();
+    app.wait_for_results(coupon, 20, DRAIN).await;
+    app.audit(coupon, 5, &accepted).await;
+
+    let dlq: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &app.common.kafka_brokers)
+        .set(
+            "group.id",
+            format!("{}-dlq-reader", app.common.kafka_group_id),
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    dlq.subscribe(&[&format!("{}.dlq", app.common.kafka_topic)])
+        .unwrap();
+    let mut reasons = Vec::new();
+    while reasons.len() < 2 {
+        let m = tokio::time::timeout(Duration::from_secs(30), dlq.recv())
+            .await
+            .expect("dead letters arrive")
+            .unwrap();
+        let reason = m
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == "reason").and_then(|h| h.value))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        reasons.push((m.payload().unwrap_or_default().to_vec(), reason));
+    }
+    assert_eq!(reasons[0].0, b"{not json");
+    assert!(reasons[0].1.contains("malformed"), "{}", reasons[0].1);
+    assert!(
+        reasons[1].1.contains("unknown event version 9"),
+        "{}",
+        reasons[1].1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_malformed_redis_entry_is_dead_lettered_and_the_events_behind_it_processed() {
+    let app = spawn_app(QueueType::Redis).await;
+    let coupon = app.create_coupon(5).await;
+    let queue = RedisQueue::new(
+        &app.common.redis_url,
+        &app.common.redis_key_prefix,
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    queue
+        .enqueue_raw(coupon, b"\xff\xfe garbage")
+        .await
+        .unwrap();
+    let other = CouponId::try_from(coupon.get() + 1000).unwrap();
+    let stray = common::domain::CouponIssueEvent::new(other, 5.try_into().unwrap());
+    queue
+        .enqueue_raw(coupon, stray.to_json().as_bytes())
+        .await
+        .unwrap();
+    let accepted = app.fire(coupon, &(1..=20).collect::<Vec<_>>(), 20).await;
+    let _worker = app.spawn_worker();
+    app.wait_for_results(coupon, 20, DRAIN).await;
+    app.audit(coupon, 5, &accepted).await;
+    let letters = queue.dead_letters(10).await.unwrap();
+    assert_eq!(letters.len(), 2);
+    let field = |i: usize, k: &str| {
+        letters[i]
+            .1
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap()
+    };
+    assert!(field(0, "reason").contains("malformed"));
+    assert!(field(1, "reason").contains("in the stream of coupon"));
+    assert_eq!(app.queue_size(coupon).await, 0);
+}

@@ -2,11 +2,24 @@
 
 use crate::domain::DecodeError;
 
+use sqlx::mysql::MySqlDatabaseError;
+
 /// MySQL error number of a duplicate key (`ER_DUP_ENTRY`).
-const ER_DUP_ENTRY: &str = "1062";
+const ER_DUP_ENTRY: u16 = 1062;
 /// Error numbers that mean "try the same thing again": deadlock, lock wait
-/// timeout, too many connections, server shutting down, connection killed.
-const RETRYABLE_CODES: [&str; 6] = ["1213", "1205", "1040", "1053", "1927", "2013"];
+/// timeout, too many connections, server shutting down, connection killed,
+/// lost connection.
+const RETRYABLE_NUMBERS: [u16; 6] = [1213, 1205, 1040, 1053, 1927, 2013];
+
+/// The MySQL error number (not the SQLSTATE) of a database error.
+fn mysql_number(e: &sqlx::Error) -> Option<u16> {
+    match e {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<MySqlDatabaseError>()
+            .map(MySqlDatabaseError::number),
+        _ => None,
+    }
+}
 
 /// Failures of the processor and the other database work.
 #[derive(Debug, thiserror::Error)]
@@ -25,10 +38,8 @@ impl DbError {
     /// Maps a sqlx error, turning MySQL error 1062 into [`DbError::UniqueViolation`].
     /// This is the one place that knows the number.
     pub fn from_sqlx(e: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &e {
-            if db.code().as_deref() == Some(ER_DUP_ENTRY) {
-                return DbError::UniqueViolation(db.message().to_string());
-            }
+        if mysql_number(&e) == Some(ER_DUP_ENTRY) {
+            return DbError::UniqueViolation(e.to_string());
         }
         DbError::Sqlx(e)
     }
@@ -43,9 +54,9 @@ impl DbError {
                 | sqlx::Error::PoolClosed
                 | sqlx::Error::WorkerCrashed
                 | sqlx::Error::Protocol(_) => true,
-                sqlx::Error::Database(db) => db
-                    .code()
-                    .is_some_and(|c| RETRYABLE_CODES.contains(&c.as_ref())),
+                sqlx::Error::Database(_) => {
+                    mysql_number(e).is_some_and(|n| RETRYABLE_NUMBERS.contains(&n))
+                }
                 _ => false,
             },
             // Two writers raced on the same (coupon, user); a retry sees the winner.

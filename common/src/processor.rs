@@ -7,7 +7,7 @@
 //! locked for the whole transaction, so two workers that ever hold the same
 //! coupon at once are serialised by MySQL, not by luck.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -116,11 +116,19 @@ pub async fn process_batch(
     let mut tx = pool.begin().await?;
 
     let coupon = lock_coupon(&mut tx, coupon_id).await?;
-    let done = existing_results(&mut tx, events).await?;
+    let existing = existing_results(&mut tx, events).await?;
     let mut seen = HashSet::with_capacity(events.len());
+    // A SYSTEM_ERROR is final for the user but not for the event: an event
+    // replayed from the dead-letter queue is decided again and its
+    // SYSTEM_ERROR replaced. Any other result means "already done".
     let fresh: Vec<&QueuedEvent> = events
         .iter()
-        .filter(|q| !done.contains(&q.event.event_id.to_string()) && seen.insert(q.event.event_id))
+        .filter(|q| {
+            existing
+                .get(&q.event.event_id.to_string())
+                .is_none_or(|status| status == IssueStatus::SystemError.as_str())
+                && seen.insert(q.event.event_id)
+        })
         .collect();
     let already_processed = events.len() - fresh.len();
     if fresh.is_empty() {
@@ -129,6 +137,20 @@ pub async fn process_batch(
             results: Vec::new(),
             already_processed,
         });
+    }
+    let replayed: Vec<String> = fresh
+        .iter()
+        .map(|q| q.event.event_id.to_string())
+        .filter(|id| existing.contains_key(id))
+        .collect();
+    if !replayed.is_empty() {
+        let mut q = QueryBuilder::<MySql>::new(
+            "DELETE FROM coupon_issue_result WHERE status = 'SYSTEM_ERROR' AND request_id IN ",
+        );
+        q.push_tuples(&replayed, |mut b, id| {
+            b.push_bind(id);
+        });
+        q.build().execute(&mut *tx).await?;
     }
 
     let mut holders = if coupon.is_some() {
@@ -223,17 +245,18 @@ async fn lock_coupon(
     .transpose()
 }
 
+/// Request ids of the batch that already have a result, with its status.
 async fn existing_results(
     tx: &mut sqlx::Transaction<'_, MySql>,
     events: &[QueuedEvent],
-) -> Result<HashSet<String>, DbError> {
+) -> Result<HashMap<String, String>, DbError> {
     let mut q = QueryBuilder::<MySql>::new(
-        "SELECT request_id FROM coupon_issue_result WHERE request_id IN ",
+        "SELECT request_id, status FROM coupon_issue_result WHERE request_id IN ",
     );
     q.push_tuples(events, |mut b, e| {
         b.push_bind(e.event.event_id.to_string());
     });
-    Ok(q.build_query_scalar::<String>()
+    Ok(q.build_query_as::<(String, String)>()
         .fetch_all(&mut **tx)
         .await?
         .into_iter()

@@ -39,7 +39,7 @@ pub struct WorkerConfig {
     pub port: u16,
 
     /// Redis mode: how long a coupon's lease lasts without renewal, in milliseconds.
-    #[arg(long, env = "LEASE_TTL_MS", value_name = "LEASE_TTL_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1000..))]
+    #[arg(long, env = "LEASE_TTL_MS", value_name = "LEASE_TTL_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1000..))]
     pub lease_ttl_ms: u64,
 
     /// Redis mode: coupons drained at the same time by this worker.
@@ -50,6 +50,11 @@ pub struct WorkerConfig {
     /// means a dead worker's partitions move sooner.
     #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", value_name = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1000..=300_000))]
     pub kafka_session_timeout_ms: u64,
+
+    /// Put every dead letter that is a valid event back on its coupon's
+    /// queue, print what was done, and exit.
+    #[arg(long)]
+    pub replay_dead_letters: bool,
 }
 
 impl WorkerConfig {
@@ -61,9 +66,10 @@ impl WorkerConfig {
             batch_size: 500,
             host: "127.0.0.1".into(),
             port: 0,
-            lease_ttl_ms: 15_000,
+            lease_ttl_ms: 3_000,
             coupon_concurrency: 4,
             kafka_session_timeout_ms: 6000,
+            replay_dead_letters: false,
         }
     }
 

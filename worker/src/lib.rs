@@ -7,6 +7,7 @@ pub mod health;
 pub mod kafka_consumer;
 pub mod pipeline;
 pub mod redis_poller;
+pub mod replay;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -6,6 +6,14 @@ use worker::{Worker, WorkerConfig};
 async fn main() -> anyhow::Result<()> {
     let config = WorkerConfig::parse();
     telemetry::init(config.common.log_format);
+    if config.replay_dead_letters {
+        let summary = worker::replay::replay_dead_letters(&config).await?;
+        println!(
+            "replayed {} dead letters; {} undecodable ones left for inspection",
+            summary.replayed, summary.undecodable
+        );
+        return Ok(());
+    }
     let worker = Worker::build(config).await?;
     tracing::info!(addr = %worker.local_addr(), "worker health endpoint listening");
     worker.run(cancel_on_signal()).await

@@ -98,7 +98,18 @@ impl RedisPoller {
         {
             return Ok(0);
         }
-        let result = self.drain_leased(coupon, cancel).await;
+        // Renewed in the background, so a batch stuck in database retries
+        // keeps its coupon; `lost` fires if the lease is gone anyway.
+        let lost = CancellationToken::new();
+        let keeper = tokio::spawn(keep_lease(
+            self.queue.clone(),
+            coupon,
+            self.holder.clone(),
+            self.lease_ttl,
+            lost.clone(),
+        ));
+        let result = self.drain_leased(coupon, cancel, &lost).await;
+        keeper.abort();
         if let Err(e) = self.queue.release_lease(coupon, &self.holder).await {
             warn!(error = ?e, %coupon, "could not release lease; it expires by itself");
         }
@@ -110,9 +121,14 @@ impl RedisPoller {
         &self,
         coupon: CouponId,
         cancel: &CancellationToken,
+        lost: &CancellationToken,
     ) -> Result<usize, DrainError> {
         let mut processed = 0;
         while !cancel.is_cancelled() {
+            if lost.is_cancelled() {
+                warn!("lease lost; leaving the coupon to its new holder");
+                break;
+            }
             let entries = self.queue.read_head(coupon, self.batch_size).await?;
             let Some(last) = entries.last() else {
                 if self.queue.forget_if_empty(coupon).await? {
@@ -138,14 +154,6 @@ impl RedisPoller {
             processed += handled.processed;
             metrics::counter!("coupon_issue_events_acknowledged_total", "queue" => "redis")
                 .increment(events.len() as u64);
-            if !self
-                .queue
-                .renew_lease(coupon, &self.holder, self.lease_ttl)
-                .await?
-            {
-                warn!("lease lost; leaving the coupon to its new holder");
-                break;
-            }
         }
         Ok(processed)
     }
@@ -188,5 +196,28 @@ impl RedisPoller {
             }
         }
         Ok(events)
+    }
+}
+
+/// Renews the lease every third of its lifetime until aborted; fires `lost`
+/// when another worker holds it (it expired and was taken).
+async fn keep_lease(
+    queue: RedisQueue,
+    coupon: CouponId,
+    holder: String,
+    ttl: Duration,
+    lost: CancellationToken,
+) {
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        match queue.renew_lease(coupon, &holder, ttl).await {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.cancel();
+                return;
+            }
+            // Redis unreachable: the drain itself will fail; keep trying.
+            Err(e) => warn!(error = ?e, %coupon, "lease renewal failed"),
+        }
     }
 }

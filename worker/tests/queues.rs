@@ -255,7 +255,7 @@ async fn a_malformed_redis_entry_is_dead_lettered_and_the_events_behind_it_proce
     let _worker = app.spawn_worker();
     app.wait_for_results(coupon, 20, DRAIN).await;
     app.audit(coupon, 5, &accepted).await;
-    let letters = queue.dead_letters(10).await.unwrap();
+    let letters = queue.dead_letters(None, 10).await.unwrap();
     assert_eq!(letters.len(), 2);
     let field = |i: usize, k: &str| {
         letters[i]

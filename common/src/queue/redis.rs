@@ -361,19 +361,35 @@ impl RedisQueue {
         Ok(())
     }
 
-    /// Dead letters, oldest first: `(dlq entry id, fields)`.
-    pub async fn dead_letters(&self, count: usize) -> Result<Vec<StreamEntry>, QueueError> {
+    /// Dead letters after `after` (exclusive; `None` = from the start),
+    /// oldest first.
+    pub async fn dead_letters(
+        &self,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, QueueError> {
+        let start = after.map_or_else(|| "-".to_string(), |id| format!("({id}"));
         let reply: Value = self
             .run(Invocation::Cmd(
                 redis::cmd("XRANGE")
                     .arg(self.keys.dead_letters())
-                    .arg("-")
+                    .arg(start)
                     .arg("+")
                     .arg("COUNT")
                     .arg(count),
             ))
             .await?;
         parse_entries(reply)
+    }
+
+    /// Removes one dead letter (after it was replayed).
+    pub async fn delete_dead_letter(&self, id: &str) -> Result<(), QueueError> {
+        let _: i64 = self
+            .run(Invocation::Cmd(
+                redis::cmd("XDEL").arg(self.keys.dead_letters()).arg(id),
+            ))
+            .await?;
+        Ok(())
     }
 }
 

@@ -123,6 +123,7 @@ impl TestApp {
             .env("KAFKA_PARTITIONS", self.common.kafka_partitions.to_string())
             .env("POLL_INTERVAL_MS", "100")
             .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
+            .env("LEASE_TTL_MS", "2000")
             .env("WORKER_HOST", "127.0.0.1")
             .env("WORKER_PORT", "0")
             .env(
@@ -405,6 +406,188 @@ impl OwnedBroker {
 }
 
 impl Drop for OwnedBroker {
+    fn drop(&mut self) {
+        self.kill();
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+impl TestApp {
+    /// Like [`TestApp::fire`], but a refused request (503 while a service is
+    /// down) is counted instead of failing the test. Returns the accepted
+    /// requests and how many were refused; any other answer fails the test.
+    pub async fn fire_tolerant(
+        &self,
+        coupon: CouponId,
+        users: &[i64],
+        concurrency: usize,
+    ) -> (Vec<Accepted>, usize) {
+        let gate = Arc::new(Semaphore::new(concurrency));
+        let mut tasks = Vec::with_capacity(users.len());
+        for user in users {
+            let permit = gate.clone().acquire_owned().await.unwrap();
+            let client = self.client.clone();
+            let url = format!(
+                "{}/api/coupons/{}/issue?userId={user}",
+                self.address,
+                coupon.get()
+            );
+            tasks.push(tokio::spawn(async move {
+                let res = client.post(url).send().await.expect("api answers");
+                drop(permit);
+                match res.status().as_u16() {
+                    202 => Some(res.json::<Accepted>().await.unwrap()),
+                    503 => None,
+                    other => panic!("unexpected {other}: {:?}", res.text().await),
+                }
+            }));
+        }
+        let mut accepted = Vec::new();
+        let mut refused = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Some(a) => accepted.push(a),
+                None => refused += 1,
+            }
+        }
+        (accepted, refused)
+    }
+}
+
+/// SIGKILL: the process dies mid-whatever, without cleanup.
+pub async fn kill9(child: &mut Child) {
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
+
+/// A TCP proxy in front of a server that the test can cut (every open
+/// connection dropped, new ones refused) and restore.
+pub struct CuttableProxy {
+    pub port: u16,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    generation: tokio::sync::watch::Sender<u64>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl CuttableProxy {
+    pub async fn start(target: (&'static str, u16)) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let gen_tx = generation.clone();
+        let is_cut = cut.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if is_cut.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let mut gen_rx = gen_tx.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = gen_rx.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            cut,
+            generation,
+            _task: task,
+        }
+    }
+
+    /// Drops every connection and refuses new ones until [`Self::restore`].
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A redis-server owned by one test (own port, own AOF directory), so it
+/// can be killed and restarted.
+pub struct OwnedRedis {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnedRedis {
+    pub async fn start(appendfsync: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("redis-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = Self {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        r.restart(appendfsync).await;
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn restart(&mut self, appendfsync: &str) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                appendfsync,
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if let Ok(client) = redis::Client::open(self.url()) {
+                if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+                    if redis::cmd("PING")
+                        .query_async::<String>(&mut c)
+                        .await
+                        .is_ok()
+                    {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("redis-server did not start on {}", self.port);
+    }
+
+    /// SIGKILL: no shutdown save, only what the AOF already holds survives.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+}
+
+impl Drop for OwnedRedis {
     fn drop(&mut self) {
         self.kill();
         std::fs::remove_dir_all(&self.dir).ok();

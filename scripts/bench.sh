@@ -44,12 +44,20 @@ for ((run = 1; run <= runs; run++)); do
   for w in $workers; do
     for b in $batches; do
       "$ROOT_DIR/scripts/down.sh" --quiet
+      # A fresh topic and group per run: every run starts from an empty log
+      # and a new group, so runs do not depend on each other.
+      export KAFKA_TOPIC="bench-$$-$run-$w-$b" KAFKA_GROUP_ID="bench-group-$$-$run-$w-$b"
       start_process api "$BIN/api" 2>/dev/null
       wait_for_http "http://127.0.0.1:$API_PORT/ready" 60 || die "api not ready"
       for ((i = 1; i <= w; i++)); do
         BATCH_SIZE=$b WORKER_PORT=$((29100 + i)) start_process "worker-$i" "$BIN/worker" 2>/dev/null
       done
-      for ((i = 1; i <= w; i++)); do wait_for_http "http://127.0.0.1:$((29100 + i))/ready" 60 || die "worker not ready"; done
+      for ((i = 1; i <= w; i++)); do
+        wait_for_http "http://127.0.0.1:$((29100 + i))/ready" 60 || die "worker not ready"
+        if [[ "$queue" == kafka && $i -le 3 ]]; then
+          wait_for_partitions $((29100 + i)) 60 || die "worker-$i got no partitions"
+        fi
+      done
       line=$("$BIN/loadgen" --api "http://127.0.0.1:$API_PORT" --admin-token "$ADMIN_TOKEN" \
         --requests "$requests" --stock "$stock")
       echo "{\"queue\":\"$queue\",\"workers\":$w,\"batch\":$b,\"run\":$run,\"result\":$line}" | tee -a "$results"

@@ -209,3 +209,15 @@ wait_for_http() {
   done
   return 1
 }
+
+# wait_for_partitions PORT SECONDS: until the Kafka worker whose health
+# endpoint is on PORT holds partitions (its consumer group has formed).
+wait_for_partitions() {
+  local port=$1 secs=${2:-60} i n
+  for ((i = 0; i < secs * 5; i++)); do
+    n=$(curl -fsS "http://127.0.0.1:$port/metrics" 2>/dev/null | awk '$1=="kafka_assigned_partitions"{print int($2)}')
+    [[ -n "$n" && "$n" -gt 0 ]] && return 0
+    sleep 0.2
+  done
+  return 1
+}

@@ -33,7 +33,8 @@ if [[ "${SMOKE:-1}" == 1 ]]; then
   export REDIS_KEY_PREFIX="smoke:" DATABASE_URL="mysql://$DB_USER:$DB_PASSWORD@$MYSQL_HOST:$MYSQL_PORT/e_commerce_smoke"
   trap '"$ROOT_DIR/scripts/down.sh" --quiet' EXIT
   for queue in ${SMOKE_QUEUES:-redis kafka}; do
-    export KAFKA_TOPIC="smoke-coupon-issue-events" KAFKA_GROUP_ID="smoke-consumer-group"
+    # A topic and group of its own per run: the broker's data outlives runs.
+    export KAFKA_TOPIC="smoke-$$-coupon-issue-events" KAFKA_GROUP_ID="smoke-$$-consumer-group"
     QUEUE=$queue scripts/up.sh >/dev/null
     scripts/concurrency-test.sh -n 1000 -r 400 -s 100
     scripts/down.sh --quiet

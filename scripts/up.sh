@@ -39,6 +39,10 @@ start_process api "$BIN/api"
 wait_for_http "http://127.0.0.1:$API_PORT/ready" 60 || die "api not ready; see $RUN_DIR/api.log"
 start_process worker-1 "$BIN/worker"
 wait_for_http "http://127.0.0.1:$WORKER_PORT/health" 60 || die "worker not up; see $RUN_DIR/worker-1.log"
+if [[ "$QUEUE" == kafka ]]; then
+  log "waiting for the worker to join consumer group ${KAFKA_GROUP_ID:-coupon-issue-consumer-group}"
+  wait_for_partitions "$WORKER_PORT" 90 || die "the worker got no partitions; see $RUN_DIR/worker-1.log"
+fi
 echo "$QUEUE" >"$RUN_DIR/queue"
 
 "$ROOT_DIR/scripts/reset-db.sh" 1 100 >/dev/null

@@ -17,6 +17,8 @@ pub struct ApiError {
     pub message: String,
     /// Logged for 5xx answers, never sent.
     internal: Option<String>,
+    /// Set when the request may still be processed under this id.
+    request_id: Option<uuid::Uuid>,
 }
 
 impl ApiError {
@@ -26,6 +28,7 @@ impl ApiError {
             code,
             message: message.into(),
             internal: None,
+            request_id: None,
         }
     }
 
@@ -68,6 +71,27 @@ impl ApiError {
     fn internal(mut self, detail: impl std::fmt::Display) -> Self {
         self.internal = Some(detail.to_string());
         self
+    }
+}
+
+impl ApiError {
+    /// The answer when the queue did not confirm an event. If the event may
+    /// have been queued anyway (the broker died before answering), the
+    /// answer carries its request id so the client can look the outcome up.
+    pub fn enqueue_failed(e: QueueError, request_id: uuid::Uuid) -> Self {
+        if e.is_uncertain() {
+            let mut err = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "QUEUE_OUTCOME_UNKNOWN",
+                "the queue did not confirm this request; it may still be processed: \
+                 look it up with GET /api/coupons/issue-requests/{requestId}",
+            )
+            .internal(e);
+            err.request_id = Some(request_id);
+            err
+        } else {
+            e.into()
+        }
     }
 }
 
@@ -138,7 +162,10 @@ impl IntoResponse for ApiError {
                 tracing::error!(code = self.code, error = %detail, "request failed");
             }
         }
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let mut body = json!({ "error": { "code": self.code, "message": self.message } });
+        if let Some(id) = self.request_id {
+            body["error"]["requestId"] = json!(id);
+        }
         let mut res = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut()

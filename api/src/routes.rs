@@ -100,9 +100,10 @@ async fn issue(
     }
     let event = CouponIssueEvent::new(coupon, user);
     tracing::Span::current().record("request_id", tracing::field::display(event.event_id));
-    let position = state.producer.enqueue(&event).await.inspect_err(|_| {
+    let position = state.producer.enqueue(&event).await.map_err(|e| {
         metrics::counter!("coupon_issue_requests_total", "outcome" => "queue_unavailable")
             .increment(1);
+        ApiError::enqueue_failed(e, event.event_id)
     })?;
     metrics::counter!("coupon_issue_requests_total", "outcome" => "accepted").increment(1);
     Ok((

@@ -105,6 +105,7 @@ async fn malformed_issue_requests_get_a_json_4xx_and_enqueue_nothing() {
     let app = spawn_app().await;
     let coupon = app.coupon(10).await;
     let long = "9".repeat(5000);
+    let very_long_path = format!("/api/coupons/{}/issue?userId=1", "1".repeat(60_000));
     let cases: Vec<(Method, String, u16)> = vec![
         (
             Method::POST,
@@ -193,6 +194,39 @@ async fn malformed_issue_requests_get_a_json_4xx_and_enqueue_nothing() {
             405,
         ),
         (Method::DELETE, format!("/api/coupons/{coupon}"), 405),
+        (Method::POST, very_long_path, 400),
+        (
+            Method::POST,
+            format!("/api/coupons/{}", "a/".repeat(2000)),
+            404,
+        ),
+        (
+            Method::POST,
+            format!("/api/coupons/{coupon}/issue?userId=%D9%A1%D9%A2"),
+            400,
+        ),
+        (
+            Method::POST,
+            format!("/api/coupons/{coupon}/issue?userId=1%00"),
+            400,
+        ),
+        (
+            Method::POST,
+            format!("/api/coupons/{coupon}/issue?userId=%201"),
+            400,
+        ),
+        (
+            Method::POST,
+            format!("/api/coupons/{coupon}/issue?userId=1e3"),
+            400,
+        ),
+        (
+            Method::POST,
+            format!("/api/coupons/{coupon}/issue?userId=0x10"),
+            400,
+        ),
+        (Method::GET, "/api/admin/coupons".into(), 405),
+        (Method::PATCH, "/api/admin/coupons".into(), 405),
         (Method::POST, "/api/nowhere".into(), 404),
         (Method::GET, "/".into(), 404),
         (

@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let drained = start.elapsed();
 
-    let report = audit_sale(&pool, coupon, args.stock, &accepted).await?;
+    let report = audit_sale(&pool, coupon, args.stock, &accepted, &HashSet::new()).await?;
     let line = serde_json::json!({
         "couponId": coupon.get(),
         "requests": args.requests,

@@ -17,6 +17,9 @@ pub struct AuditReport {
     pub remaining_stock: i64,
     pub results: usize,
     pub by_status: BTreeMap<&'static str, usize>,
+    /// Unconfirmed requests (`503 QUEUE_OUTCOME_UNKNOWN`) that were queued
+    /// after all and got a result.
+    pub unconfirmed_processed: usize,
     /// Every broken invariant, in words; empty when the sale is correct.
     pub violations: Vec<String>,
 }
@@ -28,7 +31,9 @@ impl AuditReport {
 }
 
 /// Checks one sale of `coupon` that started with `initial_stock` units and
-/// accepted exactly the request ids in `accepted`:
+/// accepted exactly the request ids in `accepted` (`202`). `unconfirmed` are
+/// ids the api answered `503 QUEUE_OUTCOME_UNKNOWN` for: the broker died
+/// before confirming, so they may or may not have a result.
 /// issued = initial − remaining ≤ initial; no user holds it twice; every
 /// accepted request has exactly one result and no other result exists; every
 /// `SUCCESS` comes before every `OUT_OF_STOCK` in queue order; every
@@ -38,6 +43,7 @@ pub async fn audit_sale(
     coupon: CouponId,
     initial_stock: i64,
     accepted: &HashSet<Uuid>,
+    unconfirmed: &HashSet<Uuid>,
 ) -> Result<AuditReport, DbError> {
     let mut report = AuditReport::default();
     let v = &mut report.violations;
@@ -79,13 +85,14 @@ pub async fn audit_sale(
         if !seen.insert(r.request_id) {
             v.push(format!("request {} has two results", r.request_id));
         }
-        if !accepted.contains(&r.request_id) {
+        if !accepted.contains(&r.request_id) && !unconfirmed.contains(&r.request_id) {
             v.push(format!(
                 "result for request {} that was never accepted",
                 r.request_id
             ));
         }
     }
+    report.unconfirmed_processed = unconfirmed.iter().filter(|id| seen.contains(id)).count();
     let missing = accepted.iter().filter(|id| !seen.contains(id)).count();
     if missing > 0 {
         v.push(format!("{missing} accepted requests have no result"));

@@ -73,6 +73,10 @@ pub enum QueueError {
     Unavailable(String),
     #[error("queue did not answer within {0:?}")]
     Timeout(std::time::Duration),
+    /// The request reached the broker but its answer was lost: it may or may
+    /// not be queued.
+    #[error("queue outcome unknown: {0}")]
+    Uncertain(String),
     #[error("undecodable event: {0}")]
     Decode(#[from] DecodeError),
 }
@@ -80,6 +84,13 @@ pub enum QueueError {
 impl From<redis::RedisError> for QueueError {
     fn from(e: redis::RedisError) -> Self {
         QueueError::Unavailable(e.to_string())
+    }
+}
+
+impl QueueError {
+    /// Whether the work may have reached the broker despite the error.
+    pub fn is_uncertain(&self) -> bool {
+        matches!(self, QueueError::Uncertain(_) | QueueError::Timeout(_))
     }
 }
 

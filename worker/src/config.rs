@@ -51,6 +51,17 @@ pub struct WorkerConfig {
     #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", value_name = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1000..=300_000))]
     pub kafka_session_timeout_ms: u64,
 
+    /// Kafka mode: longest pause between polls before the member leaves the
+    /// group, in milliseconds; also the rebalance timeout, i.e. how long a
+    /// rebalance waits for a member that died.
+    #[arg(long, env = "KAFKA_MAX_POLL_INTERVAL_MS", value_name = "KAFKA_MAX_POLL_INTERVAL_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1000..=3_600_000))]
+    pub kafka_max_poll_interval_ms: u64,
+
+    /// Kafka mode: librdkafka debug contexts to log (e.g. `cgrp`), with
+    /// `RUST_LOG=librdkafka=debug`.
+    #[arg(long, env = "KAFKA_DEBUG", value_name = "KAFKA_DEBUG")]
+    pub kafka_debug: Option<String>,
+
     /// Put every dead letter that is a valid event back on its coupon's
     /// queue, print what was done, and exit.
     #[arg(long)]
@@ -69,6 +80,8 @@ impl WorkerConfig {
             lease_ttl_ms: 3_000,
             coupon_concurrency: 4,
             kafka_session_timeout_ms: 6000,
+            kafka_max_poll_interval_ms: 10_000,
+            kafka_debug: None,
             replay_dead_letters: false,
         }
     }

@@ -33,7 +33,12 @@ pub struct KafkaWorker {
     pub pool: MySqlPool,
     pub batch_size: usize,
     pub session_timeout: Duration,
+    /// Longest pause between polls before the member is dropped from the
+    /// group; librdkafka also sends it as the rebalance timeout.
+    pub max_poll_interval: Duration,
     pub retry: RetryPolicy,
+    /// librdkafka debug contexts (`cgrp`, `fetch`, ...), logged at debug level.
+    pub debug: Option<String>,
 }
 
 /// Logs rebalances and exposes the assigned partition count as the gauge
@@ -98,7 +103,11 @@ impl Record {
 impl KafkaWorker {
     fn consumer(&self) -> Result<WorkerConsumer, DrainError> {
         let heartbeat = (self.session_timeout.as_millis() / 3).max(100);
-        ClientConfig::new()
+        let mut config = ClientConfig::new();
+        if let Some(contexts) = self.debug.as_deref().filter(|d| !d.is_empty()) {
+            config.set("debug", contexts);
+        }
+        config
             .set("bootstrap.servers", &self.settings.brokers)
             .set("group.id", &self.settings.group_id)
             // Offsets are stored by hand, after the batch's transaction commits;
@@ -112,6 +121,12 @@ impl KafkaWorker {
                 self.session_timeout.as_millis().to_string(),
             )
             .set("heartbeat.interval.ms", heartbeat.to_string())
+            // Also the rebalance timeout: how long the coordinator waits for
+            // members to rejoin before it drops them.
+            .set(
+                "max.poll.interval.ms",
+                self.max_poll_interval.as_millis().to_string(),
+            )
             .set("socket.connection.setup.timeout.ms", "2000")
             .set("reconnect.backoff.max.ms", "1000")
             .create_with_context(WorkerContext)

@@ -94,7 +94,11 @@ impl Worker {
                     pool: self.pool.clone(),
                     batch_size: self.config.batch_size as usize,
                     session_timeout: Duration::from_millis(self.config.kafka_session_timeout_ms),
+                    max_poll_interval: Duration::from_millis(
+                        self.config.kafka_max_poll_interval_ms,
+                    ),
                     retry: RetryPolicy::default(),
+                    debug: self.config.kafka_debug.clone(),
                 };
                 consumer.run(cancel.clone()).await
             }

@@ -108,6 +108,31 @@ pub fn kafka_err(e: KafkaError) -> QueueError {
     QueueError::from(e)
 }
 
+/// A failed delivery report. Only errors raised before the message could
+/// reach a broker say "not queued"; a timeout or a lost connection leaves
+/// the outcome unknown (the broker may have written it).
+fn delivery_err(e: KafkaError) -> QueueError {
+    use RDKafkaErrorCode as C;
+    let local_refusal = matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::QueueFull
+                | C::MessageSizeTooLarge
+                | C::UnknownTopic
+                | C::UnknownTopicOrPartition
+                | C::UnknownPartition
+                | C::InvalidArgument
+                | C::Fatal
+                | C::PurgeQueue
+        )
+    );
+    if local_refusal {
+        QueueError::Unavailable(e.to_string())
+    } else {
+        QueueError::Uncertain(e.to_string())
+    }
+}
+
 /// Kafka's murmur2 (as in the Java client's `Utils.murmur2`).
 pub fn murmur2(data: &[u8]) -> i32 {
     const M: u32 = 0x5bd1_e995;
@@ -255,7 +280,7 @@ impl KafkaProducer {
             Ok(d) => Ok(format!("{}:{}", d.partition, d.offset)),
             Err((e, _)) => {
                 slot.stale.store(true, Ordering::Release);
-                Err(kafka_err(e))
+                Err(delivery_err(e))
             }
         }
     }

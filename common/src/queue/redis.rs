@@ -185,14 +185,18 @@ impl RedisQueue {
         match result {
             Ok(v) => Ok(v),
             Err(e) => {
-                if e.is_io_error()
+                // The command was written; a broken connection or a missing
+                // answer means Redis may have executed it.
+                let lost = e.is_io_error()
                     || e.is_connection_dropped()
                     || e.is_timeout()
-                    || e.is_unrecoverable_error()
-                {
+                    || e.is_unrecoverable_error();
+                if lost {
                     self.conn.lock().await.conn = None;
+                    Err(QueueError::Uncertain(e.to_string()))
+                } else {
+                    Err(e.into())
                 }
-                Err(e.into())
             }
         }
     }

@@ -209,6 +209,35 @@ impl TestApp {
         }
     }
 
+    /// Waits until every request in `accepted` has a result (other results,
+    /// of unconfirmed requests, may exist too).
+    pub async fn wait_for_requests(
+        &self,
+        coupon: CouponId,
+        accepted: &[Accepted],
+        timeout: Duration,
+    ) {
+        let ids: HashSet<Uuid> = accepted.iter().map(|a| a.request_id).collect();
+        let start = Instant::now();
+        loop {
+            let done = common::db::results_for_coupon(&self.db.pool, coupon)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|r| ids.contains(&r.request_id))
+                .count();
+            if done == ids.len() {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "only {done} of {} accepted requests have a result after {timeout:?}",
+                ids.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Audits the sale and fails the test on any broken invariant.
     pub async fn audit(
         &self,
@@ -216,9 +245,22 @@ impl TestApp {
         initial_stock: i64,
         accepted: &[Accepted],
     ) -> AuditReport {
+        self.audit_with_unconfirmed(coupon, initial_stock, accepted, &HashSet::new())
+            .await
+    }
+
+    /// [`TestApp::audit`] for a sale where some requests got
+    /// `503 QUEUE_OUTCOME_UNKNOWN`: those may, but need not, have a result.
+    pub async fn audit_with_unconfirmed(
+        &self,
+        coupon: CouponId,
+        initial_stock: i64,
+        accepted: &[Accepted],
+        unconfirmed: &HashSet<Uuid>,
+    ) -> AuditReport {
         let ids: HashSet<Uuid> = accepted.iter().map(|a| a.request_id).collect();
         assert_eq!(ids.len(), accepted.len(), "request ids are unique");
-        let report = audit_sale(&self.db.pool, coupon, initial_stock, &ids)
+        let report = audit_sale(&self.db.pool, coupon, initial_stock, &ids, unconfirmed)
             .await
             .unwrap();
         assert!(report.violations.is_empty(), "{:#?}", report.violations);
@@ -421,7 +463,7 @@ impl TestApp {
         coupon: CouponId,
         users: &[i64],
         concurrency: usize,
-    ) -> (Vec<Accepted>, usize) {
+    ) -> Refusals {
         let gate = Arc::new(Semaphore::new(concurrency));
         let mut tasks = Vec::with_capacity(users.len());
         for user in users {
@@ -436,22 +478,40 @@ impl TestApp {
                 let res = client.post(url).send().await.expect("api answers");
                 drop(permit);
                 match res.status().as_u16() {
-                    202 => Some(res.json::<Accepted>().await.unwrap()),
-                    503 => None,
+                    202 => Ok(res.json::<Accepted>().await.unwrap()),
+                    503 => {
+                        let body: serde_json::Value = res.json().await.unwrap();
+                        Err(body["error"]["requestId"]
+                            .as_str()
+                            .map(|id| Uuid::parse_str(id).unwrap()))
+                    }
                     other => panic!("unexpected {other}: {:?}", res.text().await),
                 }
             }));
         }
-        let mut accepted = Vec::new();
-        let mut refused = 0;
+        let mut out = Refusals::default();
         for t in tasks {
             match t.await.unwrap() {
-                Some(a) => accepted.push(a),
-                None => refused += 1,
+                Ok(a) => out.accepted.push(a),
+                Err(Some(id)) => {
+                    out.refused += 1;
+                    out.unconfirmed.insert(id);
+                }
+                Err(None) => out.refused += 1,
             }
         }
-        (accepted, refused)
+        out
     }
+}
+
+/// What a volley of requests met while a service was down.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    pub accepted: Vec<Accepted>,
+    /// Answered 503.
+    pub refused: usize,
+    /// Of those, the ones whose outcome is unknown (`QUEUE_OUTCOME_UNKNOWN`).
+    pub unconfirmed: HashSet<Uuid>,
 }
 
 /// SIGKILL: the process dies mid-whatever, without cleanup.

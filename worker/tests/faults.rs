@@ -1,0 +1,335 @@
+//! Fault tests: things really die or get cut mid-sale, and afterwards every
+//! invariant of DESIGN.md still holds (`common::audit`).
+
+mod helpers;
+
+use std::time::{Duration, Instant};
+
+use common::config::QueueType;
+use common::domain::IssueStatus;
+use helpers::{
+    kill9, spawn_app, spawn_app_with, test_config, Accepted, CuttableProxy, OwnedBroker,
+    OwnedRedis, Refusals, TestApp,
+};
+
+const DRAIN: Duration = Duration::from_secs(180);
+
+async fn wait_until<F, Fut>(what: &str, within: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < within, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// 20,000 requests for 5,000 coupons; a worker is SIGKILLed mid-drain. With
+/// one worker a new one is started. With two, the survivor carries on in
+/// Redis mode; in Kafka mode a replacement is started too, because the
+/// stand-in broker (Tansu 0.6.0) only drops a dead member from a group when
+/// a new member joins (Apache Kafka drops it after `session.timeout.ms`).
+async fn a_worker_killed_mid_drain_loses_and_doubles_nothing(mode: QueueType, workers: usize) {
+    let app = spawn_app(mode).await;
+    let coupon = app.create_coupon(5000).await;
+    let mut running: Vec<_> = (0..workers)
+        .map(|_| {
+            app.worker_command()
+                .env("BATCH_SIZE", "100")
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let users: Vec<i64> = (1..=20_000).collect();
+    let killer = async {
+        wait_until("the drain to be under way", DRAIN, || async {
+            app.result_count(coupon).await >= 2_000
+        })
+        .await;
+        kill9(&mut running[0]).await;
+        let killed_at = app.result_count(coupon).await;
+        if workers == 1 || mode == QueueType::Kafka {
+            running.push(
+                app.worker_command()
+                    .env("BATCH_SIZE", "100")
+                    .spawn()
+                    .unwrap(),
+            );
+        }
+        killed_at
+    };
+    let (accepted, killed_at) = tokio::join!(app.fire(coupon, &users, 256), killer);
+    assert!(
+        killed_at < accepted.len(),
+        "the kill came before the end of the drain"
+    );
+    app.wait_for_results(coupon, accepted.len(), DRAIN).await;
+    let report = app.audit(coupon, 5000, &accepted).await;
+    assert_eq!(report.count(IssueStatus::Success), 5000);
+    assert_eq!(report.count(IssueStatus::OutOfStock), 15_000);
+    assert_eq!(report.remaining_stock, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_worker_killed_mid_drain_and_replaced() {
+    a_worker_killed_mid_drain_loses_and_doubles_nothing(QueueType::Redis, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_one_of_two_workers_killed_mid_drain() {
+    a_worker_killed_mid_drain_loses_and_doubles_nothing(QueueType::Redis, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_worker_killed_mid_drain_and_replaced() {
+    a_worker_killed_mid_drain_loses_and_doubles_nothing(QueueType::Kafka, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_one_of_two_workers_killed_mid_drain() {
+    a_worker_killed_mid_drain_loses_and_doubles_nothing(QueueType::Kafka, 2).await;
+}
+
+/// `mysql://user:pass@host:port/db` with `host:port` replaced by the proxy's.
+fn through_proxy(url: &str, port: u16) -> String {
+    let start = url
+        .find('@')
+        .map_or_else(|| url.find("://").unwrap() + 3, |i| i + 1);
+    let end = start + url[start..].find('/').unwrap();
+    format!("{}127.0.0.1:{port}{}", &url[..start], &url[end..])
+}
+
+fn mysql_target(url: &str) -> (&'static str, u16) {
+    let start = url
+        .find('@')
+        .map_or_else(|| url.find("://").unwrap() + 3, |i| i + 1);
+    let end = start + url[start..].find('/').unwrap();
+    let port = url[start..end]
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(3306);
+    ("127.0.0.1", port)
+}
+
+/// The worker's MySQL connections are cut for 5 s mid-drain: it retries,
+/// acknowledges nothing it did not commit, and finishes correctly.
+async fn a_database_outage_mid_drain_is_ridden_out(mode: QueueType) {
+    let app = spawn_app(mode).await;
+    let proxy = CuttableProxy::start(mysql_target(&app.common.database_url)).await;
+    let coupon = app.create_coupon(2000).await;
+    let _worker = app
+        .worker_command()
+        .env(
+            "DATABASE_URL",
+            through_proxy(&app.common.database_url, proxy.port),
+        )
+        .env("BATCH_SIZE", "50")
+        .spawn()
+        .unwrap();
+    let users: Vec<i64> = (1..=6000).collect();
+    let outage = async {
+        wait_until("the drain to be under way", DRAIN, || async {
+            app.result_count(coupon).await >= 300
+        })
+        .await;
+        proxy.cut();
+        let at_cut = app.result_count(coupon).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let during = app.result_count(coupon).await;
+        proxy.restore();
+        (at_cut, during)
+    };
+    let (accepted, (at_cut, during)) = tokio::join!(app.fire(coupon, &users, 128), outage);
+    // At most the batch whose commit was already on the wire lands after the cut.
+    assert!(
+        during <= at_cut + 50,
+        "worker wrote through a cut connection"
+    );
+    app.wait_for_results(coupon, accepted.len(), DRAIN).await;
+    let report = app.audit(coupon, 2000, &accepted).await;
+    assert_eq!(report.count(IssueStatus::Success), 2000);
+    assert_eq!(
+        report.count(IssueStatus::SystemError),
+        0,
+        "an outage is not a failure"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_mode_rides_out_a_database_outage() {
+    a_database_outage_mid_drain_is_ridden_out(QueueType::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_mode_rides_out_a_database_outage() {
+    a_database_outage_mid_drain_is_ridden_out(QueueType::Kafka).await;
+}
+
+/// An event the processor keeps refusing (a trigger rejects user 666) ends
+/// as SYSTEM_ERROR in the dead-letter queue without blocking the others;
+/// once the cause is gone, replaying the dead letters issues it.
+async fn a_refused_event_is_dead_lettered_then_replayed(mode: QueueType) {
+    let app = spawn_app(mode).await;
+    let coupon = app.create_coupon(100).await;
+    sqlx::raw_sql(
+        "CREATE TRIGGER refuse_user_666 BEFORE INSERT ON user_coupon FOR EACH ROW \
+         BEGIN IF NEW.user_id = 666 THEN \
+         SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'user 666 is refused'; END IF; END",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let mut users: Vec<i64> = (1..=49).collect();
+    users.insert(20, 666);
+    let mut accepted: Vec<Accepted> = Vec::new();
+    for chunk in users.chunks(10) {
+        accepted.extend(app.fire(coupon, chunk, 10).await);
+    }
+    let mut worker = app.spawn_worker();
+    app.wait_for_results(coupon, 50, DRAIN).await;
+    let results = common::db::results_for_coupon(&app.db.pool, coupon)
+        .await
+        .unwrap();
+    let refused = results.iter().find(|r| r.user_id == 666).unwrap();
+    assert_eq!(refused.status, IssueStatus::SystemError);
+    assert!(refused
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("user 666 is refused"));
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| r.status == IssueStatus::Success)
+            .count(),
+        49,
+        "the events around it were issued"
+    );
+    helpers::terminate(&mut worker, Duration::from_secs(10)).await;
+
+    sqlx::query("DROP TRIGGER refuse_user_666")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let out = app
+        .worker_command()
+        .arg("--replay-dead-letters")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("replayed 1 dead letters"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let _worker = app.spawn_worker();
+    let request = refused.request_id;
+    wait_until("the replayed event to be issued", DRAIN, || async {
+        common::db::find_result(&app.db.pool, request)
+            .await
+            .unwrap()
+            .is_some_and(|r| r.status == IssueStatus::Success)
+    })
+    .await;
+    let report = app.audit(coupon, 100, &accepted).await;
+    assert_eq!(report.count(IssueStatus::Success), 50);
+    assert_eq!(report.results, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_refused_event_is_dead_lettered_then_replayed() {
+    a_refused_event_is_dead_lettered_then_replayed(QueueType::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_refused_event_is_dead_lettered_then_replayed() {
+    a_refused_event_is_dead_lettered_then_replayed(QueueType::Kafka).await;
+}
+
+/// Fires `users` in volleys of 100 while an outage runs.
+async fn fire_through(app: &TestApp, coupon: common::domain::CouponId, users: &[i64]) -> Refusals {
+    let mut all = Refusals::default();
+    for chunk in users.chunks(100) {
+        let r = app.fire_tolerant(coupon, chunk, 50).await;
+        all.accepted.extend(r.accepted);
+        all.refused += r.refused;
+        all.unconfirmed.extend(r.unconfirmed);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_killed_mid_sale_loses_no_accepted_request_with_aof() {
+    let mut redis = OwnedRedis::start("always").await;
+    let (db, mut common) = test_config(QueueType::Redis).await;
+    common.redis_url = redis.url();
+    let app = spawn_app_with(db, common).await;
+    let coupon = app.create_coupon(300).await;
+    let _worker = app
+        .worker_command()
+        .env("BATCH_SIZE", "20")
+        .spawn()
+        .unwrap();
+    let users: Vec<i64> = (1..=3000).collect();
+    let outage = async {
+        wait_until("the sale to be under way", DRAIN, || async {
+            app.result_count(coupon).await >= 200
+        })
+        .await;
+        redis.kill();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        redis.restart("always").await;
+    };
+    let (sale, ()) = tokio::join!(fire_through(&app, coupon, &users), outage);
+    assert!(sale.refused > 0, "some requests met the dead Redis");
+    assert!(sale.accepted.len() > 200);
+    app.wait_for_requests(coupon, &sale.accepted, DRAIN).await;
+    let report = app
+        .audit_with_unconfirmed(coupon, 300, &sale.accepted, &sale.unconfirmed)
+        .await;
+    assert_eq!(report.count(IssueStatus::Success), 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kafka_broker_killed_mid_sale_loses_no_accepted_request() {
+    let mut broker = OwnedBroker::start().await;
+    let (db, mut common) = test_config(QueueType::Redis).await;
+    common.queue_type = QueueType::Kafka;
+    common.kafka_brokers = broker.brokers();
+    common::queue::KafkaSettings::from_config(&common)
+        .ensure_topics()
+        .await
+        .unwrap();
+    let app = spawn_app_with(db, common).await;
+    let coupon = app.create_coupon(300).await;
+    let _worker = app
+        .worker_command()
+        .env("BATCH_SIZE", "20")
+        .spawn()
+        .unwrap();
+    let users: Vec<i64> = (1..=3000).collect();
+    let outage = async {
+        wait_until("the sale to be under way", DRAIN, || async {
+            app.result_count(coupon).await >= 200
+        })
+        .await;
+        broker.kill();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        broker.restart().await;
+    };
+    let (sale, ()) = tokio::join!(fire_through(&app, coupon, &users), outage);
+    assert!(sale.refused > 0, "some requests met the dead broker");
+    app.wait_for_requests(coupon, &sale.accepted, DRAIN).await;
+    let report = app
+        .audit_with_unconfirmed(coupon, 300, &sale.accepted, &sale.unconfirmed)
+        .await;
+    assert_eq!(report.count(IssueStatus::Success), 300);
+}

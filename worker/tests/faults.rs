@@ -267,8 +267,8 @@ async fn fire_through(app: &TestApp, coupon: common::domain::CouponId, users: &[
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_redis_killed_mid_sale_loses_no_accepted_request_with_aof() {
-    let mut redis = OwnedRedis::start("always").await;
+async fn a_redis_killed_mid_sale_loses_no_accepted_request_with_aof_everysec() {
+    let mut redis = OwnedRedis::start("everysec").await;
     let (db, mut common) = test_config(QueueType::Redis).await;
     common.redis_url = redis.url();
     let app = spawn_app_with(db, common).await;
@@ -286,7 +286,7 @@ async fn a_redis_killed_mid_sale_loses_no_accepted_request_with_aof() {
         .await;
         redis.kill();
         tokio::time::sleep(Duration::from_secs(2)).await;
-        redis.restart("always").await;
+        redis.restart("everysec").await;
     };
     let (sale, ()) = tokio::join!(fire_through(&app, coupon, &users), outage);
     assert!(sale.refused > 0, "some requests met the dead Redis");

@@ -436,3 +436,27 @@ async fn health_ready_and_metrics_answer() {
         assert_eq!(res.status().as_u16(), want, "{path}");
     }
 }
+
+#[tokio::test]
+async fn the_api_refuses_to_start_on_a_schema_newer_than_it_knows() {
+    let db = TestDb::new().await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations \
+         (version, description, installed_on, success, checksum, execution_time) \
+         VALUES (99991231000000, 'from a newer build', NOW(), 1, X'00', 0)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let common = CommonConfig {
+        database_url: db.url.clone(),
+        redis_url: redis_url(),
+        redis_key_prefix: key_prefix(),
+        ..CommonConfig::default()
+    };
+    let err = Application::build(ApiConfig::for_tests(common, TOKEN))
+        .await
+        .err()
+        .expect("start-up is refused");
+    assert!(format!("{err:#}").contains("99991231000000"), "{err:#}");
+}

@@ -125,19 +125,18 @@ pub async fn insert_coupon(pool: &MySqlPool, new: &NewCoupon) -> Result<Coupon, 
         .ok_or_else(|| DbError::InvalidBatch("inserted coupon vanished".into()))
 }
 
+const SELECT_RESULTS: &str = "SELECT request_id, coupon_id, user_id, status, reason, \
+     queue_position, requested_at, processed_at FROM coupon_issue_result";
+
 /// The stored result of one request, or `None` while it is pending.
 pub async fn find_result(
     pool: &MySqlPool,
     request_id: Uuid,
 ) -> Result<Option<IssueResult>, DbError> {
-    let row = sqlx::query(
-        "SELECT request_id, coupon_id, user_id, status, reason, queue_position, \
-                requested_at, processed_at \
-         FROM coupon_issue_result WHERE request_id = ?",
-    )
-    .bind(request_id.to_string())
-    .fetch_optional(pool)
-    .await?;
+    let row = sqlx::query(&format!("{SELECT_RESULTS} WHERE request_id = ?"))
+        .bind(request_id.to_string())
+        .fetch_optional(pool)
+        .await?;
     row.map(|r| result_from_row(&r)).transpose()
 }
 
@@ -146,14 +145,10 @@ pub async fn results_for_coupon(
     pool: &MySqlPool,
     coupon_id: CouponId,
 ) -> Result<Vec<IssueResult>, DbError> {
-    let rows = sqlx::query(
-        "SELECT request_id, coupon_id, user_id, status, reason, queue_position, \
-                requested_at, processed_at \
-         FROM coupon_issue_result WHERE coupon_id = ?",
-    )
-    .bind(coupon_id.get())
-    .fetch_all(pool)
-    .await?;
+    let rows = sqlx::query(&format!("{SELECT_RESULTS} WHERE coupon_id = ?"))
+        .bind(coupon_id.get())
+        .fetch_all(pool)
+        .await?;
     rows.iter().map(result_from_row).collect()
 }
 

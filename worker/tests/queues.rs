@@ -11,7 +11,7 @@ use common::config::QueueType;
 use common::domain::{CouponId, IssueStatus};
 use common::queue::kafka::partition_for;
 use common::queue::{Producer, RedisQueue};
-use helpers::{free_port, scrape, spawn_app, spawn_app_with, terminate, test_config, OwnedBroker};
+use helpers::{free_port, scrape, spawn_app, terminate, OwnedQueue};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
@@ -125,15 +125,8 @@ async fn a_redis_worker_stopped_by_sigterm_trims_and_a_new_one_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_kafka_broker_gives_503_and_the_api_recovers_without_restart() {
-    let mut broker = OwnedBroker::start().await;
-    let (db, mut common) = test_config(QueueType::Redis).await;
-    common.queue_type = QueueType::Kafka;
-    common.kafka_brokers = broker.brokers();
-    common::queue::KafkaSettings::from_config(&common)
-        .ensure_topics()
-        .await
-        .unwrap();
-    let app = spawn_app_with(db, common).await;
+    let mut broker = OwnedQueue::start(QueueType::Kafka).await;
+    let app = broker.spawn_app().await;
     let coupon = app.create_coupon(10).await;
     let mut accepted = app.fire(coupon, &[1, 2, 3], 3).await;
 

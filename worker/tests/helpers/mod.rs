@@ -653,3 +653,54 @@ impl Drop for OwnedRedis {
         std::fs::remove_dir_all(&self.dir).ok();
     }
 }
+
+/// A broker owned by one test, of either kind, that it can kill and restart.
+pub enum OwnedQueue {
+    Redis(OwnedRedis),
+    Kafka(OwnedBroker),
+}
+
+impl OwnedQueue {
+    /// Redis runs with the AOF policy `scripts/` use (`everysec`).
+    pub async fn start(mode: QueueType) -> Self {
+        match mode {
+            QueueType::Redis => OwnedQueue::Redis(OwnedRedis::start("everysec").await),
+            QueueType::Kafka => OwnedQueue::Kafka(OwnedBroker::start().await),
+        }
+    }
+
+    pub fn kill(&mut self) {
+        match self {
+            OwnedQueue::Redis(r) => r.kill(),
+            OwnedQueue::Kafka(b) => b.kill(),
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        match self {
+            OwnedQueue::Redis(r) => r.restart("everysec").await,
+            OwnedQueue::Kafka(b) => b.restart().await,
+        }
+    }
+
+    /// Starts the api against this broker (and a fresh database).
+    pub async fn spawn_app(&self) -> TestApp {
+        let mode = match self {
+            OwnedQueue::Redis(_) => QueueType::Redis,
+            OwnedQueue::Kafka(_) => QueueType::Kafka,
+        };
+        let (db, mut common) = test_config(QueueType::Redis).await;
+        common.queue_type = mode;
+        match self {
+            OwnedQueue::Redis(r) => common.redis_url = r.url(),
+            OwnedQueue::Kafka(b) => {
+                common.kafka_brokers = b.brokers();
+                common::queue::KafkaSettings::from_config(&common)
+                    .ensure_topics()
+                    .await
+                    .expect("test topics are created");
+            }
+        }
+        spawn_app_with(db, common).await
+    }
+}

@@ -3,25 +3,15 @@
 
 mod helpers;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::config::QueueType;
 use common::domain::IssueStatus;
-use helpers::{kill9, spawn_app, Accepted, CuttableProxy, OwnedQueue, Refusals, TestApp};
+use helpers::{
+    kill9, spawn_app, wait_until, Accepted, CuttableProxy, OwnedQueue, Refusals, TestApp,
+};
 
 const DRAIN: Duration = Duration::from_secs(180);
-
-async fn wait_until<F, Fut>(what: &str, within: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < within, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// 20,000 requests for 5,000 coupons; a worker is SIGKILLed mid-drain. With
 /// one worker a new one is started. With two, the survivor carries on in

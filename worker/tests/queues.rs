@@ -5,38 +5,25 @@
 mod helpers;
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::config::QueueType;
 use common::domain::{CouponId, IssueStatus};
 use common::queue::kafka::partition_for;
 use common::queue::{Producer, RedisQueue};
-use helpers::{free_port, scrape, spawn_app, terminate, OwnedQueue};
+use helpers::{free_port, scrape, spawn_app, terminate, wait_until, OwnedQueue};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
 
 const DRAIN: Duration = Duration::from_secs(90);
 
-/// Waits until `f` holds, polling.
-async fn eventually<F, Fut>(what: &str, within: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < within, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_kafka_workers_share_the_partitions_and_keep_every_invariant() {
     let app = spawn_app(QueueType::Kafka).await;
     let ports = [free_port(), free_port()];
     let _workers: Vec<_> = ports.iter().map(|p| app.spawn_worker_on(*p)).collect();
-    eventually(
+    wait_until(
         "both workers to hold partitions",
         Duration::from_secs(60),
         || async {
@@ -89,7 +76,7 @@ async fn a_stopped_worker_hands_over_at_its_committed_position(mode: QueueType) 
     // Small batches so the drain is still under way when SIGTERM arrives.
     let mut first = app.worker_command().env("BATCH_SIZE", "5").spawn().unwrap();
     let app_ref = &app;
-    eventually("the first worker to start draining", DRAIN, || async move {
+    wait_until("the first worker to start draining", DRAIN, || async move {
         app_ref.result_count(coupon).await > 0
     })
     .await;
@@ -136,20 +123,20 @@ async fn a_dead_kafka_broker_gives_503_and_the_api_recovers_without_restart() {
 
     broker.restart().await;
     let mut user = 5;
-    eventually("the api to accept again", Duration::from_secs(60), || {
+    wait_until("the api to accept again", Duration::from_secs(60), || {
         user += 1;
         let app = &app;
         let u = user;
         async move { app.issue(coupon.get(), &u.to_string()).await.status() == 202 }
     })
     .await;
-    // The request that succeeded inside `eventually` is not tracked; count
+    // The request that succeeded inside `wait_until` is not tracked; count
     // from here with tracked ones only.
     accepted.extend(app.fire(coupon, &[1001, 1002, 1003], 3).await);
 
     let _worker = app.spawn_worker();
     let ids: HashSet<_> = accepted.iter().map(|a| a.request_id).collect();
-    eventually("every tracked request to have a result", DRAIN, || async {
+    wait_until("every tracked request to have a result", DRAIN, || async {
         let results = common::db::results_for_coupon(&app.db.pool, coupon)
             .await
             .unwrap();

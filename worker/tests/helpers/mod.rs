@@ -296,6 +296,19 @@ pub fn users_with_repeats(n: usize, distinct: usize) -> Vec<i64> {
     users
 }
 
+/// Polls `f` until it holds; fails the test after `within`.
+pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < within, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -357,12 +370,71 @@ pub async fn terminate(child: &mut Child, within: Duration) -> std::process::Exi
         .unwrap()
 }
 
-/// A Tansu broker owned by one test (its own port and sqlite file), so the
-/// test can kill and restart it without disturbing the others.
-pub struct OwnedBroker {
+/// A server process owned by one test: its own port and data directory, so
+/// the test can kill and restart it without disturbing the others.
+pub struct ScratchServer {
     pub port: u16,
     dir: std::path::PathBuf,
     child: Option<std::process::Child>,
+}
+
+impl ScratchServer {
+    fn new(kind: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("{kind}-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self {
+            port: free_port(),
+            dir,
+            child: None,
+        }
+    }
+
+    /// Runs `cmd` in the data directory (stderr to `server.log`) and waits
+    /// until the port accepts connections.
+    async fn launch(&mut self, mut cmd: std::process::Command) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("server.log"))
+            .unwrap();
+        let child = cmd
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("test server starts");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("test server did not listen on {}", self.port);
+    }
+
+    /// SIGKILL: the server dies without any chance to flush.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+}
+
+impl Drop for ScratchServer {
+    fn drop(&mut self) {
+        self.kill();
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+/// A Tansu broker with sqlite storage, owned by one test.
+pub struct OwnedBroker {
+    server: ScratchServer,
 }
 
 impl OwnedBroker {
@@ -381,76 +453,35 @@ impl OwnedBroker {
     }
 
     pub async fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("tansu-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
         let mut b = Self {
-            port: free_port(),
-            dir,
-            child: None,
+            server: ScratchServer::new("tansu"),
         };
         b.restart().await;
         b
     }
 
-    /// What the broker logged so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default()
-    }
-
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.server.port)
     }
 
     /// Starts the broker (again) on the same port and data.
     pub async fn restart(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = std::process::Command::new(Self::tansu_bin())
-            .current_dir(&self.dir)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.dir.join("tansu.log"))
-                    .unwrap(),
-            )
-            .spawn()
-            .expect("tansu starts");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("tansu did not listen on {}", self.port);
+        let url = format!("tcp://127.0.0.1:{}", self.server.port);
+        let mut cmd = std::process::Command::new(Self::tansu_bin());
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .env("RUST_LOG", "warn");
+        self.server.launch(cmd).await;
     }
 
-    /// SIGKILL: the broker dies without any chance to flush.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().ok();
-            c.wait().ok();
-        }
-    }
-}
-
-impl Drop for OwnedBroker {
-    fn drop(&mut self) {
-        self.kill();
-        std::fs::remove_dir_all(&self.dir).ok();
+        self.server.kill();
     }
 }
 
@@ -578,79 +609,48 @@ impl CuttableProxy {
     }
 }
 
-/// A redis-server owned by one test (own port, own AOF directory), so it
-/// can be killed and restarted.
+/// A redis-server with AOF, owned by one test.
 pub struct OwnedRedis {
-    pub port: u16,
-    dir: std::path::PathBuf,
-    child: Option<std::process::Child>,
+    server: ScratchServer,
 }
 
 impl OwnedRedis {
     pub async fn start(appendfsync: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("redis-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
         let mut r = Self {
-            port: free_port(),
-            dir,
-            child: None,
+            server: ScratchServer::new("redis"),
         };
         r.restart(appendfsync).await;
         r
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://127.0.0.1:{}", self.server.port)
     }
 
+    /// Starts Redis (again) on the same port and AOF directory.
     pub async fn restart(&mut self, appendfsync: &str) {
-        let child = std::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                appendfsync,
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if let Ok(client) = redis::Client::open(self.url()) {
-                if let Ok(mut c) = client.get_multiplexed_async_connection().await {
-                    if redis::cmd("PING")
-                        .query_async::<String>(&mut c)
-                        .await
-                        .is_ok()
-                    {
-                        return;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("redis-server did not start on {}", self.port);
+        let mut cmd = std::process::Command::new("redis-server");
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &self.server.port.to_string(),
+        ])
+        .args([
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            appendfsync,
+            "--save",
+            "",
+        ])
+        .args(["--dir", "."]);
+        self.server.launch(cmd).await;
     }
 
     /// SIGKILL: no shutdown save, only what the AOF already holds survives.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().ok();
-            c.wait().ok();
-        }
-    }
-}
-
-impl Drop for OwnedRedis {
-    fn drop(&mut self) {
-        self.kill();
-        std::fs::remove_dir_all(&self.dir).ok();
+        self.server.kill();
     }
 }
 

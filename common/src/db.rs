@@ -44,6 +44,14 @@ pub(crate) fn utc(naive: NaiveDateTime) -> DateTime<Utc> {
     naive.and_utc()
 }
 
+/// A nullable `DATETIME(6)` column (stored in UTC) of a row.
+pub(crate) fn utc_column(
+    row: &sqlx::mysql::MySqlRow,
+    column: &str,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    Ok(row.try_get::<Option<NaiveDateTime>, _>(column)?.map(utc))
+}
+
 /// A coupon as the api shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -92,12 +100,8 @@ pub async fn find_coupon(pool: &MySqlPool, id: CouponId) -> Result<Option<Coupon
             total_quantity: r.try_get("total_quantity")?,
             remaining_stock: r.try_get("stock")?,
             issued_count: r.try_get("issued")?,
-            issue_starts_at: r
-                .try_get::<Option<NaiveDateTime>, _>("issue_starts_at")?
-                .map(utc),
-            issue_ends_at: r
-                .try_get::<Option<NaiveDateTime>, _>("issue_ends_at")?
-                .map(utc),
+            issue_starts_at: utc_column(&r, "issue_starts_at")?,
+            issue_ends_at: utc_column(&r, "issue_ends_at")?,
             created_at: utc(r.try_get("created_at")?),
         })
     })

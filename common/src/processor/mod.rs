@@ -8,16 +8,19 @@
 //! coupon at once are serialised by MySQL, not by luck.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use sqlx::{MySql, MySqlPool, QueryBuilder, Row};
-use tokio_util::sync::CancellationToken;
-use tracing::{instrument, warn};
+use tracing::instrument;
 
 use crate::db::utc_column;
+
+mod retry;
+
 use crate::domain::{CouponId, IssueResult, IssueStatus, QueuedEvent};
 use crate::error::DbError;
+pub use retry::{process_batch_with_retry, RetryPolicy};
 
 /// Largest batch the processor takes; keeps bulk statements well under
 /// MySQL's 65,535 placeholders.
@@ -333,58 +336,6 @@ pub async fn record_system_errors(
     metrics::counter!("coupon_issue_results_total", "status" => IssueStatus::SystemError.as_str())
         .increment(events.len() as u64);
     Ok(())
-}
-
-/// How hard to retry transient database failures.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub max_attempts: u32,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 8,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(3),
-        }
-    }
-}
-
-/// [`process_batch`] with retries and exponential backoff for transient
-/// errors. Gives up early (returning the last error) when `cancel` fires, so
-/// that nothing uncommitted is acknowledged at shutdown.
-pub async fn process_batch_with_retry(
-    pool: &MySqlPool,
-    events: &[QueuedEvent],
-    policy: RetryPolicy,
-    cancel: &CancellationToken,
-) -> Result<BatchOutcome, DbError> {
-    let mut backoff = policy.initial_backoff;
-    let mut attempt = 1;
-    loop {
-        match process_batch(pool, events).await {
-            Ok(outcome) => return Ok(outcome),
-            Err(e) if e.is_transient() && attempt < policy.max_attempts => {
-                warn!(error = ?e, attempt, ?backoff, "batch failed, retrying");
-                metrics::counter!("coupon_issue_batch_retries_total").increment(1);
-                tokio::select! {
-                    _ = tokio::time::sleep(jitter(backoff)) => {}
-                    _ = cancel.cancelled() => return Err(e),
-                }
-                backoff = (backoff * 2).min(policy.max_backoff);
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-fn jitter(d: Duration) -> Duration {
-    let ms = d.as_millis() as u64;
-    Duration::from_millis(ms / 2 + rand::random::<u64>() % (ms / 2 + 1))
 }
 
 #[cfg(test)]

@@ -1,0 +1,280 @@
+//! Servers a test owns and may kill: scratch Redis and Tansu instances, and
+//! a TCP proxy that can cut connections.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::config::QueueType;
+use uuid::Uuid;
+
+use super::{free_port, spawn_app_with, test_config, TestApp};
+
+/// A server process owned by one test: its own port and data directory, so
+/// the test can kill and restart it without disturbing the others.
+pub struct ScratchServer {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl ScratchServer {
+    fn new(kind: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("{kind}-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self {
+            port: free_port(),
+            dir,
+            child: None,
+        }
+    }
+
+    /// Runs `cmd` in the data directory (stderr to `server.log`) and waits
+    /// until the port accepts connections.
+    async fn launch(&mut self, mut cmd: std::process::Command) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("server.log"))
+            .unwrap();
+        let child = cmd
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("test server starts");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("test server did not listen on {}", self.port);
+    }
+
+    /// SIGKILL: the server dies without any chance to flush.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+}
+
+impl Drop for ScratchServer {
+    fn drop(&mut self) {
+        self.kill();
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+/// A Tansu broker with sqlite storage, owned by one test.
+pub struct OwnedBroker {
+    server: ScratchServer,
+}
+
+impl OwnedBroker {
+    pub fn tansu_bin() -> std::path::PathBuf {
+        if let Ok(p) = std::env::var("TANSU_BIN") {
+            return p.into();
+        }
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        let p = std::path::PathBuf::from(home).join(".cache/coupon-service/tansu/bin/tansu");
+        assert!(
+            p.exists(),
+            "the Tansu broker is not installed at {}; scripts/test.sh installs it",
+            p.display()
+        );
+        p
+    }
+
+    pub async fn start() -> Self {
+        let mut b = Self {
+            server: ScratchServer::new("tansu"),
+        };
+        b.restart().await;
+        b
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.server.port)
+    }
+
+    /// Starts the broker (again) on the same port and data.
+    pub async fn restart(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.server.port);
+        let mut cmd = std::process::Command::new(Self::tansu_bin());
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .env("RUST_LOG", "warn");
+        self.server.launch(cmd).await;
+    }
+
+    pub fn kill(&mut self) {
+        self.server.kill();
+    }
+}
+
+/// A TCP proxy in front of a server that the test can cut (every open
+/// connection dropped, new ones refused) and restore.
+pub struct CuttableProxy {
+    pub port: u16,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    generation: tokio::sync::watch::Sender<u64>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl CuttableProxy {
+    pub async fn start(target: (&'static str, u16)) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let gen_tx = generation.clone();
+        let is_cut = cut.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if is_cut.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let mut gen_rx = gen_tx.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = gen_rx.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            cut,
+            generation,
+            _task: task,
+        }
+    }
+
+    /// Drops every connection and refuses new ones until [`Self::restore`].
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A redis-server with AOF, owned by one test.
+pub struct OwnedRedis {
+    server: ScratchServer,
+}
+
+impl OwnedRedis {
+    pub async fn start(appendfsync: &str) -> Self {
+        let mut r = Self {
+            server: ScratchServer::new("redis"),
+        };
+        r.restart(appendfsync).await;
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.server.port)
+    }
+
+    /// Starts Redis (again) on the same port and AOF directory.
+    pub async fn restart(&mut self, appendfsync: &str) {
+        let mut cmd = std::process::Command::new("redis-server");
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &self.server.port.to_string(),
+        ])
+        .args([
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            appendfsync,
+            "--save",
+            "",
+        ])
+        .args(["--dir", "."]);
+        self.server.launch(cmd).await;
+    }
+
+    /// SIGKILL: no shutdown save, only what the AOF already holds survives.
+    pub fn kill(&mut self) {
+        self.server.kill();
+    }
+}
+
+/// A broker owned by one test, of either kind, that it can kill and restart.
+pub enum OwnedQueue {
+    Redis(OwnedRedis),
+    Kafka(OwnedBroker),
+}
+
+impl OwnedQueue {
+    /// Redis runs with the AOF policy `scripts/` use (`everysec`).
+    pub async fn start(mode: QueueType) -> Self {
+        match mode {
+            QueueType::Redis => OwnedQueue::Redis(OwnedRedis::start("everysec").await),
+            QueueType::Kafka => OwnedQueue::Kafka(OwnedBroker::start().await),
+        }
+    }
+
+    pub fn kill(&mut self) {
+        match self {
+            OwnedQueue::Redis(r) => r.kill(),
+            OwnedQueue::Kafka(b) => b.kill(),
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        match self {
+            OwnedQueue::Redis(r) => r.restart("everysec").await,
+            OwnedQueue::Kafka(b) => b.restart().await,
+        }
+    }
+
+    /// Starts the api against this broker (and a fresh database).
+    pub async fn spawn_app(&self) -> TestApp {
+        let mode = match self {
+            OwnedQueue::Redis(_) => QueueType::Redis,
+            OwnedQueue::Kafka(_) => QueueType::Kafka,
+        };
+        let (db, mut common) = test_config(QueueType::Redis).await;
+        common.queue_type = mode;
+        match self {
+            OwnedQueue::Redis(r) => common.redis_url = r.url(),
+            OwnedQueue::Kafka(b) => {
+                common.kafka_brokers = b.brokers();
+                common::queue::KafkaSettings::from_config(&common)
+                    .ensure_topics()
+                    .await
+                    .expect("test topics are created");
+            }
+        }
+        spawn_app_with(db, common).await
+    }
+}

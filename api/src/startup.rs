@@ -61,6 +61,16 @@ impl Application {
         self.local_addr().port()
     }
 
+    /// Serves on a background task until the returned token is cancelled;
+    /// returns the bound address. For tests and embedding.
+    pub fn spawn(self) -> (SocketAddr, CancellationToken) {
+        let addr = self.local_addr();
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        tokio::spawn(self.run_until(async move { stopped.cancelled().await }));
+        (addr, stop)
+    }
+
     /// Serves until `shutdown` resolves, then finishes in-flight requests
     /// and stops accepting new ones.
     pub async fn run_until(

@@ -8,7 +8,6 @@ use common::config::CommonConfig;
 use common::testing::{key_prefix, redis_url, TestDb};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "test-admin-token";
 
@@ -32,12 +31,9 @@ async fn spawn_app_with_redis(redis: &str) -> App {
     let app = Application::build(ApiConfig::for_tests(common, TOKEN))
         .await
         .unwrap();
-    let address = format!("http://{}", app.local_addr());
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    tokio::spawn(app.run_until(async move { s.cancelled().await }));
+    let (addr, stop) = app.spawn();
     App {
-        address,
+        address: format!("http://{addr}"),
         db,
         prefix,
         client: reqwest::Client::builder()
@@ -53,6 +49,18 @@ async fn spawn_app() -> App {
 }
 
 impl App {
+    /// `GET path` and its JSON body.
+    async fn get_json(&self, path: &str) -> Value {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     async fn coupon(&self, quantity: i64) -> i64 {
         let res = self
             .client
@@ -281,25 +289,11 @@ async fn an_accepted_request_reads_as_pending_until_processed() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     assert_eq!(res.json::<Value>().await.unwrap()["status"], "PENDING");
-    let size: Value = app
-        .client
-        .get(format!("{}/api/coupons/{coupon}/queue-size", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let size = app
+        .get_json(&format!("/api/coupons/{coupon}/queue-size"))
+        .await;
     assert_eq!(size["queueSize"], 1);
-    let state: Value = app
-        .client
-        .get(format!("{}/api/coupons/{coupon}", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state = app.get_json(&format!("/api/coupons/{coupon}")).await;
     assert_eq!(state["totalQuantity"], 1);
     assert_eq!(state["remainingStock"], 1);
     assert_eq!(state["issuedCount"], 0);

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::pipeline::handle_batch;
-use crate::redis_poller::DrainError;
+use crate::pipeline::DrainError;
 
 /// The Kafka consumer of one worker process.
 pub struct KafkaWorker {

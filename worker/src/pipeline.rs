@@ -8,6 +8,16 @@ use common::processor::{self, RetryPolicy};
 use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;
 
+/// Why a batch was not acknowledged; its events stay queued and are read
+/// again (next poll in Redis mode, in place in Kafka mode).
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    #[error(transparent)]
+    Queue(#[from] common::error::QueueError),
+    #[error(transparent)]
+    Db(#[from] common::error::DbError),
+}
+
 /// The outcome of a batch whose queue position may now be acknowledged.
 #[derive(Debug, Default)]
 pub struct Handled {

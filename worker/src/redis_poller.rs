@@ -14,7 +14,7 @@ use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
-use crate::pipeline::handle_batch;
+use crate::pipeline::{handle_batch, DrainError};
 
 /// The Redis poller of one worker process.
 pub struct RedisPoller {
@@ -27,15 +27,6 @@ pub struct RedisPoller {
     pub retry: RetryPolicy,
     /// This worker's name in coupon leases.
     pub holder: String,
-}
-
-/// Why a drain stopped early; the entries stay queued for the next poll.
-#[derive(Debug, thiserror::Error)]
-pub enum DrainError {
-    #[error(transparent)]
-    Queue(#[from] common::error::QueueError),
-    #[error(transparent)]
-    Db(#[from] common::error::DbError),
 }
 
 impl RedisPoller {

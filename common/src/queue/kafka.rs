@@ -288,14 +288,8 @@ impl KafkaProducer {
     /// Sends the event keyed by its coupon and waits for the delivery report;
     /// returns `partition:offset`.
     pub async fn enqueue(&self, event: &CouponIssueEvent) -> Result<String, QueueError> {
-        let key = event.coupon_id.to_string();
-        self.send(
-            &self.settings.topic,
-            Some(key.as_bytes()),
-            event.to_json().as_bytes(),
-            None,
-        )
-        .await
+        self.enqueue_raw(event.coupon_id, event.to_json().as_bytes())
+            .await
     }
 
     /// Sends a raw payload with the coupon's key, as a buggy producer might

@@ -83,12 +83,9 @@ pub async fn spawn_app_with(db: TestDb, common: CommonConfig) -> TestApp {
     let app = Application::build(ApiConfig::for_tests(common.clone(), ADMIN_TOKEN))
         .await
         .expect("api builds");
-    let address = format!("http://{}", app.local_addr());
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(app.run_until(async move { stop.cancelled().await }));
+    let (addr, shutdown) = app.spawn();
     TestApp {
-        address,
+        address: format!("http://{addr}"),
         db,
         common,
         client: reqwest::Client::builder()
@@ -178,13 +175,8 @@ impl TestApp {
     pub async fn wait_for_results(&self, coupon: CouponId, expected: usize, timeout: Duration) {
         let start = Instant::now();
         loop {
-            let n: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM coupon_issue_result WHERE coupon_id = ?")
-                    .bind(coupon.get())
-                    .fetch_one(&self.db.pool)
-                    .await
-                    .unwrap();
-            if n as usize >= expected {
+            let n = self.result_count(coupon).await;
+            if n >= expected {
                 return;
             }
             assert!(

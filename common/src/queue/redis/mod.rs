@@ -208,12 +208,8 @@ impl RedisQueue {
 
     /// Appends the event to its coupon's stream; returns the entry id.
     pub async fn enqueue(&self, event: &CouponIssueEvent) -> Result<String, QueueError> {
-        let mut inv = ENQUEUE.prepare_invoke();
-        inv.key(self.keys.stream(event.coupon_id))
-            .key(self.keys.pending())
-            .arg(event.to_json())
-            .arg(event.coupon_id.get());
-        self.run(Invocation::Script(inv)).await
+        self.enqueue_raw(event.coupon_id, event.to_json().as_bytes())
+            .await
     }
 
     /// Appends a raw payload to a coupon's stream, as a producer with a bug

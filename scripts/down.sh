@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stops the api and workers scripts/up.sh started (SIGTERM: in-flight work is
-# finished and acknowledged). With --services it also stops the Tansu broker
+# finished and acknowledged). With --services it also stops the nisshi broker
 # it started. MySQL and Redis are left running.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 quiet=""
@@ -17,5 +17,5 @@ for pidfile in "$RUN_DIR"/worker-*.pid "$RUN_DIR"/api.pid; do
   stop_process "$(basename "$pidfile" .pid)"
 done
 rm -f "$RUN_DIR/queue"
-[[ -n "$services" ]] && stop_tansu
+[[ -n "$services" ]] && stop_nisshi
 [[ -n "$quiet" ]] || log "stopped"

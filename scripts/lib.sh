@@ -125,45 +125,68 @@ ensure_services() {
   create_database
 }
 
-# --- Kafka: Docker's Apache Kafka, or the Kafka-compatible broker Tansu ---
+# --- Kafka: Docker's Apache Kafka, or the Kafka-compatible broker nisshi ---
 
 KAFKA_HOST="${KAFKA_HOST:-127.0.0.1}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 export KAFKA_BROKERS="${KAFKA_BROKERS:-$KAFKA_HOST:$KAFKA_PORT}"
-TANSU_VERSION="0.6.0"
-TANSU_BIN="${TANSU_BIN:-$CACHE_DIR/tansu/bin/tansu}"
-TANSU_DATA="${TANSU_DATA:-$CACHE_DIR/tansu-data}"
+NISSHI_VERSION="0.8.1"
+export NISSHI_BIN="${NISSHI_BIN:-$CACHE_DIR/nisshi/bin/nisshi}"
+NISSHI_DATA="${NISSHI_DATA:-$CACHE_DIR/nisshi-data}"
+# Storage engine of the broker: sqlite (a file in $NISSHI_DATA) or postgres
+# (database nisshi on the local PostgreSQL); see README, "Kafka without Docker".
+NISSHI_STORAGE="${NISSHI_STORAGE:-sqlite}"
 
-# Builds Tansu once (about 13 minutes on 2 cores) and caches it.
-install_tansu() {
-  if [[ -x "$TANSU_BIN" ]] && "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then return; fi
-  log "building the Kafka-compatible broker Tansu $TANSU_VERSION (once; cached in $CACHE_DIR/tansu)"
-  cargo install tansu --version "$TANSU_VERSION" --locked --no-default-features --features libsql \
-    --root "$CACHE_DIR/tansu" >&2
+# Builds nisshi once (about 14 minutes on 2 cores) and caches it. Both storage
+# engines are built in. --ignore-rust-version: one dependency declares a newer
+# rustc than it needs.
+install_nisshi() {
+  if [[ -x "$NISSHI_BIN" ]] && "$NISSHI_BIN" --version 2>/dev/null | grep -q "$NISSHI_VERSION"; then return; fi
+  log "building the Kafka-compatible broker nisshi $NISSHI_VERSION (once; cached in $CACHE_DIR/nisshi)"
+  cargo install nisshi --version "$NISSHI_VERSION" --locked --ignore-rust-version \
+    --no-default-features --features libsql,postgres --root "$CACHE_DIR/nisshi" >&2
 }
 
-# Starts Tansu with its sqlite storage engine (the memory engine of 0.6.0
-# can lose messages) unless something already listens on the Kafka port.
-start_tansu() {
+# nisshi_storage_url: the --storage-engine url for $NISSHI_STORAGE, creating
+# the PostgreSQL database when needed.
+nisshi_storage_url() {
+  case "$NISSHI_STORAGE" in
+    sqlite) echo "sqlite://$NISSHI_DATA/nisshi.db" ;;
+    postgres)
+      local pg="${NISSHI_PG_URL:-postgres://postgres@127.0.0.1:5432}"
+      psql "$pg/postgres" -qtAc "SELECT 1 FROM pg_database WHERE datname = 'nisshi'" | grep -q 1 ||
+        psql "$pg/postgres" -qc "CREATE DATABASE nisshi" >/dev/null
+      echo "$pg/nisshi"
+      ;;
+    *) die "NISSHI_STORAGE must be sqlite or postgres, not $NISSHI_STORAGE" ;;
+  esac
+}
+
+# Starts nisshi unless something already listens on the Kafka port. It
+# advertises 127.0.0.1: librdkafka may resolve localhost to ::1, where the
+# broker does not listen.
+start_nisshi() {
   if wait_for_port "$KAFKA_HOST" "$KAFKA_PORT" 1; then return; fi
-  install_tansu
-  mkdir -p "$TANSU_DATA"
-  log "starting Tansu on $KAFKA_HOST:$KAFKA_PORT (data in $TANSU_DATA)"
+  install_nisshi
+  mkdir -p "$NISSHI_DATA"
+  local storage
+  storage=$(nisshi_storage_url)
+  log "starting nisshi on $KAFKA_HOST:$KAFKA_PORT ($NISSHI_STORAGE storage)"
   (
-    cd "$TANSU_DATA"
-    nohup "$TANSU_BIN" broker \
+    cd "$NISSHI_DATA"
+    nohup "$NISSHI_BIN" broker \
       --listener-url "tcp://$KAFKA_HOST:$KAFKA_PORT" \
       --advertised-listener-url "tcp://$KAFKA_HOST:$KAFKA_PORT" \
-      --storage-engine "sqlite://tansu.db" >>tansu.log 2>&1 &
-    echo $! >tansu.pid
+      --storage-engine "$storage" >>nisshi.log 2>&1 &
+    echo $! >nisshi.pid
   )
-  wait_for_port "$KAFKA_HOST" "$KAFKA_PORT" 30 || die "Tansu did not come up; see $TANSU_DATA/tansu.log"
+  wait_for_port "$KAFKA_HOST" "$KAFKA_PORT" 30 || die "nisshi did not come up; see $NISSHI_DATA/nisshi.log"
 }
 
-stop_tansu() {
-  if [[ -f "$TANSU_DATA/tansu.pid" ]]; then
-    kill "$(cat "$TANSU_DATA/tansu.pid")" 2>/dev/null || true
-    rm -f "$TANSU_DATA/tansu.pid"
+stop_nisshi() {
+  if [[ -f "$NISSHI_DATA/nisshi.pid" ]]; then
+    kill "$(cat "$NISSHI_DATA/nisshi.pid")" 2>/dev/null || true
+    rm -f "$NISSHI_DATA/nisshi.pid"
   fi
 }
 
@@ -171,7 +194,7 @@ ensure_kafka() {
   if docker_available; then
     (cd "$ROOT_DIR" && docker compose up -d --wait kafka)
   else
-    start_tansu
+    start_nisshi
   fi
 }
 

@@ -1,7 +1,8 @@
-//! Which coupons exist, so the issue path can answer 404 without a query per
-//! request (made-up ids must not create queue keys).
+//! Which coupons exist and which are sold out, so the issue path can answer
+//! 404 and 409 without a query per request (made-up ids must not create
+//! queue keys; requests for a sold-out coupon must not wait in a queue).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -17,10 +18,21 @@ use tokio_util::sync::CancellationToken;
 /// made-up ids costs at most a few queries per second.
 const MISS_RELOAD_INTERVAL: Duration = Duration::from_millis(250);
 
-/// The set of coupon ids, reloaded from MySQL in the background and on misses.
+/// What the cache knows of a coupon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    /// Stock was left at the last reload.
+    Open,
+    /// Stock was 0 in MySQL at the last reload: requests are refused at once
+    /// until an operator restocks it (seen at the next reload).
+    SoldOut,
+}
+
+/// Coupon ids with their availability, reloaded from MySQL in the
+/// background and on misses.
 #[derive(Clone)]
 pub struct CouponCache {
-    ids: Arc<RwLock<HashSet<i64>>>,
+    coupons: Arc<RwLock<HashMap<i64, Availability>>>,
     last_reload: Arc<Mutex<Option<Instant>>>,
     pool: MySqlPool,
 }
@@ -28,48 +40,71 @@ pub struct CouponCache {
 impl CouponCache {
     pub fn new(pool: MySqlPool) -> Self {
         Self {
-            ids: Arc::default(),
+            coupons: Arc::default(),
             last_reload: Arc::default(),
             pool,
         }
     }
 
-    /// Replaces the cached set with what MySQL holds now.
+    /// Replaces the cached state with what MySQL holds now.
     pub async fn reload(&self) -> Result<(), DbError> {
-        let ids: HashSet<i64> = db::coupon_ids(&self.pool).await?.into_iter().collect();
-        *self.ids.write().expect("cache lock") = ids;
+        let coupons: HashMap<i64, Availability> = db::coupon_stocks(&self.pool)
+            .await?
+            .into_iter()
+            .map(|(id, stock)| {
+                let state = if stock > 0 {
+                    Availability::Open
+                } else {
+                    Availability::SoldOut
+                };
+                (id, state)
+            })
+            .collect();
+        *self.coupons.write().expect("cache lock") = coupons;
         Ok(())
     }
 
     /// Adds a coupon this instance just created.
     pub fn insert(&self, id: i64) {
-        self.ids.write().expect("cache lock").insert(id);
+        self.coupons
+            .write()
+            .expect("cache lock")
+            .insert(id, Availability::Open);
     }
 
-    fn contains_cached(&self, id: CouponId) -> bool {
-        self.ids.read().expect("cache lock").contains(&id.get())
+    fn cached(&self, id: CouponId) -> Option<Availability> {
+        self.coupons
+            .read()
+            .expect("cache lock")
+            .get(&id.get())
+            .copied()
     }
 
-    /// Whether the coupon exists. Errors only when the id is not cached and
-    /// MySQL cannot be asked.
-    pub async fn contains(&self, id: CouponId) -> Result<bool, DbError> {
-        if self.contains_cached(id) {
-            return Ok(true);
+    /// The coupon's availability, `None` if it does not exist. Errors only
+    /// when the id is not cached and MySQL cannot be asked.
+    pub async fn get(&self, id: CouponId) -> Result<Option<Availability>, DbError> {
+        if let Some(state) = self.cached(id) {
+            return Ok(Some(state));
         }
         let mut last = self.last_reload.lock().await;
         // Another miss may have reloaded while this one waited for the lock.
-        if self.contains_cached(id) {
-            return Ok(true);
+        if let Some(state) = self.cached(id) {
+            return Ok(Some(state));
         }
         if last.is_none_or(|t| t.elapsed() >= MISS_RELOAD_INTERVAL) {
             self.reload().await?;
             *last = Some(Instant::now());
         }
-        Ok(self.contains_cached(id))
+        Ok(self.cached(id))
     }
 
-    /// Reloads every `every` until `cancel` fires (picks up deletions and
-    /// coupons made elsewhere).
+    /// Whether the coupon exists.
+    pub async fn contains(&self, id: CouponId) -> Result<bool, DbError> {
+        Ok(self.get(id).await?.is_some())
+    }
+
+    /// Reloads every `every` until `cancel` fires: picks up coupons made
+    /// elsewhere, deletions, sell-outs and restocks.
     pub fn spawn_refresher(&self, every: Duration, cancel: CancellationToken) {
         let cache = self.clone();
         tokio::spawn(async move {

@@ -34,8 +34,10 @@ pub struct ApiConfig {
     #[arg(long, env = "ADMIN_TOKEN", value_name = "ADMIN_TOKEN", hide_env_values = true, value_parser = parse_token)]
     pub admin_token: Option<String>,
 
-    /// How often the cache of coupon ids is reloaded from MySQL, in milliseconds.
-    #[arg(long, env = "COUPON_CACHE_REFRESH_MS", value_name = "COUPON_CACHE_REFRESH_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
+    /// How often the coupon cache (which coupons exist, which are sold out)
+    /// is reloaded from MySQL, in milliseconds: a restock by SQL re-opens a
+    /// sold-out coupon within this time.
+    #[arg(long, env = "COUPON_CACHE_REFRESH_MS", value_name = "COUPON_CACHE_REFRESH_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..))]
     pub coupon_cache_refresh_ms: u64,
 
     /// Apply pending migrations to DATABASE_URL and exit.

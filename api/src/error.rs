@@ -40,6 +40,15 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
     }
 
+    /// The coupon's stock is 0: nothing was enqueued.
+    pub fn sold_out(coupon: common::domain::CouponId) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "SOLD_OUT",
+            format!("coupon {coupon} is sold out; the request was not queued"),
+        )
+    }
+
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

@@ -16,6 +16,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use uuid::Uuid;
 
+use crate::cache::Availability;
 use crate::error::{json_errors, ApiError};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
@@ -75,7 +76,8 @@ pub struct IssueAccepted {
 }
 
 /// `POST /api/coupons/{couponId}/issue?userId=`: validate, check the coupon
-/// exists (cache), enqueue; `202` only once the queue acknowledged.
+/// exists and is not sold out (cache), enqueue; `202` only once the queue
+/// acknowledged.
 #[tracing::instrument(skip_all, fields(coupon_id = %raw_coupon, request_id))]
 async fn issue(
     State(state): State<AppState>,
@@ -91,12 +93,19 @@ async fn issue(
         })?
         .parse()
         .map_err(|e| ApiError::bad_request("INVALID_USER_ID", format!("userId {e}")))?;
-    if !state.coupons.contains(coupon).await? {
-        metrics::counter!("coupon_issue_requests_total", "outcome" => "unknown_coupon")
-            .increment(1);
-        return Err(ApiError::not_found(format!(
-            "coupon {coupon} does not exist"
-        )));
+    match state.coupons.get(coupon).await? {
+        Some(Availability::Open) => {}
+        Some(Availability::SoldOut) => {
+            metrics::counter!("coupon_issue_requests_total", "outcome" => "sold_out").increment(1);
+            return Err(ApiError::sold_out(coupon));
+        }
+        None => {
+            metrics::counter!("coupon_issue_requests_total", "outcome" => "unknown_coupon")
+                .increment(1);
+            return Err(ApiError::not_found(format!(
+                "coupon {coupon} does not exist"
+            )));
+        }
     }
     let event = CouponIssueEvent::new(coupon, user);
     tracing::Span::current().record("request_id", tracing::field::display(event.event_id));

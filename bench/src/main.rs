@@ -76,17 +76,26 @@ async fn main() -> anyhow::Result<()> {
             let res = client.post(url).send().await;
             drop(permit);
             let res = res.ok()?;
-            if res.status() != 202 {
-                return None;
+            match res.status().as_u16() {
+                202 => {
+                    let body: serde_json::Value = res.json().await.ok()?;
+                    Uuid::parse_str(body["requestId"].as_str()?).ok().map(Some)
+                }
+                // Sold out: answered at once, nothing queued.
+                409 => Some(None),
+                _ => None,
             }
-            let body: serde_json::Value = res.json().await.ok()?;
-            Uuid::parse_str(body["requestId"].as_str()?).ok()
         }));
     }
     let mut accepted = HashSet::with_capacity(tasks.len());
+    let mut sold_out = 0;
     for t in tasks {
-        if let Some(id) = t.await? {
-            accepted.insert(id);
+        match t.await? {
+            Some(Some(id)) => {
+                accepted.insert(id);
+            }
+            Some(None) => sold_out += 1,
+            None => {}
         }
     }
     let sent = start.elapsed();
@@ -113,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         "couponId": coupon.get(),
         "requests": args.requests,
         "accepted": accepted.len(),
+        "soldOut": sold_out,
         "stock": args.stock,
         "sendSeconds": sent.as_secs_f64(),
         "drainSeconds": drained.as_secs_f64(),
@@ -123,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
         "violations": report.violations,
     });
     println!("{line}");
-    if !report.violations.is_empty() || accepted.len() != args.requests {
+    if !report.violations.is_empty() || accepted.len() + sold_out != args.requests {
         bail!("the sale broke an invariant or refused requests");
     }
     Ok(())

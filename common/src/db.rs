@@ -75,11 +75,13 @@ pub struct NewCoupon {
     pub issue_ends_at: Option<DateTime<Utc>>,
 }
 
-/// Ids of every coupon, for the api's existence cache.
-pub async fn coupon_ids(pool: &MySqlPool) -> Result<Vec<i64>, DbError> {
-    Ok(sqlx::query_scalar("SELECT coupon_id FROM coupon")
-        .fetch_all(pool)
-        .await?)
+/// Every coupon's id and remaining stock, for the api's coupon cache.
+pub async fn coupon_stocks(pool: &MySqlPool) -> Result<Vec<(i64, i64)>, DbError> {
+    Ok(
+        sqlx::query_as("SELECT coupon_id, CAST(stock AS SIGNED) FROM coupon")
+            .fetch_all(pool)
+            .await?,
+    )
 }
 
 /// One coupon with its issued count, or `None`.

@@ -174,7 +174,7 @@ impl KafkaWorker {
                         warn!(
                             group = %self.settings.group_id,
                             "this worker holds no partitions; if no worker of the group does, \
-                             the group may be stuck (see README, Tansu limits)"
+                             check the group's lag (queue-size) and the other workers' logs"
                         );
                     }
                     continue;

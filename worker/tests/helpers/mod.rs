@@ -164,10 +164,11 @@ impl TestApp {
     }
 
     /// Fires one request per entry of `users`, `concurrency` at a time;
-    /// returns the accepted ones. Every request must be accepted.
+    /// returns the accepted ones. Every request must be accepted, or answered
+    /// `409 SOLD_OUT` once the coupon's stock is gone.
     pub async fn fire(&self, coupon: CouponId, users: &[i64], concurrency: usize) -> Vec<Accepted> {
         let sale = self.fire_tolerant(coupon, users, concurrency).await;
-        assert_eq!(sale.refused, 0, "every request is accepted");
+        assert_eq!(sale.refused, 0, "every request is accepted or sold out");
         sale.accepted
     }
 
@@ -372,12 +373,19 @@ impl TestApp {
                 let res = client.post(url).send().await.expect("api answers");
                 drop(permit);
                 match res.status().as_u16() {
-                    202 => Ok(res.json::<Accepted>().await.unwrap()),
+                    202 => Answer::Accepted(res.json::<Accepted>().await.unwrap()),
+                    409 => {
+                        let body: serde_json::Value = res.json().await.unwrap();
+                        assert_eq!(body["error"]["code"], "SOLD_OUT", "{body}");
+                        Answer::SoldOut
+                    }
                     503 => {
                         let body: serde_json::Value = res.json().await.unwrap();
-                        Err(body["error"]["requestId"]
-                            .as_str()
-                            .map(|id| Uuid::parse_str(id).unwrap()))
+                        Answer::Refused(
+                            body["error"]["requestId"]
+                                .as_str()
+                                .map(|id| Uuid::parse_str(id).unwrap()),
+                        )
                     }
                     other => panic!("unexpected {other}: {:?}", res.text().await),
                 }
@@ -386,22 +394,34 @@ impl TestApp {
         let mut out = Refusals::default();
         for t in tasks {
             match t.await.unwrap() {
-                Ok(a) => out.accepted.push(a),
-                Err(Some(id)) => {
+                Answer::Accepted(a) => out.accepted.push(a),
+                Answer::SoldOut => out.sold_out += 1,
+                Answer::Refused(Some(id)) => {
                     out.refused += 1;
                     out.unconfirmed.insert(id);
                 }
-                Err(None) => out.refused += 1,
+                Answer::Refused(None) => out.refused += 1,
             }
         }
         out
     }
 }
 
+/// How the api answered one issue request.
+enum Answer {
+    Accepted(Accepted),
+    /// `409 SOLD_OUT`: not queued.
+    SoldOut,
+    /// `503`, with the request id when the outcome is unknown.
+    Refused(Option<Uuid>),
+}
+
 /// What a volley of requests met while a service was down.
 #[derive(Debug, Default)]
 pub struct Refusals {
     pub accepted: Vec<Accepted>,
+    /// Answered `409 SOLD_OUT` (nothing queued).
+    pub sold_out: usize,
     /// Answered 503.
     pub refused: usize,
     /// Of those, the ones whose outcome is unknown (`QUEUE_OUTCOME_UNKNOWN`).

@@ -1,4 +1,4 @@
-//! Servers a test owns and may kill: scratch Redis and Tansu instances, and
+//! Servers a test owns and may kill: scratch Redis and nisshi (Kafka protocol) brokers, and
 //! a TCP proxy that can cut connections.
 
 use std::process::Stdio;
@@ -72,21 +72,22 @@ impl Drop for ScratchServer {
     }
 }
 
-/// A Tansu broker with sqlite storage, owned by one test.
+/// A nisshi broker with sqlite storage, owned by one test.
 pub struct OwnedBroker {
     server: ScratchServer,
 }
 
 impl OwnedBroker {
-    pub fn tansu_bin() -> std::path::PathBuf {
-        if let Ok(p) = std::env::var("TANSU_BIN") {
+    /// `NISSHI_BIN`, or where `scripts/lib.sh` caches the build.
+    pub fn nisshi_bin() -> std::path::PathBuf {
+        if let Ok(p) = std::env::var("NISSHI_BIN") {
             return p.into();
         }
         let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-        let p = std::path::PathBuf::from(home).join(".cache/coupon-service/tansu/bin/tansu");
+        let p = std::path::PathBuf::from(home).join(".cache/coupon-service/nisshi/bin/nisshi");
         assert!(
             p.exists(),
-            "the Tansu broker is not installed at {}; scripts/test.sh installs it",
+            "the nisshi broker is not installed at {}; scripts/test.sh installs it",
             p.display()
         );
         p
@@ -94,7 +95,7 @@ impl OwnedBroker {
 
     pub async fn start() -> Self {
         let mut b = Self {
-            server: ScratchServer::new("tansu"),
+            server: ScratchServer::new("nisshi"),
         };
         b.restart().await;
         b
@@ -107,7 +108,7 @@ impl OwnedBroker {
     /// Starts the broker (again) on the same port and data.
     pub async fn restart(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.server.port);
-        let mut cmd = std::process::Command::new(Self::tansu_bin());
+        let mut cmd = std::process::Command::new(Self::nisshi_bin());
         cmd.args([
             "broker",
             "--listener-url",
@@ -115,7 +116,7 @@ impl OwnedBroker {
             "--advertised-listener-url",
             &url,
         ])
-        .args(["--storage-engine", "sqlite://tansu.db"])
+        .args(["--storage-engine", "sqlite://nisshi.db"])
         .env("RUST_LOG", "warn");
         self.server.launch(cmd).await;
     }

@@ -1,0 +1,136 @@
+//! Repeated fail-over: one deployment (api, database, queue namespace), two
+//! workers, several sales in a row. In each sale one worker is SIGKILLed
+//! mid-drain and a new one joins; every sale must drain with every invariant
+//! of DESIGN.md. Prints the time from the kill to the first result written
+//! after it, and to the full drain.
+//!
+//! `FAILOVER_ROUNDS` sets the number of sales (default 2 per queue mode);
+//! `scripts/failover-test.sh --rounds N` runs more and prints a summary.
+
+mod helpers;
+
+use std::time::{Duration, Instant};
+
+use common::config::QueueType;
+use common::domain::IssueStatus;
+use helpers::{kill9, spawn_app, wait_until, TestApp};
+use tokio::process::Child;
+
+/// No sale may take longer than this to drain after its worker was killed.
+const DRAIN: Duration = Duration::from_secs(120);
+const STOCK: i64 = 2_000;
+const REQUESTS: i64 = 10_000;
+
+/// What one round measured.
+#[derive(Debug)]
+struct Round {
+    /// Results already written when the worker died.
+    results_at_kill: usize,
+    /// Kill to the first result written after it.
+    first_result: Duration,
+    /// Kill to the last result of the sale.
+    drained: Duration,
+}
+
+fn start_worker(app: &TestApp) -> Child {
+    app.worker_command()
+        .env("BATCH_SIZE", "100")
+        .spawn()
+        .expect("worker process starts")
+}
+
+/// One sale: fire `REQUESTS` for a new `STOCK` coupon, kill `workers[0]`
+/// once a tenth of the requests have results, start a new worker, wait for
+/// the drain, audit. The killed worker's slot is taken by the new one.
+async fn sale_with_a_killed_worker(app: &TestApp, workers: &mut [Child; 2]) -> Round {
+    let coupon = app.create_coupon(STOCK).await;
+    let users: Vec<i64> = (1..=REQUESTS).collect();
+    let killer = async {
+        wait_until("the drain to be under way", DRAIN, || async {
+            app.result_count(coupon).await >= (REQUESTS / 10) as usize
+        })
+        .await;
+        kill9(&mut workers[0]).await;
+        let killed = Instant::now();
+        let results_at_kill = app.result_count(coupon).await;
+        workers[0] = start_worker(app);
+        (killed, results_at_kill)
+    };
+    let (accepted, (killed, results_at_kill)) = tokio::join!(app.fire(coupon, &users, 128), killer);
+    assert!(
+        results_at_kill < accepted.len(),
+        "the kill came before the end of the drain"
+    );
+
+    let mut first_result = None;
+    loop {
+        let n = app.result_count(coupon).await;
+        if n > results_at_kill && first_result.is_none() {
+            first_result = Some(killed.elapsed());
+        }
+        if n >= accepted.len() {
+            break;
+        }
+        assert!(
+            killed.elapsed() < DRAIN,
+            "only {n} of {} results {DRAIN:?} after the kill",
+            accepted.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drained = killed.elapsed();
+    let report = app.audit(coupon, STOCK, &accepted).await;
+    assert_eq!(report.count(IssueStatus::Success), STOCK as usize);
+    assert_eq!(
+        report.count(IssueStatus::OutOfStock),
+        accepted.len() - STOCK as usize
+    );
+    assert_eq!(report.remaining_stock, 0);
+    Round {
+        results_at_kill,
+        first_result: first_result.unwrap_or(drained),
+        drained,
+    }
+}
+
+async fn sales_in_a_row_each_survive_a_killed_worker(mode: QueueType) {
+    let rounds: usize = std::env::var("FAILOVER_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(2);
+    let app = spawn_app(mode).await;
+    let mut workers = [start_worker(&app), start_worker(&app)];
+    let mut measured = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
+        let r = sale_with_a_killed_worker(&app, &mut workers).await;
+        eprintln!(
+            "failover {mode:?} round {round}/{rounds}: killed at {} results; first new result after {:.2} s; drained after {:.2} s",
+            r.results_at_kill,
+            r.first_result.as_secs_f64(),
+            r.drained.as_secs_f64()
+        );
+        measured.push(r);
+        // The survivor becomes the next round's victim.
+        workers.swap(0, 1);
+    }
+    let summary = |pick: fn(&Round) -> Duration| {
+        let mut v: Vec<f64> = measured.iter().map(|r| pick(r).as_secs_f64()).collect();
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[v.len() - 1])
+    };
+    let (first_median, first_max) = summary(|r| r.first_result);
+    let (drain_median, drain_max) = summary(|r| r.drained);
+    eprintln!(
+        "failover {mode:?} summary over {rounds} rounds: first new result median {first_median:.2} s, max {first_max:.2} s; full drain median {drain_median:.2} s, max {drain_max:.2} s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_sales_in_a_row_each_survive_a_killed_worker_and_a_new_member() {
+    sales_in_a_row_each_survive_a_killed_worker(QueueType::Kafka).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_sales_in_a_row_each_survive_a_killed_worker_and_a_new_one() {
+    sales_in_a_row_each_survive_a_killed_worker(QueueType::Redis).await;
+}

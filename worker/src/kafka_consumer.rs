@@ -14,7 +14,6 @@ use common::queue::kafka::kafka_err;
 use common::queue::{KafkaProducer, KafkaSettings};
 use futures::StreamExt;
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -112,33 +111,13 @@ impl Record {
 
 impl KafkaWorker {
     fn consumer(&self) -> Result<WorkerConsumer, DrainError> {
-        let heartbeat = (self.session_timeout.as_millis() / 3).max(100);
-        let mut config = ClientConfig::new();
+        let mut config = self
+            .settings
+            .consumer_config(self.session_timeout, self.max_poll_interval);
         if let Some(contexts) = self.debug.as_deref().filter(|d| !d.is_empty()) {
             config.set("debug", contexts);
         }
         config
-            .set("bootstrap.servers", &self.settings.brokers)
-            .set("group.id", &self.settings.group_id)
-            // Offsets are stored by hand, after the batch's transaction commits;
-            // librdkafka commits what was stored (also on revoke).
-            .set("enable.auto.offset.store", "false")
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            .set("auto.offset.reset", "earliest")
-            .set(
-                "session.timeout.ms",
-                self.session_timeout.as_millis().to_string(),
-            )
-            .set("heartbeat.interval.ms", heartbeat.to_string())
-            // Also the rebalance timeout: how long the coordinator waits for
-            // members to rejoin before it drops them.
-            .set(
-                "max.poll.interval.ms",
-                self.max_poll_interval.as_millis().to_string(),
-            )
-            .set("socket.connection.setup.timeout.ms", "2000")
-            .set("reconnect.backoff.max.ms", "1000")
             .create_with_context(WorkerContext::default())
             .map_err(|e| DrainError::Queue(kafka_err(e)))
     }

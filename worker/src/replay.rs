@@ -10,7 +10,6 @@ use anyhow::Context;
 use common::config::QueueType;
 use common::domain::CouponIssueEvent;
 use common::queue::{KafkaProducer, KafkaSettings, RedisQueue};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -71,14 +70,7 @@ async fn replay_redis(queue: &RedisQueue) -> anyhow::Result<ReplaySummary> {
 
 async fn replay_kafka(settings: KafkaSettings) -> anyhow::Result<ReplaySummary> {
     let dlq_topic = settings.dead_letter_topic();
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
-        .set("group.id", format!("{}-dlq-replay", settings.group_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .create()?;
+    let consumer: StreamConsumer = settings.dead_letter_reader_config().create()?;
     consumer.subscribe(&[&dlq_topic])?;
     let producer = KafkaProducer::new(settings.clone(), Duration::from_secs(10))?;
     let partitions = {

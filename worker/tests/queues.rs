@@ -10,11 +10,10 @@ use std::time::Duration;
 use common::config::QueueType;
 use common::domain::{CouponId, IssueStatus};
 use common::queue::kafka::partition_for;
-use common::queue::{Producer, RedisQueue};
+use common::queue::{KafkaSettings, Producer, RedisQueue};
 use helpers::{free_port, scrape, spawn_app, terminate, wait_until, OwnedQueue};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::ClientConfig;
 
 const DRAIN: Duration = Duration::from_secs(90);
 
@@ -177,24 +176,22 @@ async fn a_malformed_kafka_message_is_dead_lettered_and_the_events_behind_it_pro
     app.wait_for_results(coupon, 20, DRAIN).await;
     app.audit(coupon, 5, &accepted).await;
 
-    let dlq: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &app.common.kafka_brokers)
-        .set(
-            "group.id",
-            format!("{}-dlq-reader", app.common.kafka_group_id),
-        )
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
+    let dlq: StreamConsumer = KafkaSettings::from_config(&app.common)
+        .dead_letter_reader_config()
         .create()
         .unwrap();
     dlq.subscribe(&[&format!("{}.dlq", app.common.kafka_topic)])
         .unwrap();
     let mut reasons = Vec::new();
     while reasons.len() < 2 {
-        let m = tokio::time::timeout(Duration::from_secs(30), dlq.recv())
+        let m = match tokio::time::timeout(Duration::from_secs(30), dlq.recv())
             .await
             .expect("dead letters arrive")
-            .unwrap();
+        {
+            // The reader reports each partition's end; keep waiting.
+            Err(rdkafka::error::KafkaError::PartitionEOF(_)) => continue,
+            other => other.unwrap(),
+        };
         let reason = m
             .headers()
             .and_then(|h| h.iter().find(|h| h.key == "reason").and_then(|h| h.value))

@@ -48,12 +48,62 @@ impl KafkaSettings {
         format!("{}.dlq", self.topic)
     }
 
+    /// What every Kafka client of the service shares: the brokers, and
+    /// short connection timeouts so a dead broker is noticed in seconds.
+    /// Every client below starts from this one.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("socket.connection.setup.timeout.ms", "1000")
+            .set("reconnect.backoff.max.ms", "1000");
+        c
+    }
+
+    /// The worker's group membership: offsets are stored by hand after each
+    /// batch's transaction commits, and librdkafka commits what was stored
+    /// every second and on revoke. `max_poll_interval` is also the rebalance
+    /// timeout: how long the coordinator waits for members to rejoin.
+    pub fn consumer_config(
+        &self,
+        session_timeout: Duration,
+        max_poll_interval: Duration,
+    ) -> ClientConfig {
+        let heartbeat = (session_timeout.as_millis() / 3).max(100);
+        let mut c = self.client_config();
+        c.set("group.id", &self.group_id)
+            .set("enable.auto.offset.store", "false")
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("auto.offset.reset", "earliest")
+            .set(
+                "session.timeout.ms",
+                session_timeout.as_millis().to_string(),
+            )
+            .set("heartbeat.interval.ms", heartbeat.to_string())
+            .set(
+                "max.poll.interval.ms",
+                max_poll_interval.as_millis().to_string(),
+            );
+        c
+    }
+
+    /// A reader of the dead-letter topic from its start, in its own group so
+    /// that it never takes partitions from the workers; it commits nothing.
+    pub fn dead_letter_reader_config(&self) -> ClientConfig {
+        let mut c = self.client_config();
+        c.set("group.id", format!("{}-dlq-replay", self.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000");
+        c
+    }
+
     /// Producer settings: idempotent, `acks=all`, a small linger, and a
     /// delivery timeout so a dead broker turns into an error, not a hang.
     pub fn producer_config(&self, delivery_timeout: Duration) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.brokers)
-            .set("enable.idempotence", "true")
+        let mut c = self.client_config();
+        c.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
             .set("partitioner", "murmur2_random")
@@ -64,19 +114,14 @@ impl KafkaSettings {
             .set(
                 "request.timeout.ms",
                 (delivery_timeout.as_millis() / 2).max(500).to_string(),
-            )
-            .set("socket.connection.setup.timeout.ms", "1000")
-            .set("reconnect.backoff.max.ms", "1000");
+            );
         c
     }
 
     /// Creates the topic and its dead-letter topic when they are missing.
     pub async fn ensure_topics(&self) -> Result<(), QueueError> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("socket.connection.setup.timeout.ms", "2000")
-            .create()
-            .map_err(kafka_err)?;
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config().create().map_err(kafka_err)?;
         let dlq = self.dead_letter_topic();
         let topics = [
             NewTopic::new(&self.topic, self.partitions, TopicReplication::Fixed(1)),
@@ -226,11 +271,10 @@ impl KafkaProducer {
     /// Builds the producer; does not need the broker to be up.
     pub fn new(settings: KafkaSettings, delivery_timeout: Duration) -> Result<Self, QueueError> {
         let slot = Slot::new(&settings, delivery_timeout)?;
-        let inspector: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &settings.brokers)
+        let inspector: BaseConsumer = settings
+            .client_config()
             .set("group.id", &settings.group_id)
             .set("enable.auto.commit", "false")
-            .set("socket.connection.setup.timeout.ms", "1000")
             .create()
             .map_err(kafka_err)?;
         Ok(Self {

@@ -7,7 +7,28 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use common::error::{DbError, QueueError};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for clients (`code`) and people (`message`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `INVALID_COUPON_ID`, `NOT_FOUND`, `QUEUE_UNAVAILABLE`, ...
+    #[schema(example = "INVALID_COUPON_ID")]
+    pub code: String,
+    pub message: String,
+    /// Only with `QUEUE_OUTCOME_UNKNOWN`: the request may still be processed
+    /// under this id; look it up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<uuid::Uuid>,
+}
 
 /// An error answer.
 #[derive(Debug)]
@@ -171,10 +192,13 @@ impl IntoResponse for ApiError {
                 tracing::error!(code = self.code, error = %detail, "request failed");
             }
         }
-        let mut body = json!({ "error": { "code": self.code, "message": self.message } });
-        if let Some(id) = self.request_id {
-            body["error"]["requestId"] = json!(id);
-        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+                request_id: self.request_id,
+            },
+        };
         let mut res = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut()

@@ -1,10 +1,14 @@
 //! The HTTP api: accepts issue requests and enqueues them, answers result,
 //! coupon and queue lookups, and lets an operator create coupons.
 
+pub mod activity;
+pub mod admin;
 pub mod cache;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod routes;
 pub mod startup;
 pub mod state;

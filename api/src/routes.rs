@@ -1,43 +1,51 @@
-//! Handlers and the router.
+//! Handlers of the issue, lookup and operations endpoints, and the router.
+//! Every route is registered through `routes!`, so the OpenAPI document is
+//! derived from the handlers' `#[utoipa::path]` annotations.
 
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
-use chrono::{DateTime, Utc};
-use common::db::{self, NewCoupon};
-use common::domain::{CouponId, CouponIssueEvent, IssueStatus, UserId};
+use common::db;
+use common::domain::{CouponId, CouponIssueEvent, IssueResult, IssueStatus, UserId};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::cache::Availability;
-use crate::error::{json_errors, ApiError};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::error::{json_errors, ApiError, ErrorBody};
+use crate::extract::{ApiPath, ApiQuery};
 use crate::state::AppState;
+use crate::{admin, dashboard, openapi};
 
 /// Largest request body accepted (admin JSON is tiny).
 pub const BODY_LIMIT: usize = 16 * 1024;
 
-/// The api's routes with their middleware.
+/// Every documented route, with the OpenAPI document they make up.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(issue))
+        .routes(routes!(issue_result))
+        .routes(routes!(coupon))
+        .routes(routes!(queue_size))
+        .routes(routes!(admin::create_coupon))
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
+        .merge(dashboard::routes())
+}
+
+/// The api's routes, the docs page, and their middleware.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/coupons/{coupon_id}/issue", post(issue))
-        .route(
-            "/api/coupons/issue-requests/{request_id}",
-            get(issue_result),
-        )
-        .route("/api/coupons/{coupon_id}", get(coupon))
-        .route("/api/coupons/{coupon_id}/queue-size", get(queue_size))
-        .route("/api/admin/coupons", post(create_coupon))
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
+    let (routes, doc) = api_routes().split_for_parts();
+    routes
+        .merge(openapi::docs(doc))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::map_response(json_errors))
@@ -53,7 +61,7 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such resource")
 }
 
-fn coupon_id(raw: &str) -> Result<CouponId, ApiError> {
+pub(crate) fn coupon_id(raw: &str) -> Result<CouponId, ApiError> {
     raw.parse()
         .map_err(|e| ApiError::bad_request("INVALID_COUPON_ID", format!("couponId {e}")))
 }
@@ -65,19 +73,45 @@ struct IssueParams {
 }
 
 /// Answer to an accepted issue request.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IssueAccepted {
     pub request_id: Uuid,
     pub coupon_id: i64,
     pub user_id: i64,
+    /// Always `PENDING`.
     pub status: IssueStatus,
+    /// Place in the queue: Redis entry id or Kafka `partition:offset`.
     pub queue_position: String,
 }
 
-/// `POST /api/coupons/{couponId}/issue?userId=`: validate, check the coupon
-/// exists and is not sold out (cache), enqueue; `202` only once the queue
-/// acknowledged.
+/// Answer for a request that is accepted but not processed yet.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingResult {
+    pub request_id: Uuid,
+    /// Always `PENDING`.
+    pub status: IssueStatus,
+}
+
+/// Enqueue an issue request: validate, check the coupon exists and is not
+/// sold out (cache); `202` only once the queue acknowledged it.
+#[utoipa::path(
+    post,
+    path = "/api/coupons/{couponId}/issue",
+    tag = "issue",
+    params(
+        ("couponId" = i64, Path, minimum = 1, description = "Coupon id"),
+        ("userId" = i64, Query, minimum = 1, description = "User id"),
+    ),
+    responses(
+        (status = 202, description = "Queued; look the result up by `requestId`", body = IssueAccepted),
+        (status = 400, description = "Malformed or missing coupon or user id", body = ErrorBody),
+        (status = 404, description = "No such coupon; nothing enqueued", body = ErrorBody),
+        (status = 409, description = "`SOLD_OUT`: the coupon's stock is 0; nothing enqueued", body = ErrorBody),
+        (status = 503, description = "`QUEUE_UNAVAILABLE`: nothing enqueued; `QUEUE_OUTCOME_UNKNOWN` (with `requestId`): it may still be processed", body = ErrorBody),
+    )
+)]
 #[tracing::instrument(skip_all, fields(coupon_id = %raw_coupon, request_id))]
 async fn issue(
     State(state): State<AppState>,
@@ -115,6 +149,7 @@ async fn issue(
         ApiError::enqueue_failed(e, event.event_id)
     })?;
     metrics::counter!("coupon_issue_requests_total", "outcome" => "accepted").increment(1);
+    state.activity.accepted(coupon);
     Ok((
         StatusCode::ACCEPTED,
         Json(IssueAccepted {
@@ -127,8 +162,19 @@ async fn issue(
     ))
 }
 
-/// `GET /api/coupons/issue-requests/{requestId}`: `200` with the result, or
-/// `202` while it is pending.
+/// The final result of a request, or `PENDING` while it waits in the queue.
+#[utoipa::path(
+    get,
+    path = "/api/coupons/issue-requests/{requestId}",
+    tag = "issue",
+    params(("requestId" = Uuid, Path, description = "The `requestId` of an accepted request")),
+    responses(
+        (status = 200, description = "Processed", body = IssueResult),
+        (status = 202, description = "Accepted, not processed yet (or never accepted)", body = PendingResult),
+        (status = 400, description = "Not a UUID", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
 async fn issue_result(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,
@@ -139,13 +185,28 @@ async fn issue_result(
         Some(result) => (StatusCode::OK, Json(result)).into_response(),
         None => (
             StatusCode::ACCEPTED,
-            Json(json!({ "requestId": request_id, "status": IssueStatus::Pending })),
+            Json(PendingResult {
+                request_id,
+                status: IssueStatus::Pending,
+            }),
         )
             .into_response(),
     })
 }
 
-/// `GET /api/coupons/{couponId}`: total, remaining stock, issued count, window.
+/// Coupon state: total, remaining stock, issued count, window.
+#[utoipa::path(
+    get,
+    path = "/api/coupons/{couponId}",
+    tag = "coupons",
+    params(("couponId" = i64, Path, minimum = 1, description = "Coupon id")),
+    responses(
+        (status = 200, description = "The coupon", body = db::Coupon),
+        (status = 400, description = "Malformed coupon id", body = ErrorBody),
+        (status = 404, description = "No such coupon", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
 async fn coupon(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,
@@ -157,152 +218,104 @@ async fn coupon(
         .ok_or_else(|| ApiError::not_found(format!("coupon {id} does not exist")))
 }
 
-/// `GET /api/coupons/{couponId}/queue-size`.
+/// Requests not yet processed for a coupon.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSizeAnswer {
+    pub coupon_id: i64,
+    pub queue_size: u64,
+    /// `coupon` (Redis: this coupon's requests) or `partition` (Kafka: the
+    /// lag of the coupon's partition, which other coupons may share).
+    #[schema(example = "coupon")]
+    pub scope: String,
+}
+
+/// Accepted requests for this coupon that are not processed yet.
+#[utoipa::path(
+    get,
+    path = "/api/coupons/{couponId}/queue-size",
+    tag = "coupons",
+    params(("couponId" = i64, Path, minimum = 1, description = "Coupon id")),
+    responses(
+        (status = 200, description = "Queue size", body = QueueSizeAnswer),
+        (status = 400, description = "Malformed coupon id", body = ErrorBody),
+        (status = 404, description = "No such coupon", body = ErrorBody),
+        (status = 503, description = "Queue or database unavailable", body = ErrorBody),
+    )
+)]
 async fn queue_size(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<QueueSizeAnswer>, ApiError> {
     let id = coupon_id(&raw)?;
     if !state.coupons.contains(id).await? {
         return Err(ApiError::not_found(format!("coupon {id} does not exist")));
     }
     let size = state.producer.queue_size(id).await?;
-    Ok(Json(
-        json!({ "couponId": id.get(), "queueSize": size.size, "scope": size.scope }),
-    ))
+    Ok(Json(QueueSizeAnswer {
+        coupon_id: id.get(),
+        queue_size: size.size,
+        scope: size.scope.to_string(),
+    }))
 }
 
-/// Body of `POST /api/admin/coupons`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CreateCoupon {
-    pub name: String,
-    pub quantity: i64,
-    pub issue_starts_at: Option<DateTime<Utc>>,
-    pub issue_ends_at: Option<DateTime<Utc>>,
+/// Liveness answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `UP`.
+    pub status: String,
 }
 
-/// Most units one coupon may carry.
-pub const MAX_QUANTITY: i64 = 100_000_000;
-
-/// `POST /api/admin/coupons` (admin token): creates a coupon, `201`.
-async fn create_coupon(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<ApiJson<CreateCoupon>, ApiError>,
-) -> Result<(StatusCode, Json<db::Coupon>), ApiError> {
-    authorize(&state, &headers)?;
-    let ApiJson(body) = body?;
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 255 {
-        return Err(ApiError::bad_request(
-            "INVALID_NAME",
-            "name must be 1 to 255 characters",
-        ));
-    }
-    if !(0..=MAX_QUANTITY).contains(&body.quantity) {
-        return Err(ApiError::bad_request(
-            "INVALID_QUANTITY",
-            format!("quantity must be between 0 and {MAX_QUANTITY}"),
-        ));
-    }
-    if let (Some(s), Some(e)) = (body.issue_starts_at, body.issue_ends_at) {
-        if e <= s {
-            return Err(ApiError::bad_request(
-                "INVALID_WINDOW",
-                "issueEndsAt must be after issueStartsAt",
-            ));
-        }
-    }
-    let created = db::insert_coupon(
-        &state.pool,
-        &NewCoupon {
-            name: name.to_string(),
-            quantity: body.quantity as i32,
-            issue_starts_at: body.issue_starts_at,
-            issue_ends_at: body.issue_ends_at,
-        },
-    )
-    .await?;
-    state.coupons.insert(created.coupon_id);
-    tracing::info!(
-        coupon_id = created.coupon_id,
-        quantity = body.quantity,
-        "coupon created"
-    );
-    Ok((StatusCode::CREATED, Json(created)))
+/// Liveness: the process serves HTTP.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "Up", body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "UP".into(),
+    })
 }
 
-/// Checks `Authorization: Bearer <ADMIN_TOKEN>` in constant time.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let expected = state.admin_token.as_deref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "ADMIN_DISABLED",
-            "admin endpoints are disabled: ADMIN_TOKEN is not set",
-        )
-    })?;
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized())
-    }
+/// Readiness answer: what is up and what is down.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    /// `READY` or `NOT_READY`.
+    pub status: String,
+    /// `UP` or `DOWN`.
+    pub database: String,
+    /// `UP` or `DOWN`.
+    pub queue: String,
 }
 
-/// Compares without an early exit, so timing does not reveal how much of a
-/// guess was right (only the length, which is not secret enough to matter).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "UP" }))
-}
-
-/// `200` when MySQL and the queue both answer, else `503` naming what is down.
-async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+/// Readiness: `200` when MySQL and the queue both answer, else `503`.
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Database and queue answer", body = Readiness),
+        (status = 503, description = "Something is down", body = Readiness),
+    ))]
+async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let (db, queue) = tokio::join!(db::ping(&state.pool), state.producer.ping());
-    let up = |ok: bool| if ok { "UP" } else { "DOWN" };
+    let up = |ok: bool| if ok { "UP" } else { "DOWN" }.to_string();
     let ok = db.is_ok() && queue.is_ok();
     let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(json!({
-            "status": if ok { "READY" } else { "NOT_READY" },
-            "database": up(db.is_ok()),
-            "queue": up(queue.is_ok()),
-        })),
-    )
+    let answer = Readiness {
+        status: if ok { "READY" } else { "NOT_READY" }.into(),
+        database: up(db.is_ok()),
+        queue: up(queue.is_ok()),
+    };
+    (status, Json(answer))
 }
 
+/// Prometheus metrics of this api process.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String,
+        content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn token_comparison_needs_every_byte() {
-        assert!(constant_time_eq(b"secret-token", b"secret-token"));
-        assert!(!constant_time_eq(b"secret-tokem", b"secret-token"));
-        assert!(!constant_time_eq(b"secret", b"secret-token"));
-        assert!(!constant_time_eq(b"", b"secret-token"));
-    }
 }

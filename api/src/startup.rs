@@ -46,6 +46,8 @@ impl Application {
                 coupons,
                 admin_token: config.admin_token.as_deref().map(Into::into),
                 metrics: telemetry::metrics_handle(),
+                activity: Default::default(),
+                dashboard: Default::default(),
             },
             background: CancellationToken::new(),
             cache_refresh: config.coupon_cache_refresh(),

@@ -6,7 +6,9 @@ use common::queue::Producer;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::MySqlPool;
 
+use crate::activity::Activity;
 use crate::cache::CouponCache;
+use crate::dashboard::SnapshotCache;
 
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
@@ -17,4 +19,8 @@ pub struct AppState {
     /// `None`: admin endpoints are switched off.
     pub admin_token: Option<Arc<str>>,
     pub metrics: PrometheusHandle,
+    /// Accepted requests per coupon and second, for the dashboard.
+    pub activity: Activity,
+    /// The dashboard's last answer.
+    pub dashboard: SnapshotCache,
 }

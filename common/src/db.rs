@@ -53,7 +53,7 @@ pub(crate) fn utc_column(
 }
 
 /// A coupon as the api shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Coupon {
     pub coupon_id: i64,

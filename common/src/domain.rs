@@ -146,7 +146,7 @@ pub struct QueuedEvent {
 }
 
 /// The outcome of an issue request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum IssueStatus {
     /// Accepted but not processed yet; never stored.
@@ -201,14 +201,16 @@ impl FromStr for IssueStatus {
 }
 
 /// The final result of one processed request, as stored in `coupon_issue_result`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IssueResult {
     pub request_id: Uuid,
     pub coupon_id: i64,
     pub user_id: i64,
     pub status: IssueStatus,
+    /// Why the request was refused (absent for `SUCCESS`).
     pub reason: Option<String>,
+    /// Place in the queue: Redis entry id `1700000000000-3` or Kafka `partition:offset`.
     pub queue_position: String,
     pub requested_at: DateTime<Utc>,
     pub processed_at: DateTime<Utc>,

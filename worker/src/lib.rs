@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod health;
+pub mod heartbeat;
 pub mod kafka_consumer;
 pub mod pipeline;
 pub mod redis_poller;
@@ -63,13 +64,17 @@ impl Worker {
             metrics: telemetry::metrics_handle(),
         };
         let server = tokio::spawn(health::serve(self.listener, health, cancel.clone()));
+        let worker_id = format!(
+            "worker-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let heartbeat =
+            heartbeat::Heartbeat::for_this_process(worker_id.clone(), common.queue_type)
+                .spawn(self.pool.clone(), cancel.clone());
         let result = match common.queue_type {
             QueueType::Redis => {
-                let holder = format!(
-                    "worker-{}-{}",
-                    std::process::id(),
-                    uuid::Uuid::new_v4().simple()
-                );
+                let holder = worker_id;
                 let poller = RedisPoller {
                     queue: RedisQueue::new(
                         &common.redis_url,
@@ -105,6 +110,7 @@ impl Worker {
         };
         cancel.cancel();
         server.await.ok();
+        heartbeat.await.ok();
         result
     }
 }

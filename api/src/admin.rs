@@ -1,0 +1,145 @@
+//! Operator endpoints, behind the admin bearer token.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use common::db::{self, NewCoupon};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::ApiJson;
+use crate::state::AppState;
+
+/// Body of `POST /api/admin/coupons`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateCoupon {
+    /// Shown to people; surrounding blanks are trimmed.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"\S",
+        example = "noon sale"
+    )]
+    pub name: String,
+    /// Units to issue; also the initial stock.
+    #[schema(minimum = 0, maximum = 100_000_000, example = 100)]
+    pub quantity: i64,
+    /// Requests processed before this time are refused (RFC 3339).
+    pub issue_starts_at: Option<DateTime<Utc>>,
+    /// Requests processed after this time are refused; after `issueStartsAt`.
+    pub issue_ends_at: Option<DateTime<Utc>>,
+}
+
+/// Most units one coupon may carry.
+pub const MAX_QUANTITY: i64 = 100_000_000;
+
+/// Create a coupon with its full quantity in stock.
+#[utoipa::path(
+    post,
+    path = "/api/admin/coupons",
+    tag = "admin",
+    security(("adminToken" = [])),
+    request_body = CreateCoupon,
+    responses(
+        (status = 201, description = "Created", body = db::Coupon),
+        (status = 400, description = "Invalid name, quantity, window or JSON syntax", body = ErrorBody),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Admin endpoints are disabled (no ADMIN_TOKEN)", body = ErrorBody),
+        (status = 413, description = "Body over 16 kB", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+        (status = 422, description = "Body does not match the schema", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn create_coupon(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<ApiJson<CreateCoupon>, ApiError>,
+) -> Result<(StatusCode, Json<db::Coupon>), ApiError> {
+    authorize(&state, &headers)?;
+    let ApiJson(body) = body?;
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 255 {
+        return Err(ApiError::bad_request(
+            "INVALID_NAME",
+            "name must be 1 to 255 characters",
+        ));
+    }
+    if !(0..=MAX_QUANTITY).contains(&body.quantity) {
+        return Err(ApiError::bad_request(
+            "INVALID_QUANTITY",
+            format!("quantity must be between 0 and {MAX_QUANTITY}"),
+        ));
+    }
+    if let (Some(s), Some(e)) = (body.issue_starts_at, body.issue_ends_at) {
+        if e <= s {
+            return Err(ApiError::bad_request(
+                "INVALID_WINDOW",
+                "issueEndsAt must be after issueStartsAt",
+            ));
+        }
+    }
+    let created = db::insert_coupon(
+        &state.pool,
+        &NewCoupon {
+            name: name.to_string(),
+            quantity: body.quantity as i32,
+            issue_starts_at: body.issue_starts_at,
+            issue_ends_at: body.issue_ends_at,
+        },
+    )
+    .await?;
+    state.coupons.insert(created.coupon_id);
+    tracing::info!(
+        coupon_id = created.coupon_id,
+        quantity = body.quantity,
+        "coupon created"
+    );
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Checks `Authorization: Bearer <ADMIN_TOKEN>` in constant time.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let expected = state.admin_token.as_deref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "ADMIN_DISABLED",
+            "admin endpoints are disabled: ADMIN_TOKEN is not set",
+        )
+    })?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a
+/// guess was right (only the length, which is not secret enough to matter).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison_needs_every_byte() {
+        assert!(constant_time_eq(b"secret-token", b"secret-token"));
+        assert!(!constant_time_eq(b"secret-tokem", b"secret-token"));
+        assert!(!constant_time_eq(b"secret", b"secret-token"));
+        assert!(!constant_time_eq(b"", b"secret-token"));
+    }
+}

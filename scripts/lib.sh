@@ -244,3 +244,43 @@ wait_for_partitions() {
   done
   return 1
 }
+
+# --- test tools from PyPI and Debian, for the schemathesis and browser tests ---
+
+SCHEMATHESIS_VERSION="4.32.5"
+PLAYWRIGHT_VERSION="1.65.2"
+TOOLS_VENV="${TOOLS_VENV:-$CACHE_DIR/venv}"
+
+# A virtualenv in the cache with schemathesis and Playwright (the Python
+# driver only: the browser is Debian's chromium, never a download).
+ensure_python_tools() {
+  if [[ -x "$TOOLS_VENV/bin/python" ]] \
+    && "$TOOLS_VENV/bin/pip" show schemathesis 2>/dev/null | grep -q "^Version: $SCHEMATHESIS_VERSION$" \
+    && "$TOOLS_VENV/bin/pip" show playwright 2>/dev/null | grep -q "^Version: $PLAYWRIGHT_VERSION$"; then
+    return
+  fi
+  log "installing schemathesis $SCHEMATHESIS_VERSION and playwright $PLAYWRIGHT_VERSION in $TOOLS_VENV"
+  python3 -m venv "$TOOLS_VENV"
+  "$TOOLS_VENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" "playwright==$PLAYWRIGHT_VERSION" >&2 \
+    || die "pip install failed"
+}
+
+CHROMIUM_BIN="${CHROMIUM_BIN:-/usr/bin/chromium}"
+
+ensure_chromium() {
+  [[ -x "$CHROMIUM_BIN" ]] || apt_install chromium
+  [[ -x "$CHROMIUM_BIN" ]] || die "no chromium at $CHROMIUM_BIN"
+}
+
+# fresh_database NAME: drops and recreates a scratch database the
+# application user may use.
+fresh_database() {
+  mysql_admin -e "DROP DATABASE IF EXISTS \`$1\`"
+  DB_NAME=$1 create_database >/dev/null
+}
+
+# redis_forget PREFIX: deletes every Redis key under PREFIX.
+redis_forget() {
+  redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" --scan --pattern "$1*" \
+    | xargs -r -n 500 redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" DEL >/dev/null
+}

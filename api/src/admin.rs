@@ -3,9 +3,10 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use common::db::{self, NewCoupon};
-use serde::Deserialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
@@ -26,11 +27,33 @@ pub struct CreateCoupon {
     pub name: String,
     /// Units to issue; also the initial stock.
     #[schema(minimum = 0, maximum = 100_000_000, example = 100)]
+    #[serde(deserialize_with = "integer")]
     pub quantity: i64,
-    /// Requests processed before this time are refused (RFC 3339).
+    /// Requests processed before this time are refused (RFC 3339, years 1000 to 9999).
+    #[schema(pattern = "^[1-9]")]
     pub issue_starts_at: Option<DateTime<Utc>>,
     /// Requests processed after this time are refused; after `issueStartsAt`.
+    #[schema(pattern = "^[1-9]")]
     pub issue_ends_at: Option<DateTime<Utc>>,
+}
+
+/// An integer, also when written `100.0` (JSON Schema counts that as an
+/// integer, and so do clients that only have floats).
+fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    n.as_i64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18)
+                .map(|f| f as i64)
+        })
+        .ok_or_else(|| D::Error::custom(format!("expected an integer, got {n}")))
+}
+
+/// Whether a MySQL `DATETIME` holds this time (years 1000 to 9999); outside
+/// that range MariaDB would store NULL (no window at all) and MySQL refuse.
+fn storable(t: Option<DateTime<Utc>>) -> bool {
+    t.is_none_or(|t| (1000..=9999).contains(&t.year()))
 }
 
 /// Most units one coupon may carry.
@@ -72,6 +95,12 @@ pub async fn create_coupon(
         return Err(ApiError::bad_request(
             "INVALID_QUANTITY",
             format!("quantity must be between 0 and {MAX_QUANTITY}"),
+        ));
+    }
+    if !storable(body.issue_starts_at) || !storable(body.issue_ends_at) {
+        return Err(ApiError::bad_request(
+            "INVALID_WINDOW",
+            "issueStartsAt and issueEndsAt must fall in the years 1000 to 9999 (UTC)",
         ));
     }
     if let (Some(s), Some(e)) = (body.issue_starts_at, body.issue_ends_at) {

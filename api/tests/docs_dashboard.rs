@@ -331,3 +331,35 @@ impl App {
         )
     }
 }
+
+#[tokio::test]
+async fn coupon_creation_takes_integral_floats_and_refuses_unstorable_windows() {
+    let app = spawn_app().await;
+    let create = |body: Value| {
+        app.client
+            .post(format!("{}/api/admin/coupons", app.address))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+    };
+    let res = create(serde_json::json!({ "name": "x", "quantity": 5.0 }))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(res.json::<Value>().await.unwrap()["totalQuantity"], 5);
+    for (body, want) in [
+        (serde_json::json!({ "name": "x", "quantity": 5.5 }), 422),
+        (serde_json::json!({ "name": "x", "quantity": 1e30 }), 422),
+        (
+            serde_json::json!({ "name": "x", "quantity": 1, "issueStartsAt": "9999-12-31T23:59:59-01:00" }),
+            400,
+        ),
+        (
+            serde_json::json!({ "name": "x", "quantity": 1, "issueEndsAt": "0999-01-01T00:00:00Z" }),
+            400,
+        ),
+    ] {
+        let res = create(body.clone()).await.unwrap();
+        assert_eq!(res.status().as_u16(), want, "{body}");
+    }
+}

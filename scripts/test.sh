@@ -2,11 +2,14 @@
 # The test command. Brings up what the tests need (MySQL/MariaDB, Redis with
 # AOF, the Kafka broker), runs every test of the workspace against those real
 # services, then smoke-tests the operator scripts end to end
-# (up.sh, concurrency-test.sh, down.sh) on their own database and ports.
+# (up.sh, concurrency-test.sh, down.sh) on their own database and ports,
+# fuzzes the api against its OpenAPI document (schemathesis.sh) and checks
+# the dashboard in headless chromium during a sale (browser-test.sh).
 #
 #   scripts/test.sh                 # everything
 #   scripts/test.sh -E 'test(race)' # extra arguments go to cargo nextest
 #   SMOKE=0 scripts/test.sh         # skip the scripts smoke test
+#   SCHEMATHESIS=0 BROWSER=0 scripts/test.sh  # skip the schemathesis / browser tests
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT_DIR"
 
@@ -39,5 +42,13 @@ if [[ "${SMOKE:-1}" == 1 ]]; then
     scripts/concurrency-test.sh -n 1000 -r 400 -s 100
     scripts/down.sh --quiet
   done
+fi
+if [[ "${SCHEMATHESIS:-1}" == 1 ]]; then
+  log "schemathesis against the api's OpenAPI document"
+  scripts/schemathesis.sh
+fi
+if [[ "${BROWSER:-1}" == 1 ]]; then
+  log "the dashboard in headless chromium during a sale"
+  scripts/browser-test.sh
 fi
 log "all tests passed"

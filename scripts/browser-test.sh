@@ -7,7 +7,8 @@
 # browser download).
 #
 #   scripts/browser-test.sh                         # screenshot in run/browser/
-#   SCREENSHOT=docs/dashboard.png scripts/browser-test.sh
+#   SCREENSHOT=docs/dashboard.png WORKERS=2 scripts/browser-test.sh --requests 3000 --stock 2000
+#   (extra arguments go to tests/browser/dashboard_test.py)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT_DIR"
 
@@ -26,19 +27,21 @@ BIN="$ROOT_DIR/target/release"
 "$BIN/api" --migrate-only >/dev/null
 
 cleanup() {
-  stop_process worker-1
+  for ((i = 1; i <= ${WORKERS:-1}; i++)); do stop_process "worker-$i"; done
   stop_process api
   redis_forget "$REDIS_KEY_PREFIX"
 }
 trap cleanup EXIT
 start_process api "$BIN/api"
 wait_for_http "http://127.0.0.1:$API_PORT/ready" 60 || die "api not ready; see $RUN_DIR/api.log"
-start_process worker-1 "$BIN/worker"
-wait_for_http "http://127.0.0.1:$WORKER_PORT/ready" 60 || die "worker not ready; see $RUN_DIR/worker-1.log"
+for ((i = 1; i <= ${WORKERS:-1}; i++)); do
+  WORKER_PORT=$((WORKER_PORT + i - 1)) start_process "worker-$i" "$BIN/worker"
+  wait_for_http "http://127.0.0.1:$((WORKER_PORT + i - 1))/ready" 60 || die "worker not ready; see $RUN_DIR/worker-$i.log"
+done
 
 mkdir -p "$(dirname "$SCREENSHOT")"
 log "dashboard in headless chromium during a sale"
 "$TOOLS_VENV/bin/python" tests/browser/dashboard_test.py \
   --api "http://127.0.0.1:$API_PORT" --token "$ADMIN_TOKEN" \
-  --chromium "$CHROMIUM_BIN" --screenshot "$SCREENSHOT"
+  --chromium "$CHROMIUM_BIN" --screenshot "$SCREENSHOT" "$@"
 log "screenshot: $SCREENSHOT"

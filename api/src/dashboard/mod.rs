@@ -6,7 +6,7 @@
 
 mod query;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use common::domain::CouponId;
 use common::queue::Producer;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
+use tokio::task::JoinSet;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -145,10 +146,23 @@ async fn build(state: &AppState) -> Result<Dashboard, ApiError> {
         .copied()
         .collect();
     let ids: Vec<i64> = ids.into_iter().rev().take(MAX_COUPONS).collect();
+    // Queue sizes are asked for all coupons at once (Kafka lag lookups take
+    // round trips), each bounded by QUEUE_TIMEOUT.
+    let mut sizes = JoinSet::new();
+    for &id in &ids {
+        let producer = state.producer.clone();
+        sizes.spawn(async move { (id, queue_size(&producer, id).await) });
+    }
     let rows = query::coupons(&state.pool, &ids).await?;
+    let mut queues = HashMap::new();
+    while let Some(joined) = sizes.join_next().await {
+        if let Ok((id, size)) = joined {
+            queues.insert(id, size);
+        }
+    }
     let mut coupons = Vec::with_capacity(rows.len());
     for row in rows {
-        let (queue_size, queue_scope) = queue_size(state, row.coupon_id).await;
+        let (queue_size, queue_scope) = queues.remove(&row.coupon_id).unwrap_or_default();
         let accepted = accepted
             .get(&row.coupon_id)
             .cloned()
@@ -193,11 +207,11 @@ fn rate(series: &[u32]) -> f64 {
     last.iter().map(|&n| f64::from(n)).sum::<f64>() / RATE_SECS as f64
 }
 
-async fn queue_size(state: &AppState, coupon: i64) -> (Option<u64>, Option<String>) {
+async fn queue_size(producer: &Producer, coupon: i64) -> (Option<u64>, Option<String>) {
     let Ok(id) = CouponId::try_from(coupon) else {
         return (None, None);
     };
-    match tokio::time::timeout(QUEUE_TIMEOUT, state.producer.queue_size(id)).await {
+    match tokio::time::timeout(QUEUE_TIMEOUT, producer.queue_size(id)).await {
         Ok(Ok(size)) => (Some(size.size), Some(size.scope.to_string())),
         _ => (None, None),
     }

@@ -37,6 +37,8 @@ for i in 1 2 3; do
 done
 
 log "schemathesis $SCHEMATHESIS_VERSION, all checks, up to $MAX_EXAMPLES examples per operation"
+# From RUN_DIR: schemathesis keeps its own state in ./.schemathesis.
+cd "$RUN_DIR"
 "$TOOLS_VENV/bin/schemathesis" --no-color \
   --config-file "$ROOT_DIR/tests/schemathesis/schemathesis.toml" run "http://127.0.0.1:$API_PORT/api-docs/openapi.json" \
   --checks all \

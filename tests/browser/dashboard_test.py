@@ -4,7 +4,8 @@ Opens /dashboard in Debian's chromium (driven by Playwright), creates a
 coupon, runs a sale against the api from a few threads, and checks that the
 page shows the coupon with its figures moving: issued count rising, requests
 accepted and processed per second, the queue, and a live worker. Saves a
-screenshot taken mid-sale.
+screenshot taken mid-sale. Then checks that /docs renders every operation
+from the api's own assets.
 
     python dashboard_test.py --api http://127.0.0.1:19290 --token TOKEN \
         --screenshot out.png [--chromium /usr/bin/chromium]
@@ -123,7 +124,8 @@ def main():
         browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 640})
         outside = []
-        page.on("request", lambda r: None if r.url.startswith(args.api) else outside.append(r.url))
+        page.on("request", lambda r: None if r.url.startswith((args.api, "data:"))
+                else outside.append(r.url))
         console_errors = []
         page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
         page.goto(f"{args.api}/dashboard")
@@ -171,6 +173,16 @@ def main():
         check("a screenshot was taken mid-sale", shot)
         if not shot:
             page.screenshot(path=args.screenshot, full_page=True)
+
+        # The docs page renders the whole document from the api's own assets.
+        page.goto(f"{args.api}/docs")
+        page.wait_for_selector(".opblock", timeout=15_000)
+        with urllib.request.urlopen(f"{args.api}/api-docs/openapi.json", timeout=10) as res:
+            doc = json.loads(res.read())
+        operations = sum(len(item) for item in doc["paths"].values())
+        check("/docs shows every operation", page.locator(".opblock").count() == operations,
+              f"{page.locator('.opblock').count()} of {operations}")
+        check("/docs loads nothing from outside the api", not outside, str(outside))
         browser.close()
 
     print(f"{passed} passed, {failed} failed")

@@ -254,9 +254,12 @@ TOOLS_VENV="${TOOLS_VENV:-$CACHE_DIR/venv}"
 # A virtualenv in the cache with schemathesis and Playwright (the Python
 # driver only: the browser is Debian's chromium, never a download).
 ensure_python_tools() {
-  if [[ -x "$TOOLS_VENV/bin/python" ]] \
-    && "$TOOLS_VENV/bin/pip" show schemathesis 2>/dev/null | grep -q "^Version: $SCHEMATHESIS_VERSION$" \
-    && "$TOOLS_VENV/bin/pip" show playwright 2>/dev/null | grep -q "^Version: $PLAYWRIGHT_VERSION$"; then
+  if [[ -x "$TOOLS_VENV/bin/python" ]] && "$TOOLS_VENV/bin/python" - \
+    "$SCHEMATHESIS_VERSION" "$PLAYWRIGHT_VERSION" 2>/dev/null <<'PY'; then
+import sys
+from importlib.metadata import version
+sys.exit((version("schemathesis"), version("playwright")) != tuple(sys.argv[1:3]))
+PY
     return
   fi
   log "installing schemathesis $SCHEMATHESIS_VERSION and playwright $PLAYWRIGHT_VERSION in $TOOLS_VENV"

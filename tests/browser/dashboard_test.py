@@ -53,6 +53,7 @@ class Sale:
         self.api, self.coupon, self.total, self.rate = api, coupon, total, rate
         self.threads = threads
         self.accepted = 0
+        self.sold_out = 0
         self.errors = 0
         self.lock = threading.Lock()
         self.workers = []
@@ -69,6 +70,13 @@ class Sale:
                 status, _ = post(url)
                 with self.lock:
                     self.accepted += status == 202
+            except urllib.error.HTTPError as e:
+                # Once the stock is gone the api answers 409 SOLD_OUT at once.
+                with self.lock:
+                    if e.code == 409:
+                        self.sold_out += 1
+                    else:
+                        self.errors += 1
             except (urllib.error.URLError, OSError):
                 with self.lock:
                     self.errors += 1
@@ -166,8 +174,10 @@ def main():
         check("the queue drains to 0", samples[-1]["queue"] == 0, str(samples[-1]))
         check("a live worker is listed", any(s["workers"] >= 1 for s in samples))
         check("the chart is drawn", page.locator(f"{row} svg.chart polyline").count() == 2)
-        check("every request was accepted", sale.accepted == args.requests and sale.errors == 0,
-              f"{sale.accepted} accepted, {sale.errors} errors")
+        check("every request was accepted (202) or refused as sold out (409)",
+              sale.accepted + sale.sold_out == args.requests and sale.errors == 0
+              and sale.accepted >= args.stock,
+              f"{sale.accepted} accepted, {sale.sold_out} sold out, {sale.errors} errors")
         check("the page loads nothing from outside the api", not outside, str(outside))
         check("the page logs no errors", not console_errors, str(console_errors))
         check("a screenshot was taken mid-sale", shot)

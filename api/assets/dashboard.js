@@ -4,7 +4,7 @@
 
 const POLL_MS = 1000;
 const SVG = "http://www.w3.org/2000/svg";
-const CHART_W = 240, CHART_H = 44;
+const CHART_W = 300, CHART_H = 48;
 
 const $ = (id) => document.getElementById(id);
 const fmt = new Intl.NumberFormat("en-US", { maximumFractionDigits: 1 });
@@ -28,7 +28,8 @@ function chart(c) {
   const max = Math.max(1, ...c.accepted, ...c.processed);
   const svg = svgEl("svg", { class: "chart", width: CHART_W, height: CHART_H, viewBox: `0 0 ${CHART_W} ${CHART_H}` });
   svg.appendChild(svgEl("line", { class: "axis", x1: 0, y1: CHART_H - 1, x2: CHART_W, y2: CHART_H - 1 }));
-  for (const [key, series] of [["accepted", c.accepted], ["processed", c.processed]]) {
+  // Accepted (dashed) on top: where the workers keep up, the two lines meet.
+  for (const [key, series] of [["processed", c.processed], ["accepted", c.accepted]]) {
     const pts = series.map((v, i) =>
       `${(i * (CHART_W - 1) / (n - 1)).toFixed(1)},${(CHART_H - 2 - v * (CHART_H - 12) / max).toFixed(1)}`);
     svg.appendChild(svgEl("polyline", { class: key, points: pts.join(" ") }));

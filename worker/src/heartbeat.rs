@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 /// its row is younger than a few of these.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 
+/// Longest wait for the row's removal at shutdown (the row then simply ages out).
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Rows older than this are deleted (workers that died long ago).
 const FORGET_AFTER: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
@@ -47,7 +50,13 @@ impl Heartbeat {
         tokio::spawn(async move {
             let mut failing = false;
             loop {
-                match self.beat(&pool).await {
+                // A beat against a database that is down waits for the
+                // pool; stopping the worker never waits for it.
+                let beat = tokio::select! {
+                    beat = self.beat(&pool) => beat,
+                    _ = cancel.cancelled() => break,
+                };
+                match beat {
                     Ok(()) => failing = false,
                     Err(e) if !failing => {
                         failing = true;
@@ -62,10 +71,11 @@ impl Heartbeat {
             }
             let gone = sqlx::query("DELETE FROM worker_heartbeat WHERE worker_id = ?")
                 .bind(&self.worker_id)
-                .execute(&pool)
-                .await;
-            if let Err(e) = gone {
-                tracing::debug!(error = %e, "removing the heartbeat row failed");
+                .execute(&pool);
+            match tokio::time::timeout(LEAVE_TIMEOUT, gone).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "removing the heartbeat row failed"),
+                Err(_) => tracing::debug!("removing the heartbeat row timed out"),
             }
         })
     }

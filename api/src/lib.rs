@@ -3,6 +3,7 @@
 
 pub mod activity;
 pub mod admin;
+pub mod answers;
 pub mod cache;
 pub mod config;
 pub mod dashboard;

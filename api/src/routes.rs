@@ -10,14 +10,15 @@ use axum::response::{IntoResponse, Response};
 use axum::{middleware, Json, Router};
 use common::db;
 use common::domain::{CouponId, CouponIssueEvent, IssueResult, IssueStatus, UserId};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::answers::{Health, IssueAccepted, PendingResult, QueueSizeAnswer, Readiness};
 use crate::cache::Availability;
 use crate::error::{json_errors, ApiError, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery};
@@ -70,28 +71,6 @@ pub(crate) fn coupon_id(raw: &str) -> Result<CouponId, ApiError> {
 struct IssueParams {
     #[serde(rename = "userId")]
     user_id: Option<String>,
-}
-
-/// Answer to an accepted issue request.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct IssueAccepted {
-    pub request_id: Uuid,
-    pub coupon_id: i64,
-    pub user_id: i64,
-    /// Always `PENDING`.
-    pub status: IssueStatus,
-    /// Place in the queue: Redis entry id or Kafka `partition:offset`.
-    pub queue_position: String,
-}
-
-/// Answer for a request that is accepted but not processed yet.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PendingResult {
-    pub request_id: Uuid,
-    /// Always `PENDING`.
-    pub status: IssueStatus,
 }
 
 /// Enqueue an issue request: validate, check the coupon exists and is not
@@ -218,18 +197,6 @@ async fn coupon(
         .ok_or_else(|| ApiError::not_found(format!("coupon {id} does not exist")))
 }
 
-/// Requests not yet processed for a coupon.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct QueueSizeAnswer {
-    pub coupon_id: i64,
-    pub queue_size: u64,
-    /// `coupon` (Redis: this coupon's requests) or `partition` (Kafka: the
-    /// lag of the coupon's partition, which other coupons may share).
-    #[schema(example = "coupon")]
-    pub scope: String,
-}
-
 /// Accepted requests for this coupon that are not processed yet.
 #[utoipa::path(
     get,
@@ -259,13 +226,6 @@ async fn queue_size(
     }))
 }
 
-/// Liveness answer.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Health {
-    /// Always `UP`.
-    pub status: String,
-}
-
 /// Liveness: the process serves HTTP.
 #[utoipa::path(get, path = "/health", tag = "operations",
     responses((status = 200, description = "Up", body = Health)))]
@@ -273,17 +233,6 @@ async fn health() -> Json<Health> {
     Json(Health {
         status: "UP".into(),
     })
-}
-
-/// Readiness answer: what is up and what is down.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Readiness {
-    /// `READY` or `NOT_READY`.
-    pub status: String,
-    /// `UP` or `DOWN`.
-    pub database: String,
-    /// `UP` or `DOWN`.
-    pub queue: String,
 }
 
 /// Readiness: `200` when MySQL and the queue both answer, else `503`.

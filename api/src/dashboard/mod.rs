@@ -261,3 +261,17 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
         body,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::rate;
+
+    #[test]
+    fn rates_average_the_last_complete_seconds() {
+        // The last slot is the second in progress: left out.
+        assert_eq!(rate(&[9, 9, 10, 10, 10, 10, 10, 1000]), 10.0);
+        assert_eq!(rate(&[0, 0, 0, 0, 0, 5, 0]), 1.0);
+        assert_eq!(rate(&[7]), 0.0);
+        assert_eq!(rate(&[]), 0.0);
+    }
+}

@@ -198,7 +198,12 @@ async fn a_cluster_master_killed_9_and_restarted_mid_sale_loses_no_accepted_requ
         "requests for the dead master's coupon were refused"
     );
     for (&coupon, sale) in coupons.iter().zip(&sales) {
-        assert!(sale.accepted.len() > 200);
+        assert!(
+            sale.accepted.len() > 200,
+            "coupon {coupon}: {} accepted, {} refused",
+            sale.accepted.len(),
+            sale.refused
+        );
         app.wait_for_requests(coupon, &sale.accepted, DRAIN).await;
         let report = app
             .audit_with_unconfirmed(coupon, 200, &sale.accepted, &sale.unconfirmed)

@@ -5,7 +5,8 @@
 //! script), and workers find the streams with `SCAN ... TYPE stream` on
 //! every master.
 
-use std::time::Duration;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -20,18 +21,72 @@ use crate::error::QueueError;
 /// Keys looked at per `SCAN` call on one master.
 const SCAN_COUNT: usize = 1000;
 
-/// Connects to the cluster; fails when no seed node answers as a cluster
-/// member (unreachable, or not in cluster mode).
-pub(super) async fn connect(
-    nodes: &ClusterNodes,
+/// Replaced at most this often.
+const RENEW_EVERY: Duration = Duration::from_secs(1);
+
+/// The crate's cluster connection (it follows slot moves and reconnects by
+/// itself), replaced by a fresh one after a lost answer: under load, the
+/// crate's connection (redis 1.8) sometimes never heals its link to a master
+/// that was restarted, and every command for that master's slots times out.
+pub(super) struct Cluster {
+    client: ClusterClient,
     timeout: Duration,
-) -> Result<ClusterConnection, QueueError> {
-    let client = ClusterClient::builder(nodes.urls().to_vec())
-        .connection_timeout(timeout)
-        // Also bounds each command with its retries and redirections.
-        .response_timeout(timeout)
-        .build()?;
-    Ok(client.get_async_connection().await?)
+    conn: RwLock<ClusterConnection>,
+    /// When it was last replaced; held while a replacement is under way.
+    renewed: tokio::sync::Mutex<Instant>,
+}
+
+impl Cluster {
+    /// Connects; fails when no seed node answers as a cluster member
+    /// (unreachable, or not in cluster mode).
+    pub(super) async fn connect(
+        nodes: &ClusterNodes,
+        timeout: Duration,
+    ) -> Result<Self, QueueError> {
+        let client = ClusterClient::builder(nodes.urls().to_vec())
+            .connection_timeout(timeout)
+            // Also bounds each command with its retries and redirections.
+            .response_timeout(timeout)
+            .build()?;
+        let conn = Self::fresh(&client, timeout).await?;
+        Ok(Self {
+            client,
+            timeout,
+            conn: RwLock::new(conn),
+            renewed: tokio::sync::Mutex::new(Instant::now()),
+        })
+    }
+
+    async fn fresh(
+        client: &ClusterClient,
+        timeout: Duration,
+    ) -> Result<ClusterConnection, QueueError> {
+        // The crate's connect has no overall limit of its own.
+        tokio::time::timeout(timeout * 2, client.get_async_connection())
+            .await
+            .map_err(|_| QueueError::Unavailable("no cluster node answered".into()))?
+            .map_err(Into::into)
+    }
+
+    pub(super) fn connection(&self) -> ClusterConnection {
+        self.conn.read().expect("cluster connection lock").clone()
+    }
+
+    /// Replaces the connection after a lost answer, at most once a second;
+    /// callers that find a replacement under way do not wait for it.
+    pub(super) async fn renew(&self) {
+        let Ok(mut renewed) = self.renewed.try_lock() else {
+            return;
+        };
+        if renewed.elapsed() < RENEW_EVERY {
+            return;
+        }
+        *renewed = Instant::now();
+        match Self::fresh(&self.client, self.timeout).await {
+            Ok(conn) => *self.conn.write().expect("cluster connection lock") = conn,
+            Err(e) => tracing::warn!(error = ?e, "could not reconnect to the Redis Cluster"),
+        }
+    }
 }
 
 /// `(host, port)` of every master, from `CLUSTER SLOTS`.
@@ -74,10 +129,10 @@ async fn masters(conn: &mut ClusterConnection) -> Result<Vec<(String, u16)>, Que
 /// Coupons whose stream exists on some master. A master that does not answer
 /// is skipped (its coupons wait for the next poll) unless none answers.
 pub(super) async fn pending_coupons(
-    conn: &ClusterConnection,
+    cluster: &Cluster,
     keys: &RedisKeys,
 ) -> Result<Vec<CouponId>, QueueError> {
-    let mut conn = conn.clone();
+    let mut conn = cluster.connection();
     let masters = masters(&mut conn).await?;
     let pattern = keys.stream_pattern();
     let mut coupons = Vec::new();

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Client, Script, Value};
 use tokio::sync::Mutex;
 
@@ -115,8 +114,7 @@ pub struct RedisQueue {
 #[derive(Clone)]
 enum Conn {
     Single(Arc<SingleNode>),
-    /// The crate's cluster client: follows slot moves and reconnects itself.
-    Cluster(ClusterConnection),
+    Cluster(Arc<cluster::Cluster>),
 }
 
 /// One multiplexed connection, made on first use and again after a failure
@@ -190,7 +188,7 @@ impl RedisQueue {
     ) -> Result<Self, QueueError> {
         Ok(Self {
             keys: RedisKeys::new(prefix),
-            conn: Conn::Cluster(cluster::connect(nodes, timeout).await?),
+            conn: Conn::Cluster(Arc::new(cluster::Cluster::connect(nodes, timeout).await?)),
         })
     }
 
@@ -226,7 +224,7 @@ impl RedisQueue {
     ) -> Result<T, QueueError> {
         let result = match &self.conn {
             Conn::Single(node) => invocation.send(&mut node.connection().await?).await,
-            Conn::Cluster(conn) => invocation.send(&mut conn.clone()).await,
+            Conn::Cluster(cluster) => invocation.send(&mut cluster.connection()).await,
         };
         match result {
             Ok(v) => Ok(v),
@@ -238,8 +236,9 @@ impl RedisQueue {
                     || e.is_timeout()
                     || e.is_unrecoverable_error();
                 if lost {
-                    if let Conn::Single(node) = &self.conn {
-                        node.state.lock().await.conn = None;
+                    match &self.conn {
+                        Conn::Single(node) => node.state.lock().await.conn = None,
+                        Conn::Cluster(cluster) => cluster.renew().await,
                     }
                     Err(QueueError::Uncertain(e.to_string()))
                 } else {

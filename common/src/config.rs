@@ -212,10 +212,5 @@ mod tests {
             nodes.urls(),
             ["redis://127.0.0.1:7001", "redis://127.0.0.1:7002"]
         );
-        assert!(Cli::try_parse_from(["x"])
-            .unwrap()
-            .common
-            .redis_cluster_nodes
-            .is_none());
     }
 }

@@ -19,11 +19,11 @@
 //!   one a no-op.
 
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, Script, Value};
+use redis::aio::ConnectionLike;
+use redis::{Client, Script, Value};
 use tokio::sync::Mutex;
 
 use crate::config::{ClusterNodes, CommonConfig};
@@ -31,12 +31,15 @@ use crate::domain::{CouponId, CouponIssueEvent};
 use crate::error::QueueError;
 
 pub mod cluster;
+mod dead_letters;
 mod keys;
 mod reply;
+mod single;
 
 pub use keys::RedisKeys;
 pub use reply::next_entry_id;
-use reply::{parse_entries, parse_xrange};
+use reply::parse_xrange;
+use single::{ConnState, SingleNode};
 
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -115,55 +118,6 @@ pub struct RedisQueue {
 enum Conn {
     Single(Arc<SingleNode>),
     Cluster(Arc<cluster::Cluster>),
-}
-
-/// One multiplexed connection, made on first use and again after a failure
-/// (hand-written rather than `ConnectionManager`, which reconnects in the
-/// background but cannot fail fast while Redis is down).
-struct SingleNode {
-    client: Client,
-    timeout: Duration,
-    state: Mutex<ConnState>,
-}
-
-#[derive(Default)]
-struct ConnState {
-    conn: Option<MultiplexedConnection>,
-    /// After a failed connect, callers fail fast for a moment instead of
-    /// queueing behind one connect attempt each.
-    failed_at: Option<Instant>,
-}
-
-const FAIL_FAST: Duration = Duration::from_millis(250);
-
-impl SingleNode {
-    async fn connection(&self) -> Result<MultiplexedConnection, QueueError> {
-        let mut state = self.state.lock().await;
-        if let Some(c) = &state.conn {
-            return Ok(c.clone());
-        }
-        if state.failed_at.is_some_and(|t| t.elapsed() < FAIL_FAST) {
-            return Err(QueueError::Unavailable("redis is unreachable".into()));
-        }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        match self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-        {
-            Ok(c) => {
-                state.conn = Some(c.clone());
-                state.failed_at = None;
-                Ok(c)
-            }
-            Err(e) => {
-                state.failed_at = Some(Instant::now());
-                Err(e.into())
-            }
-        }
-    }
 }
 
 impl RedisQueue {
@@ -404,63 +358,6 @@ impl RedisQueue {
             .arg(coupon.get());
         let n: i64 = self.run(Invocation::Script(inv)).await?;
         Ok(n == 1)
-    }
-
-    /// Appends a dead letter: where it came from, its payload and why.
-    pub async fn dead_letter(
-        &self,
-        coupon: CouponId,
-        entry_id: &str,
-        payload: &[u8],
-        reason: &str,
-    ) -> Result<(), QueueError> {
-        let _: String = self
-            .run(Invocation::Cmd(
-                redis::cmd("XADD")
-                    .arg(self.keys.dead_letters())
-                    .arg("*")
-                    .arg("stream")
-                    .arg(self.keys.stream(coupon))
-                    .arg("entryId")
-                    .arg(entry_id)
-                    .arg("payload")
-                    .arg(payload)
-                    .arg("reason")
-                    .arg(reason),
-            ))
-            .await?;
-        Ok(())
-    }
-
-    /// Dead letters after `after` (exclusive; `None` = from the start),
-    /// oldest first.
-    pub async fn dead_letters(
-        &self,
-        after: Option<&str>,
-        count: usize,
-    ) -> Result<Vec<StreamEntry>, QueueError> {
-        let start = after.map_or_else(|| "-".to_string(), |id| format!("({id}"));
-        let reply: Value = self
-            .run(Invocation::Cmd(
-                redis::cmd("XRANGE")
-                    .arg(self.keys.dead_letters())
-                    .arg(start)
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(count),
-            ))
-            .await?;
-        parse_entries(reply)
-    }
-
-    /// Removes one dead letter (after it was replayed).
-    pub async fn delete_dead_letter(&self, id: &str) -> Result<(), QueueError> {
-        let _: i64 = self
-            .run(Invocation::Cmd(
-                redis::cmd("XDEL").arg(self.keys.dead_letters()).arg(id),
-            ))
-            .await?;
-        Ok(())
     }
 }
 

@@ -23,8 +23,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use redis::aio::ConnectionLike;
-use redis::{Client, Script, Value};
-use tokio::sync::Mutex;
+use redis::{Script, Value};
 
 use crate::config::{ClusterNodes, CommonConfig};
 use crate::domain::{CouponId, CouponIssueEvent};
@@ -39,7 +38,7 @@ mod single;
 pub use keys::RedisKeys;
 pub use reply::next_entry_id;
 use reply::parse_xrange;
-use single::{ConnState, SingleNode};
+use single::SingleNode;
 
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -126,11 +125,7 @@ impl RedisQueue {
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, QueueError> {
         Ok(Self {
             keys: RedisKeys::new(prefix),
-            conn: Conn::Single(Arc::new(SingleNode {
-                client: Client::open(url)?,
-                timeout,
-                state: Mutex::new(ConnState::default()),
-            })),
+            conn: Conn::Single(Arc::new(SingleNode::new(url, timeout)?)),
         })
     }
 
@@ -191,7 +186,7 @@ impl RedisQueue {
                     || e.is_unrecoverable_error();
                 if lost {
                     match &self.conn {
-                        Conn::Single(node) => node.state.lock().await.conn = None,
+                        Conn::Single(node) => node.forget().await,
                         Conn::Cluster(cluster) => cluster.renew().await,
                     }
                     Err(QueueError::Uncertain(e.to_string()))

@@ -12,14 +12,14 @@ use crate::error::QueueError;
 /// (hand-written rather than `ConnectionManager`, which reconnects in the
 /// background but cannot fail fast while Redis is down).
 pub(super) struct SingleNode {
-    pub(super) client: Client,
-    pub(super) timeout: Duration,
-    pub(super) state: Mutex<ConnState>,
+    client: Client,
+    timeout: Duration,
+    state: Mutex<ConnState>,
 }
 
 #[derive(Default)]
-pub(super) struct ConnState {
-    pub(super) conn: Option<MultiplexedConnection>,
+struct ConnState {
+    conn: Option<MultiplexedConnection>,
     /// After a failed connect, callers fail fast for a moment instead of
     /// queueing behind one connect attempt each.
     failed_at: Option<Instant>,
@@ -28,6 +28,19 @@ pub(super) struct ConnState {
 const FAIL_FAST: Duration = Duration::from_millis(250);
 
 impl SingleNode {
+    pub(super) fn new(url: &str, timeout: Duration) -> Result<Self, QueueError> {
+        Ok(Self {
+            client: Client::open(url)?,
+            timeout,
+            state: Mutex::new(ConnState::default()),
+        })
+    }
+
+    /// Drops a broken connection so that the next call reconnects.
+    pub(super) async fn forget(&self) {
+        self.state.lock().await.conn = None;
+    }
+
     pub(super) async fn connection(&self) -> Result<MultiplexedConnection, QueueError> {
         let mut state = self.state.lock().await;
         if let Some(c) = &state.conn {

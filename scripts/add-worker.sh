@@ -3,6 +3,8 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [[ -f "$RUN_DIR/queue" ]] || die "nothing is up; run scripts/up.sh first"
 export APP_QUEUE_TYPE="$(cat "$RUN_DIR/queue")"
+nodes="$(cat "$RUN_DIR/redis-cluster-nodes" 2>/dev/null || true)"
+if [[ -n "$nodes" ]]; then export REDIS_CLUSTER_NODES="$nodes"; else unset REDIS_CLUSTER_NODES; fi
 n=1
 while [[ -f "$RUN_DIR/worker-$n.pid" ]]; do n=$((n + 1)); done
 # Each worker needs its own health port.

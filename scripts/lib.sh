@@ -98,6 +98,58 @@ ensure_redis_local() {
   fi
 }
 
+# --- Redis Cluster: three local masters, no replicas, AOF everysec ---
+
+REDIS_CLUSTER_PORTS="${REDIS_CLUSTER_PORTS:-7001 7002 7003}"
+REDIS_CLUSTER_DIR="${REDIS_CLUSTER_DIR:-$CACHE_DIR/redis-cluster}"
+
+# The REDIS_CLUSTER_NODES value of the local cluster.
+redis_cluster_nodes() {
+  local p out=()
+  for p in $REDIS_CLUSTER_PORTS; do out+=("redis://$REDIS_HOST:$p"); done
+  (IFS=,; echo "${out[*]}")
+}
+
+# Starts the local cluster's masters if stopped and creates the cluster the
+# first time (idempotent: a created cluster keeps its nodes.conf and AOF).
+ensure_redis_cluster() {
+  command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+  local p started=0 i first
+  for p in $REDIS_CLUSTER_PORTS; do
+    if wait_for_port "$REDIS_HOST" "$p" 1; then continue; fi
+    mkdir -p "$REDIS_CLUSTER_DIR/$p"
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$p" \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000 \
+      --dir "$REDIS_CLUSTER_DIR/$p" --appendonly yes --appendfsync everysec \
+      --logfile "$REDIS_CLUSTER_DIR/$p/redis.log" --pidfile "$REDIS_CLUSTER_DIR/$p/redis.pid"
+    started=1
+  done
+  for p in $REDIS_CLUSTER_PORTS; do
+    wait_for_port "$REDIS_HOST" "$p" 30 || die "Redis Cluster node did not come up on $p; see $REDIS_CLUSTER_DIR/$p/redis.log"
+  done
+  ((started)) && log "started Redis Cluster nodes on ports $REDIS_CLUSTER_PORTS (data in $REDIS_CLUSTER_DIR)"
+  first=${REDIS_CLUSTER_PORTS%% *}
+  if [[ "$(redis-cli -p "$first" CLUSTER INFO | tr -d '\r' | awk -F: '$1=="cluster_slots_assigned"{print $2}')" == 0 ]]; then
+    log "creating the Redis Cluster"
+    local nodes=()
+    for p in $REDIS_CLUSTER_PORTS; do nodes+=("$REDIS_HOST:$p"); done
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >/dev/null \
+      || die "redis-cli --cluster create failed"
+  fi
+  for ((i = 0; i < 100; i++)); do
+    redis-cli -p "$first" CLUSTER INFO | grep -q '^cluster_state:ok' && break
+    sleep 0.1
+  done
+  redis-cli -p "$first" CLUSTER INFO | grep -q '^cluster_state:ok' || die "Redis Cluster is not ok; see $REDIS_CLUSTER_DIR/*/redis.log"
+}
+
+stop_redis_cluster() {
+  local p
+  for p in $REDIS_CLUSTER_PORTS; do
+    redis-cli -p "$p" SHUTDOWN >/dev/null 2>&1 || true
+  done
+}
+
 # Database e_commerce_db and user application, with the right to create
 # per-test databases coupon_test_*.
 create_database() {

@@ -21,7 +21,15 @@ INSERT INTO coupon (coupon_id, name, total_quantity, stock)
 COMMIT;
 SQL
 prefix="${REDIS_KEY_PREFIX:-}"
+nodes="${REDIS_CLUSTER_NODES:-$(cat "$RUN_DIR/redis-cluster-nodes" 2>/dev/null || true)}"
 if command -v redis-cli >/dev/null 2>&1; then
-  redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" DEL "${prefix}coupon-issue-events:$coupon" >/dev/null || true
+  if [[ -n "$nodes" ]]; then
+    # Any node will do: -c follows the cluster to the coupon's master.
+    seed=${nodes%%,*} seed=${seed#redis://}
+    redis_cli=(redis-cli -c -h "${seed%:*}" -p "${seed##*:}")
+  else
+    redis_cli=(redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT")
+  fi
+  "${redis_cli[@]}" DEL "${prefix}coupon-issue-events:{$coupon}" >/dev/null || true
 fi
 echo "coupon $coupon reset: stock $stock, no holders, no results"

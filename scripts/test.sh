@@ -15,6 +15,10 @@ cd "$ROOT_DIR"
 
 ensure_services
 ensure_kafka
+# The cluster tests share this cluster (REDIS_CLUSTER_NODES); the one that
+# kills a master starts its own.
+ensure_redis_cluster
+export REDIS_CLUSTER_NODES="${REDIS_CLUSTER_NODES:-$(redis_cluster_nodes)}"
 
 # Databases left behind by earlier test runs.
 stale=$(mysql_admin -N -e "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'coupon\\_test\\_%'" || true)
@@ -35,10 +39,16 @@ if [[ "${SMOKE:-1}" == 1 ]]; then
   export RUN_DIR="$ROOT_DIR/run/smoke" DB_NAME=e_commerce_smoke API_PORT=19090 WORKER_PORT=18081
   export REDIS_KEY_PREFIX="smoke:" DATABASE_URL="mysql://$DB_USER:$DB_PASSWORD@$MYSQL_HOST:$MYSQL_PORT/e_commerce_smoke"
   trap '"$ROOT_DIR/scripts/down.sh" --quiet' EXIT
-  for queue in ${SMOKE_QUEUES:-redis kafka}; do
+  cluster_nodes=$REDIS_CLUSTER_NODES
+  unset REDIS_CLUSTER_NODES
+  for queue in ${SMOKE_QUEUES:-redis redis-cluster kafka}; do
     # A topic and group of its own per run: the broker's data outlives runs.
     export KAFKA_TOPIC="smoke-$$-coupon-issue-events" KAFKA_GROUP_ID="smoke-$$-consumer-group"
-    QUEUE=$queue scripts/up.sh >/dev/null
+    if [[ $queue == redis-cluster ]]; then
+      REDIS_CLUSTER=1 REDIS_CLUSTER_NODES=$cluster_nodes QUEUE=redis scripts/up.sh >/dev/null
+    else
+      QUEUE=$queue scripts/up.sh >/dev/null
+    fi
     scripts/concurrency-test.sh -n 1000 -r 400 -s 100
     scripts/down.sh --quiet
   done

@@ -4,6 +4,8 @@
 # the api and one worker in the background, and demo coupon 1 with stock 100.
 #
 #   scripts/up.sh                 # Redis mode
+#   REDIS_CLUSTER=1 scripts/up.sh # Redis mode on a local 3-master Redis Cluster
+#                                 # (or: scripts/up.sh --cluster)
 #   QUEUE=kafka scripts/up.sh     # or: scripts/up.sh --queue kafka
 #   scripts/down.sh               # stops what this started
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -13,7 +15,8 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --queue) QUEUE="$2"; shift 2 ;;
     --queue=*) QUEUE="${1#*=}"; shift ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    --cluster) REDIS_CLUSTER=1; shift ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (try --help)" ;;
   esac
 done
@@ -27,6 +30,10 @@ export RUST_LOG="${RUST_LOG:-info}"
 
 ensure_services
 [[ "$QUEUE" == kafka ]] && ensure_kafka
+if [[ "${REDIS_CLUSTER:-0}" == 1 && "$QUEUE" == redis ]]; then
+  ensure_redis_cluster
+  export REDIS_CLUSTER_NODES="${REDIS_CLUSTER_NODES:-$(redis_cluster_nodes)}"
+fi
 
 log "building api and worker (release)"
 (cd "$ROOT_DIR" && cargo build --release --quiet --bin api --bin worker)
@@ -44,13 +51,14 @@ if [[ "$QUEUE" == kafka ]]; then
   wait_for_partitions "$WORKER_PORT" 90 || die "the worker got no partitions; see $RUN_DIR/worker-1.log"
 fi
 echo "$QUEUE" >"$RUN_DIR/queue"
+echo "${REDIS_CLUSTER_NODES:-}" >"$RUN_DIR/redis-cluster-nodes"
 
 "$ROOT_DIR/scripts/reset-db.sh" 1 100 >/dev/null
 log "demo coupon 1 has stock 100"
 
 cat <<MSG
 
-  Coupon service is up ($QUEUE mode).
+  Coupon service is up ($QUEUE mode${REDIS_CLUSTER_NODES:+ on the Redis Cluster $REDIS_CLUSTER_NODES}).
     api     http://127.0.0.1:$API_PORT    (log $RUN_DIR/api.log)
     worker  http://127.0.0.1:$WORKER_PORT/health   (log $RUN_DIR/worker-1.log)
 

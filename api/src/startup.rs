@@ -32,8 +32,9 @@ impl Application {
             .context("applying migrations to DATABASE_URL")?;
         let coupons = CouponCache::new(pool.clone());
         coupons.reload().await.context("loading coupon ids")?;
-        let producer =
-            Producer::from_config(&config.common).context("preparing the queue producer")?;
+        let producer = Producer::from_config(&config.common)
+            .await
+            .context("preparing the queue producer")?;
         let addr = format!("{}:{}", config.host, config.port);
         let listener = TcpListener::bind(&addr)
             .await

@@ -4,6 +4,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::domain::CouponId;
+use common::queue::redis::RedisKeys;
 use common::testing::{key_prefix, redis_url, TestDb};
 use tokio::process::Command;
 
@@ -103,7 +105,7 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_ones() {
     let redis = redis::Client::open(redis_url()).unwrap();
     let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
     let queued: usize = redis::cmd("XLEN")
-        .arg(format!("{prefix}coupon-issue-events:{coupon}"))
+        .arg(RedisKeys::new(prefix.as_str()).stream(CouponId::try_from(coupon).unwrap()))
         .query_async(&mut conn)
         .await
         .unwrap();

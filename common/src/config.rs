@@ -43,6 +43,12 @@ pub struct CommonConfig {
     #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", default_value = DEFAULT_REDIS_URL, value_parser = parse_redis_url)]
     pub redis_url: String,
 
+    /// Redis Cluster seed nodes, comma separated
+    /// (`redis://host:port,redis://host:port,...`). When set, Redis mode runs
+    /// on the cluster and `REDIS_URL` is not used.
+    #[arg(long, env = "REDIS_CLUSTER_NODES", value_name = "REDIS_CLUSTER_NODES", value_parser = parse_cluster_nodes)]
+    pub redis_cluster_nodes: Option<ClusterNodes>,
+
     /// Prefix for every Redis key, so that tenants and tests can share one Redis.
     #[arg(
         long,
@@ -79,6 +85,7 @@ impl Default for CommonConfig {
             queue_type: QueueType::Redis,
             database_url: DEFAULT_DATABASE_URL.into(),
             redis_url: DEFAULT_REDIS_URL.into(),
+            redis_cluster_nodes: None,
             redis_key_prefix: String::new(),
             kafka_brokers: DEFAULT_KAFKA_BROKERS.into(),
             kafka_topic: DEFAULT_KAFKA_TOPIC.into(),
@@ -102,6 +109,49 @@ fn parse_redis_url(raw: &str) -> Result<String, String> {
     redis::Client::open(raw)
         .map(|_| raw.to_string())
         .map_err(|e| format!("not a redis:// url: {e}"))
+}
+
+/// Seed nodes of a Redis Cluster: at least one `redis://` url; the client
+/// learns the other nodes from them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterNodes(Vec<String>);
+
+impl ClusterNodes {
+    pub fn urls(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ClusterNodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
+impl FromStr for ClusterNodes {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        let urls: Vec<String> = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|u| {
+                if !u.starts_with("redis://") {
+                    return Err(format!("{u:?} must start with redis://"));
+                }
+                parse_redis_url(u)
+            })
+            .collect::<Result<_, _>>()?;
+        if urls.is_empty() {
+            return Err("needs at least one redis://host:port".into());
+        }
+        Ok(Self(urls))
+    }
+}
+
+fn parse_cluster_nodes(raw: &str) -> Result<ClusterNodes, String> {
+    raw.parse()
 }
 
 #[cfg(test)]
@@ -140,5 +190,27 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("KAFKA_PARTITIONS"), "{err}");
+        for bad in ["127.0.0.1:7001", "redis://127.0.0.1:7001,http://x", " , "] {
+            let err = Cli::try_parse_from(["x", "--redis-cluster-nodes", bad])
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains("REDIS_CLUSTER_NODES"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn cluster_nodes_are_a_comma_separated_list() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--redis-cluster-nodes",
+            "redis://127.0.0.1:7001, redis://127.0.0.1:7002",
+        ])
+        .unwrap();
+        let nodes = cli.common.redis_cluster_nodes.unwrap();
+        assert_eq!(
+            nodes.urls(),
+            ["redis://127.0.0.1:7001", "redis://127.0.0.1:7002"]
+        );
     }
 }

@@ -31,13 +31,24 @@ pub struct Worker {
     config: WorkerConfig,
     listener: TcpListener,
     pool: sqlx::MySqlPool,
+    /// The configured queue; the poller's in Redis mode, the health check's in both.
+    queue: Producer,
 }
 
 impl Worker {
-    /// Prepares the database pool and binds the health endpoint. Services
-    /// may still be down: the worker waits for them while it runs.
+    /// Prepares the database pool and the queue, and binds the health
+    /// endpoint. MySQL, a single Redis and Kafka may still be down (the
+    /// worker waits for them while it runs); a Redis Cluster must answer.
     pub async fn build(config: WorkerConfig) -> anyhow::Result<Self> {
         let pool = db::pool(&config.common.database_url, 8).context("DATABASE_URL")?;
+        let queue = match config.common.queue_type {
+            QueueType::Redis => Producer::Redis(
+                RedisQueue::from_config(&config.common, Duration::from_secs(5)).await?,
+            ),
+            QueueType::Kafka => Producer::from_config(&config.common)
+                .await
+                .context("queue settings")?,
+        };
         let addr = format!("{}:{}", config.host, config.port);
         let listener = TcpListener::bind(&addr)
             .await
@@ -46,6 +57,7 @@ impl Worker {
             config,
             listener,
             pool,
+            queue,
         })
     }
 
@@ -60,7 +72,7 @@ impl Worker {
         let common = &self.config.common;
         let health = health::HealthState {
             pool: self.pool.clone(),
-            queue: Producer::from_config(common).context("queue settings")?,
+            queue: self.queue.clone(),
             metrics: telemetry::metrics_handle(),
         };
         let server = tokio::spawn(health::serve(self.listener, health, cancel.clone()));
@@ -72,16 +84,11 @@ impl Worker {
         let heartbeat =
             heartbeat::Heartbeat::for_this_process(worker_id.clone(), common.queue_type)
                 .spawn(self.pool.clone(), cancel.clone());
-        let result = match common.queue_type {
-            QueueType::Redis => {
+        let result = match &self.queue {
+            Producer::Redis(queue) => {
                 let holder = worker_id;
                 let poller = RedisPoller {
-                    queue: RedisQueue::new(
-                        &common.redis_url,
-                        &common.redis_key_prefix,
-                        Duration::from_secs(5),
-                    )
-                    .context("REDIS_URL")?,
+                    queue: queue.clone(),
                     pool: self.pool.clone(),
                     batch_size: self.config.batch_size as usize,
                     poll_interval: self.config.poll_interval(),
@@ -93,7 +100,7 @@ impl Worker {
                 poller.run(cancel.clone()).await;
                 Ok(())
             }
-            QueueType::Kafka => {
+            Producer::Kafka(_) => {
                 let consumer = KafkaWorker {
                     settings: KafkaSettings::from_config(common),
                     pool: self.pool.clone(),

@@ -6,7 +6,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use anyhow::Context;
 use common::config::QueueType;
 use common::domain::CouponIssueEvent;
 use common::queue::{KafkaProducer, KafkaSettings, RedisQueue};
@@ -31,8 +30,7 @@ pub async fn replay_dead_letters(config: &WorkerConfig) -> anyhow::Result<Replay
     let c = &config.common;
     match c.queue_type {
         QueueType::Redis => {
-            let queue = RedisQueue::new(&c.redis_url, &c.redis_key_prefix, Duration::from_secs(5))
-                .context("REDIS_URL")?;
+            let queue = RedisQueue::from_config(c, Duration::from_secs(5)).await?;
             replay_redis(&queue).await
         }
         QueueType::Kafka => replay_kafka(KafkaSettings::from_config(c)).await,

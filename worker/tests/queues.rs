@@ -84,7 +84,7 @@ async fn a_stopped_worker_hands_over_at_its_committed_position(mode: QueueType) 
     let processed = app.result_count(coupon).await;
     assert!(processed < accepted.len(), "stopped before the end");
 
-    let producer = Producer::from_config(&app.common).unwrap();
+    let producer = Producer::from_config(&app.common).await.unwrap();
     let left = producer.queue_size(coupon).await.unwrap().size as usize;
     assert_eq!(
         left,
@@ -161,7 +161,7 @@ async fn a_dead_kafka_broker_gives_503_and_the_api_recovers_without_restart() {
 async fn a_malformed_kafka_message_is_dead_lettered_and_the_events_behind_it_processed() {
     let app = spawn_app(QueueType::Kafka).await;
     let coupon = app.create_coupon(5).await;
-    let Producer::Kafka(producer) = Producer::from_config(&app.common).unwrap() else {
+    let Producer::Kafka(producer) = Producer::from_config(&app.common).await.unwrap() else {
         unreachable!()
     };
     producer.enqueue_raw(coupon, b"{not json").await.unwrap();

@@ -36,15 +36,15 @@ pub enum Producer {
 }
 
 impl Producer {
-    /// Builds the producer for the configured backend. Does not need the
-    /// broker to be up: the first request connects.
-    pub fn from_config(config: &CommonConfig) -> Result<Self, QueueError> {
+    /// Builds the producer for the configured backend. A single Redis or a
+    /// Kafka broker may still be down (the first request connects); a Redis
+    /// Cluster must answer now, so a wrong `REDIS_CLUSTER_NODES` stops
+    /// start-up.
+    pub async fn from_config(config: &CommonConfig) -> anyhow::Result<Self> {
         match config.queue_type {
-            QueueType::Redis => Ok(Producer::Redis(RedisQueue::new(
-                &config.redis_url,
-                &config.redis_key_prefix,
-                ENQUEUE_TIMEOUT,
-            )?)),
+            QueueType::Redis => Ok(Producer::Redis(
+                RedisQueue::from_config(config, ENQUEUE_TIMEOUT).await?,
+            )),
             QueueType::Kafka => Ok(Producer::Kafka(KafkaProducer::new(
                 KafkaSettings::from_config(config),
                 ENQUEUE_TIMEOUT,

@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod cluster;
 mod servers;
 
 #[allow(unused_imports)] // not every test binary uses every helper
@@ -134,6 +135,9 @@ impl TestApp {
             )
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        if let Some(nodes) = &self.common.redis_cluster_nodes {
+            cmd.env("REDIS_CLUSTER_NODES", nodes.to_string());
+        }
         cmd
     }
 

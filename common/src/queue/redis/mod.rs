@@ -1,8 +1,13 @@
-//! Redis backend: one stream per coupon plus a set of coupons with work.
+//! Redis backend: one stream per coupon plus a record of coupons with work.
 //!
-//! * Enqueue is one Lua script: `XADD coupon-issue-events:{id}` and `SADD`
-//!   of the coupon to the pending set, atomically, so no entry can exist
-//!   without its coupon being marked pending.
+//! * Every key of a coupon carries its hash tag (`coupon-issue-events:{42}`,
+//!   `coupon-issue-events:{42}:lease`), so one naming scheme serves a single
+//!   node and a Redis Cluster (`REDIS_CLUSTER_NODES`), where no script may
+//!   touch two slots.
+//! * Single node: enqueue is one Lua script, `XADD` to the coupon's stream and
+//!   `SADD` of the coupon to the pending set, atomically, so no entry can
+//!   exist without its coupon being marked pending. Cluster: enqueue is a
+//!   plain `XADD` and the stream itself is the record (see [`cluster`]).
 //! * A worker takes a coupon's lease, reads the stream **from its head**,
 //!   processes, and only then trims what it committed (`XTRIM MINID`). An
 //!   entry therefore stays in the stream until its result is in MySQL: a
@@ -14,19 +19,26 @@
 //!   one a no-op.
 
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Script, Value};
-use tokio::sync::Mutex;
+use anyhow::Context;
+use redis::aio::ConnectionLike;
+use redis::{Script, Value};
 
+use crate::config::{ClusterNodes, CommonConfig};
 use crate::domain::{CouponId, CouponIssueEvent};
 use crate::error::QueueError;
 
+pub mod cluster;
+mod dead_letters;
+mod keys;
 mod reply;
+mod single;
 
+pub use keys::RedisKeys;
 pub use reply::next_entry_id;
-use reply::{parse_entries, parse_xrange};
+use reply::parse_xrange;
+use single::SingleNode;
 
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -42,6 +54,20 @@ static FORGET_IF_EMPTY: LazyLock<Script> = LazyLock::new(|| {
         r"
 if redis.call('XLEN', KEYS[1]) == 0 then
   redis.call('SREM', KEYS[2], ARGV[1])
+  return 1
+end
+return 0",
+    )
+});
+
+/// Cluster: deletes the coupon's stream once it is empty. One key, so it is
+/// atomic with respect to an enqueue (`XADD` to the same key): an entry added
+/// before it keeps the stream, one added after it creates it again.
+static DELETE_IF_EMPTY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('XLEN', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[1])
   return 1
 end
 return 0",
@@ -68,40 +94,6 @@ return 0",
     )
 });
 
-/// Key names, all under one optional prefix.
-#[derive(Debug, Clone)]
-pub struct RedisKeys {
-    prefix: String,
-}
-
-impl RedisKeys {
-    pub fn new(prefix: impl Into<String>) -> Self {
-        Self {
-            prefix: prefix.into(),
-        }
-    }
-
-    /// `coupon-issue-events:{couponId}`: the coupon's queue.
-    pub fn stream(&self, coupon: CouponId) -> String {
-        format!("{}coupon-issue-events:{coupon}", self.prefix)
-    }
-
-    /// Set of coupon ids whose stream may hold entries.
-    pub fn pending(&self) -> String {
-        format!("{}coupon-issue-events:pending", self.prefix)
-    }
-
-    /// Which worker is draining the coupon.
-    pub fn lease(&self, coupon: CouponId) -> String {
-        format!("{}coupon-issue-events:{coupon}:lease", self.prefix)
-    }
-
-    /// Dead letters of every coupon.
-    pub fn dead_letters(&self) -> String {
-        format!("{}coupon-issue-events:dlq", self.prefix)
-    }
-}
-
 /// A stream entry: its id and its fields, in order.
 pub type StreamEntry = (String, Vec<(String, Vec<u8>)>);
 
@@ -113,79 +105,75 @@ pub struct RawEntry {
     pub payload: Option<Vec<u8>>,
 }
 
-/// Connection to the Redis queue. Reconnects by itself after failures.
+/// Connection to the Redis queue, a single node or a cluster. Reconnects
+/// by itself after failures.
 #[derive(Clone)]
 pub struct RedisQueue {
-    client: Client,
     keys: RedisKeys,
-    timeout: Duration,
-    conn: Arc<Mutex<ConnState>>,
+    conn: Conn,
 }
 
-#[derive(Default)]
-struct ConnState {
-    conn: Option<MultiplexedConnection>,
-    /// After a failed connect, callers fail fast for a moment instead of
-    /// queueing behind one connect attempt each.
-    failed_at: Option<Instant>,
+#[derive(Clone)]
+enum Conn {
+    Single(Arc<SingleNode>),
+    Cluster(Arc<cluster::Cluster>),
 }
-
-const FAIL_FAST: Duration = Duration::from_millis(250);
 
 impl RedisQueue {
-    /// Prepares a queue; connects on first use, so it can be built while
-    /// Redis is down.
+    /// Prepares a single-node queue; connects on first use, so it can be
+    /// built while Redis is down.
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, QueueError> {
         Ok(Self {
-            client: Client::open(url)?,
             keys: RedisKeys::new(prefix),
-            timeout,
-            conn: Arc::new(Mutex::new(ConnState::default())),
+            conn: Conn::Single(Arc::new(SingleNode::new(url, timeout)?)),
         })
+    }
+
+    /// Connects to a Redis Cluster; fails unless a seed node answers.
+    pub async fn cluster(
+        nodes: &ClusterNodes,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self, QueueError> {
+        Ok(Self {
+            keys: RedisKeys::new(prefix),
+            conn: Conn::Cluster(Arc::new(cluster::Cluster::connect(nodes, timeout).await?)),
+        })
+    }
+
+    /// The queue the configuration names: the cluster of
+    /// `REDIS_CLUSTER_NODES` when set (it must answer now), else the single
+    /// node of `REDIS_URL` (which may still be down).
+    pub async fn from_config(config: &CommonConfig, timeout: Duration) -> anyhow::Result<Self> {
+        let prefix = &config.redis_key_prefix;
+        match &config.redis_cluster_nodes {
+            Some(nodes) => Self::cluster(nodes, prefix, timeout)
+                .await
+                .with_context(|| {
+                    format!("connecting to the Redis Cluster REDIS_CLUSTER_NODES={nodes}")
+                }),
+            None => Self::new(&config.redis_url, prefix, timeout).context("REDIS_URL"),
+        }
     }
 
     pub fn keys(&self) -> &RedisKeys {
         &self.keys
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, QueueError> {
-        let mut state = self.conn.lock().await;
-        if let Some(c) = &state.conn {
-            return Ok(c.clone());
-        }
-        if state.failed_at.is_some_and(|t| t.elapsed() < FAIL_FAST) {
-            return Err(QueueError::Unavailable("redis is unreachable".into()));
-        }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        match self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-        {
-            Ok(c) => {
-                state.conn = Some(c.clone());
-                state.failed_at = None;
-                Ok(c)
-            }
-            Err(e) => {
-                state.failed_at = Some(Instant::now());
-                Err(e.into())
-            }
-        }
+    /// Whether this queue runs on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
     }
 
-    /// Runs one command or script; drops the connection when it broke so
-    /// that the next call reconnects.
+    /// Runs one command or script; on a single node, drops the connection
+    /// when it broke so that the next call reconnects.
     async fn run<T: redis::FromRedisValue>(
         &self,
         invocation: Invocation<'_>,
     ) -> Result<T, QueueError> {
-        let mut conn = self.connection().await?;
-        let result = match invocation {
-            Invocation::Cmd(cmd) => cmd.query_async(&mut conn).await,
-            Invocation::Script(inv) => inv.invoke_async(&mut conn).await,
+        let result = match &self.conn {
+            Conn::Single(node) => invocation.send(&mut node.connection().await?).await,
+            Conn::Cluster(cluster) => invocation.send(&mut cluster.connection()).await,
         };
         match result {
             Ok(v) => Ok(v),
@@ -197,7 +185,10 @@ impl RedisQueue {
                     || e.is_timeout()
                     || e.is_unrecoverable_error();
                 if lost {
-                    self.conn.lock().await.conn = None;
+                    match &self.conn {
+                        Conn::Single(node) => node.forget().await,
+                        Conn::Cluster(cluster) => cluster.renew().await,
+                    }
                     Err(QueueError::Uncertain(e.to_string()))
                 } else {
                     Err(e.into())
@@ -219,8 +210,21 @@ impl RedisQueue {
         coupon: CouponId,
         payload: &[u8],
     ) -> Result<String, QueueError> {
+        let stream = self.keys.stream(coupon);
+        if self.is_cluster() {
+            // The stream is the record of pending work: nothing else to write.
+            return self
+                .run(Invocation::Cmd(
+                    redis::cmd("XADD")
+                        .arg(stream)
+                        .arg("*")
+                        .arg("event")
+                        .arg(payload),
+                ))
+                .await;
+        }
         let mut inv = ENQUEUE.prepare_invoke();
-        inv.key(self.keys.stream(coupon))
+        inv.key(stream)
             .key(self.keys.pending())
             .arg(payload)
             .arg(coupon.get());
@@ -243,6 +247,9 @@ impl RedisQueue {
 
     /// Coupons whose streams may hold entries.
     pub async fn pending_coupons(&self) -> Result<Vec<CouponId>, QueueError> {
+        if let Conn::Cluster(conn) = &self.conn {
+            return cluster::pending_coupons(conn, &self.keys).await;
+        }
         let raw: Vec<String> = self
             .run(Invocation::Cmd(
                 redis::cmd("SMEMBERS").arg(self.keys.pending()),
@@ -329,72 +336,23 @@ impl RedisQueue {
         Ok(())
     }
 
-    /// Drops the coupon from the pending set if its stream is empty, in one
-    /// atomic step (an enqueue cannot slip in between). Returns whether it did.
+    /// Drops the coupon from the record of pending work if its stream is
+    /// empty, in one atomic step (an enqueue cannot slip in between): from
+    /// the pending set on a single node; on a cluster the empty stream
+    /// itself is deleted. Returns whether it did.
     pub async fn forget_if_empty(&self, coupon: CouponId) -> Result<bool, QueueError> {
+        if self.is_cluster() {
+            let mut inv = DELETE_IF_EMPTY.prepare_invoke();
+            inv.key(self.keys.stream(coupon));
+            let n: i64 = self.run(Invocation::Script(inv)).await?;
+            return Ok(n == 1);
+        }
         let mut inv = FORGET_IF_EMPTY.prepare_invoke();
         inv.key(self.keys.stream(coupon))
             .key(self.keys.pending())
             .arg(coupon.get());
         let n: i64 = self.run(Invocation::Script(inv)).await?;
         Ok(n == 1)
-    }
-
-    /// Appends a dead letter: where it came from, its payload and why.
-    pub async fn dead_letter(
-        &self,
-        coupon: CouponId,
-        entry_id: &str,
-        payload: &[u8],
-        reason: &str,
-    ) -> Result<(), QueueError> {
-        let _: String = self
-            .run(Invocation::Cmd(
-                redis::cmd("XADD")
-                    .arg(self.keys.dead_letters())
-                    .arg("*")
-                    .arg("stream")
-                    .arg(self.keys.stream(coupon))
-                    .arg("entryId")
-                    .arg(entry_id)
-                    .arg("payload")
-                    .arg(payload)
-                    .arg("reason")
-                    .arg(reason),
-            ))
-            .await?;
-        Ok(())
-    }
-
-    /// Dead letters after `after` (exclusive; `None` = from the start),
-    /// oldest first.
-    pub async fn dead_letters(
-        &self,
-        after: Option<&str>,
-        count: usize,
-    ) -> Result<Vec<StreamEntry>, QueueError> {
-        let start = after.map_or_else(|| "-".to_string(), |id| format!("({id}"));
-        let reply: Value = self
-            .run(Invocation::Cmd(
-                redis::cmd("XRANGE")
-                    .arg(self.keys.dead_letters())
-                    .arg(start)
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(count),
-            ))
-            .await?;
-        parse_entries(reply)
-    }
-
-    /// Removes one dead letter (after it was replayed).
-    pub async fn delete_dead_letter(&self, id: &str) -> Result<(), QueueError> {
-        let _: i64 = self
-            .run(Invocation::Cmd(
-                redis::cmd("XDEL").arg(self.keys.dead_letters()).arg(id),
-            ))
-            .await?;
-        Ok(())
     }
 }
 
@@ -403,16 +361,14 @@ enum Invocation<'a> {
     Script(redis::ScriptInvocation<'a>),
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_share_the_prefix() {
-        let k = RedisKeys::new("t1:");
-        let c = CouponId::try_from(7).unwrap();
-        assert_eq!(k.stream(c), "t1:coupon-issue-events:7");
-        assert_eq!(k.pending(), "t1:coupon-issue-events:pending");
-        assert_eq!(k.lease(c), "t1:coupon-issue-events:7:lease");
+impl Invocation<'_> {
+    async fn send<T: redis::FromRedisValue>(
+        self,
+        conn: &mut impl ConnectionLike,
+    ) -> redis::RedisResult<T> {
+        match self {
+            Invocation::Cmd(cmd) => cmd.query_async(conn).await,
+            Invocation::Script(inv) => inv.invoke_async(conn).await,
+        }
     }
 }

@@ -1,0 +1,273 @@
+//! Redis mode on a Redis Cluster (`REDIS_CLUSTER_NODES`): the real api and
+//! worker processes against a real 3-master cluster. Every sale is audited
+//! with `common::audit`.
+
+mod helpers;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::domain::{CouponId, IssueStatus};
+use common::queue::redis::RedisKeys;
+use helpers::cluster::{
+    keys_on_node, master_urls, node_command, spawn_cluster_app_on, test_cluster, OwnedCluster,
+};
+use helpers::{kill9, users_with_repeats, wait_until, Accepted, Refusals, TestApp};
+
+const DRAIN: Duration = Duration::from_secs(120);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_coupon_is_created_issued_and_its_result_read_on_a_cluster() {
+    let (nodes, _owned) = test_cluster().await;
+    let app = spawn_cluster_app_on(nodes).await;
+    let coupon = app.create_coupon(1).await;
+    let _worker = app.spawn_worker();
+
+    let res = app.issue(coupon.get(), "42").await;
+    assert_eq!(res.status(), 202);
+    let accepted: Accepted = res.json().await.unwrap();
+    app.wait_for_results(coupon, 1, DRAIN).await;
+
+    let result: serde_json::Value = app
+        .client
+        .get(format!(
+            "{}/api/coupons/issue-requests/{}",
+            app.address, accepted.request_id
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(result["status"], "SUCCESS", "{result}");
+    assert_eq!(result["queuePosition"], accepted.queue_position);
+    let state: serde_json::Value = app
+        .client
+        .get(format!("{}/api/coupons/{}", app.address, coupon.get()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["remainingStock"], 0, "{state}");
+    let report = app.audit(coupon, 1, &[accepted]).await;
+    assert_eq!(report.count(IssueStatus::Success), 1);
+    wait_until("the drained stream to be deleted", DRAIN, || async {
+        app.queue_size(coupon).await == 0
+    })
+    .await;
+}
+
+/// Fires `users` at every coupon at once (32 in flight per coupon, about
+/// as many in all as the single-node races); returns what each accepted.
+async fn fire_at_all(
+    app: &TestApp,
+    coupons: &[CouponId],
+    users: &[i64],
+) -> HashMap<CouponId, Vec<Accepted>> {
+    let sales =
+        futures::future::join_all(coupons.iter().map(|&c| app.fire_tolerant(c, users, 32))).await;
+    coupons
+        .iter()
+        .copied()
+        .zip(sales)
+        .map(|(c, sale)| {
+            assert_eq!(
+                sale.refused,
+                0,
+                "coupon {c}: every request is accepted ({} of the refusals with unknown outcome)",
+                sale.unconfirmed.len()
+            );
+            (c, sale.accepted)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coupons_raced_on_a_cluster_survive_a_worker_killed_9_and_replaced() {
+    let (nodes, _owned) = test_cluster().await;
+    let app = spawn_cluster_app_on(nodes).await;
+    let mut coupons = Vec::new();
+    for _ in 0..6 {
+        coupons.push(app.create_coupon(150).await);
+    }
+    let worker = || {
+        app.worker_command()
+            .env("BATCH_SIZE", "50")
+            .spawn()
+            .unwrap()
+    };
+    let mut running = vec![worker(), worker()];
+    let users = users_with_repeats(800, 600);
+    let total = coupons.len() * users.len();
+    let killer = async {
+        wait_until("the drain to be under way", DRAIN, || async {
+            let mut n = 0;
+            for &c in &coupons {
+                n += app.result_count(c).await;
+            }
+            n >= total / 5
+        })
+        .await;
+        kill9(&mut running[0]).await;
+        running.push(worker());
+    };
+    let (sales, ()) = tokio::join!(fire_at_all(&app, &coupons, &users), killer);
+    for (coupon, accepted) in &sales {
+        assert_eq!(accepted.len(), users.len());
+        app.wait_for_results(*coupon, accepted.len(), DRAIN).await;
+        let report = app.audit(*coupon, 150, accepted).await;
+        assert_eq!(report.count(IssueStatus::Success), 150);
+        assert_eq!(report.remaining_stock, 0);
+        assert_eq!(report.results, users.len());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_queue_keys_of_many_coupons_spread_over_every_master() {
+    let (nodes, _owned) = test_cluster().await;
+    let app = spawn_cluster_app_on(nodes.clone()).await;
+    let keys = RedisKeys::new(app.common.redis_key_prefix.clone());
+    // No worker: the streams stay where the api put them.
+    let mut coupons = Vec::new();
+    for _ in 0..30 {
+        let c = app.create_coupon(10).await;
+        assert_eq!(app.issue(c.get(), "1").await.status(), 202);
+        coupons.push(c);
+    }
+    let masters = master_urls(&nodes).await;
+    assert_eq!(masters.len(), 3, "{masters:?}");
+    let mut found = HashSet::new();
+    for url in &masters {
+        let on_node = keys_on_node(url, &app.common.redis_key_prefix).await;
+        assert!(
+            !on_node.is_empty(),
+            "master {url} holds none of 30 coupon streams"
+        );
+        found.extend(on_node);
+    }
+    let expected: HashSet<String> = coupons.iter().map(|&c| keys.stream(c)).collect();
+    assert_eq!(
+        found, expected,
+        "exactly one stream per coupon, nothing else"
+    );
+    // A coupon's lease hashes to the slot of its stream.
+    for &c in &coupons {
+        let slot = |key: String| async {
+            let v = node_command(&masters[0], redis::cmd("CLUSTER").arg("KEYSLOT").arg(key))
+                .await
+                .unwrap();
+            redis::from_redis_value::<i64>(v).unwrap()
+        };
+        assert_eq!(slot(keys.stream(c)).await, slot(keys.lease(c)).await);
+    }
+}
+
+/// Fires `users` in volleys of 100 while an outage runs.
+async fn fire_through(app: &TestApp, coupon: CouponId, users: &[i64]) -> Refusals {
+    let mut all = Refusals::default();
+    for chunk in users.chunks(100) {
+        let r = app.fire_tolerant(coupon, chunk, 50).await;
+        all.accepted.extend(r.accepted);
+        all.refused += r.refused;
+        all.unconfirmed.extend(r.unconfirmed);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_master_killed_9_and_restarted_mid_sale_loses_no_accepted_request() {
+    let mut cluster = OwnedCluster::start().await;
+    let app = cluster.spawn_app().await;
+    let keys = RedisKeys::new(app.common.redis_key_prefix.clone());
+    let mut coupons = Vec::new();
+    for _ in 0..4 {
+        coupons.push(app.create_coupon(200).await);
+    }
+    let victim = cluster.master_of(&keys, coupons[0]).await;
+    let _worker = app
+        .worker_command()
+        .env("BATCH_SIZE", "20")
+        .spawn()
+        .unwrap();
+    let users: Vec<i64> = (1..=1500).collect();
+    let outage = async {
+        wait_until("the sale to be under way", DRAIN, || async {
+            app.result_count(coupons[0]).await >= 100
+        })
+        .await;
+        cluster.kill(victim);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        cluster.restart(victim).await;
+        cluster.wait_ok().await;
+    };
+    let (sales, ()) = tokio::join!(
+        futures::future::join_all(coupons.iter().map(|&c| fire_through(&app, c, &users))),
+        outage
+    );
+    assert!(
+        sales[0].refused > 0,
+        "requests for the dead master's coupon were refused"
+    );
+    for (&coupon, sale) in coupons.iter().zip(&sales) {
+        assert!(
+            sale.accepted.len() > 200,
+            "coupon {coupon}: {} accepted, {} refused",
+            sale.accepted.len(),
+            sale.refused
+        );
+        app.wait_for_requests(coupon, &sale.accepted, DRAIN).await;
+        let report = app
+            .audit_with_unconfirmed(coupon, 200, &sale.accepted, &sale.unconfirmed)
+            .await;
+        assert_eq!(report.count(IssueStatus::Success), 200);
+    }
+}
+
+async fn start_up_error(app: &TestApp, nodes: &str) -> (std::process::ExitStatus, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        app.worker_command()
+            .env("REDIS_CLUSTER_NODES", nodes)
+            .output(),
+    )
+    .await
+    .expect("the worker gives up within a minute")
+    .unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bad_or_unreachable_redis_cluster_nodes_stops_start_up_naming_it() {
+    let (nodes, _owned) = test_cluster().await;
+    let app = spawn_cluster_app_on(nodes).await;
+    let nobody = format!("redis://127.0.0.1:{}", helpers::free_port());
+    let not_a_cluster = common::testing::redis_url();
+    for bad in [
+        "127.0.0.1:7001",
+        "redis://x:notaport",
+        nobody.as_str(),
+        not_a_cluster.as_str(),
+    ] {
+        let (status, stderr) = start_up_error(&app, bad).await;
+        assert!(!status.success(), "worker started with {bad}");
+        assert!(stderr.contains("REDIS_CLUSTER_NODES"), "{bad}: {stderr}");
+    }
+    // The api refuses the same way.
+    let mut config = api::ApiConfig::for_tests(app.common.clone(), helpers::ADMIN_TOKEN);
+    config.common.redis_cluster_nodes = Some(nobody.parse().unwrap());
+    let err = api::Application::build(config)
+        .await
+        .err()
+        .expect("api refuses");
+    assert!(
+        format!("{err:#}").contains("REDIS_CLUSTER_NODES"),
+        "{err:#}"
+    );
+}

@@ -411,6 +411,50 @@ impl TestApp {
     }
 }
 
+impl Refusals {
+    fn absorb(&mut self, other: Refusals) {
+        self.accepted.extend(other.accepted);
+        self.sold_out += other.sold_out;
+        self.refused += other.refused;
+        self.unconfirmed.extend(other.unconfirmed);
+    }
+}
+
+impl TestApp {
+    /// Fires volleys of 100 requests from fresh users (1, 2, 3, ...) at
+    /// `coupon` until `outage` (which kills and restarts a service) is over,
+    /// then `after` more from fresh users, so the sale goes on through the
+    /// outage and past it however fast either runs.
+    pub async fn fire_through_outage(
+        &self,
+        coupon: CouponId,
+        outage: impl std::future::Future<Output = ()>,
+        after: usize,
+    ) -> Refusals {
+        let over = std::sync::atomic::AtomicBool::new(false);
+        let mut next_user = 1i64;
+        let mut fresh = |n: usize| {
+            let users: Vec<i64> = (next_user..next_user + n as i64).collect();
+            next_user += n as i64;
+            users
+        };
+        let mut all = Refusals::default();
+        let firing = async {
+            while !over.load(std::sync::atomic::Ordering::SeqCst) {
+                all.absorb(self.fire_tolerant(coupon, &fresh(100), 50).await);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let outage = async {
+            outage.await;
+            over.store(true, std::sync::atomic::Ordering::SeqCst);
+        };
+        tokio::join!(firing, outage);
+        all.absorb(self.fire_tolerant(coupon, &fresh(after), 50).await);
+        all
+    }
+}
+
 /// How the api answered one issue request.
 enum Answer {
     Accepted(Accepted),

@@ -196,6 +196,7 @@ pub async fn sale(args: SaleArgs) -> anyhow::Result<Value> {
     let rows = result_times(&pool, &coupons).await?;
     let mut to_result = stats::histogram();
     let mut processed = vec![];
+    let mut last_result = Duration::ZERO;
     for (requested, processed_at) in &rows {
         stats::record(
             &mut to_result,
@@ -205,7 +206,11 @@ pub async fn sale(args: SaleArgs) -> anyhow::Result<Value> {
             .to_std()
             .unwrap_or_default();
         bump(&mut processed, offset);
+        last_result = last_result.max(offset);
     }
+    // When the worker keeps up, the last result is written before the last
+    // call is answered; MySQL's timestamp says when.
+    out["lastResultSeconds"] = json!(last_result.as_secs_f64());
     out["requestToResultDb"] = json!(Latency::of(&to_result));
     out["timeline"]["processed"] = json!(rates(&processed));
     let audit = audit(&pool, &per_coupon, stock_each).await?;

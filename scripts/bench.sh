@@ -147,6 +147,22 @@ drain_with_worker() {
   stop_worker 1
 }
 
+# CPU seconds (user + system) so far of the processes that share the machine
+# during a sale, as JSON fields; children of this shell stand for loadgen.
+# MariaDB and the broker also serve whatever else runs on the machine.
+clk_tck=$(getconf CLK_TCK)
+cpu_of_pid() { awk -v t="$clk_tck" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+cpu_snapshot() {
+  local redis_pid maria_pid broker_pid=0 children
+  redis_pid=$(redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" info server | awk -F: '/^process_id/ {print $2+0}')
+  maria_pid=$(pgrep -o -x mariadbd || pgrep -o -x mysqld || echo 0)
+  [[ -f "$NISSHI_DATA/nisshi.pid" ]] && broker_pid=$(cat "$NISSHI_DATA/nisshi.pid")
+  # `times` in this shell, not in a pipe: a subshell has no children's times.
+  times >"$RUN_DIR/times"
+  children=$(tail -1 "$RUN_DIR/times" | awk '{gsub(/[ms]/, " "); print $1 * 60 + $2 + $3 * 60 + $4}')
+  echo "\"api\":$(cpu_of_pid "$(cat "$RUN_DIR/api.pid")"),\"worker\":$(cpu_of_pid "$(cat "$RUN_DIR/worker-1.pid")"),\"redis\":$(cpu_of_pid "$redis_pid"),\"mariadb\":$(cpu_of_pid "$maria_pid"),\"broker\":$(cpu_of_pid "$broker_pid"),\"loadgen\":$children,\"wall\":$(date +%s.%N)"
+}
+
 sale() { "$BIN/loadgen" sale --api "$API" --admin-token "$ADMIN_TOKEN" "$@"; }
 small_args=(--requests "$small" --users $((small / 2)) --stock $((small / 10)))
 
@@ -178,7 +194,10 @@ for ((run = 1; run <= runs; run++)); do
     start_worker 1 BATCH_SIZE="$batch"
 
     progress "$queue sale: $requests calls, $users users, 1 coupon of $stock"
+    cpu_snapshot >"$RUN_DIR/cpu-before"
     record "$queue" sale sale --label "$queue sale" --requests "$requests" --users "$users" --stock "$stock"
+    cpu_snapshot >"$RUN_DIR/cpu-after"
+    echo "{\"run\":$run,\"mode\":\"$queue\",\"kind\":\"cpu\",\"result\":{\"ok\":true,\"before\":{$(cat "$RUN_DIR/cpu-before")},\"after\":{$(cat "$RUN_DIR/cpu-after")}}}" >>"$results"
     progress "$queue sale: the same calls on $coupons coupons of $((stock / coupons))"
     record "$queue" sale-20 sale --label "$queue sale-20" --requests "$requests" --users "$users" \
       --stock "$stock" --coupons "$coupons"

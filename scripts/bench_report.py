@@ -119,6 +119,17 @@ for m in modes:
         lambda v, r: r is not None and r >= 0.8, kind="sale")
     figures[-1]["latency"] = lat(m, "sale", "latencySoldOut")
     fig(m, f"sale: accepted of {int(a.requests):,} calls", median(m, "sale", "accepted"), "")
+    cpu = {}
+    for r in results(m, "cpu"):
+        for k in ("api", "worker", "redis", "mariadb", "broker", "loadgen", "wall"):
+            cpu.setdefault(k, []).append(r["after"][k] - r["before"][k])
+    if cpu:
+        med = {k: statistics.median(v) for k, v in cpu.items()}
+        parts = [f"{k} {med[k]:.1f}" for k in ("api", "worker", "redis", "mariadb", "broker", "loadgen")
+                 if med[k] > 0.05]
+        fig(m, "sale: CPU seconds per process (user + system) during the step", med["wall"] * 2, "s")
+        figures[-1]["text"] = ", ".join(parts) + f"; {sum(med[k] for k in med if k != 'wall'):.1f} in all"
+        figures[-1]["ceilingText"] = f"{med['wall'] * 2:.1f} (2 cores × {med['wall']:.1f} s wall)"
     fig(m, "sale: calls sent in", median(m, "sale", "sendSeconds"), "s")
     fig(m, "sale: first call to last result processed (MySQL processed_at)", median(m, "sale", "lastResultSeconds"), "s")
     acc20 = median(m, "sale-20", "acceptedPerSecond")
@@ -166,6 +177,8 @@ for m in modes:
 
 
 def value_text(f):
+    if "text" in f:
+        return f["text"]
     if "latency" in f and f["unit"] == "ms":
         return lat_text(f["latency"])
     if f["figure"].startswith("invariant"):
@@ -174,6 +187,8 @@ def value_text(f):
 
 
 def ceiling_text(f):
+    if "ceilingText" in f:
+        return f["ceilingText"]
     if f.get("ceilingLatency"):
         return "bare HTTP " + lat_text(f["ceilingLatency"])
     if f.get("httpLatency"):

@@ -28,13 +28,13 @@
 #               scratch database over one connection
 #
 # Every step runs RUNS times, interleaved (the machine is noisy; the default
-# 2 runs of both modes take about 10 minutes on 2 cores); medians go
+# 3 runs of both modes take 6 to 10 minutes on 2 cores); medians go
 # into run/bench/results.md and run/bench/results.json, the per-second
 # timeline of the last sale into docs/bench.svg. A run that breaks an
 # invariant or gets refused requests is a failed run: it is marked FAILED in
 # the table and the script exits non-zero.
 #
-#   scripts/bench.sh [--quick] [--queues "redis kafka"] [--runs 2]
+#   scripts/bench.sh [--quick] [--queues "redis kafka"] [--runs 3]
 #                    [--requests 100000] [--users 50000] [--stock 10000]
 #                    [--rate 5000] [--rate-seconds 5] [--batch 500]
 #                    [--plot docs/bench.svg]
@@ -45,7 +45,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT_DIR"
 
-queues="redis kafka" runs=2 requests=100000 users=50000 stock=10000 coupons=20
+queues="redis kafka" runs=3 requests=100000 users=50000 stock=10000 coupons=20
 rate=5000 rate_seconds=5 batch=500 small=4000 plot="$ROOT_DIR/docs/bench.svg"
 while [[ $# -gt 0 ]]; do
   case "$1" in

@@ -53,7 +53,7 @@ pub fn plot(args: PlotArgs) -> anyhow::Result<()> {
             .iter()
             .flat_map(|s| s.1.iter().copied())
             .fold(1.0, f64::max)
-            * 1.1;
+            * 1.35;
         let mut chart = ChartBuilder::on(area)
             .caption(&t.title, ("sans-serif", 18))
             .margin(12)

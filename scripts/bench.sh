@@ -40,8 +40,12 @@
 #                    [--plot docs/bench.svg]
 #
 # --quick: 20,000 calls from 10,000 users on 2,000 units, one run (about a
-# minute per mode). POLL_INTERVAL_MS of the Redis worker stays at its default
-# (1000); one extra, labelled row measures `rate` with POLL_INTERVAL_MS=50.
+# minute per mode). Ports: BENCH_API_PORT (29090), BENCH_WORKER_PORT (29100,
+# the worker's is one above), BENCH_BARE_PORT (29200). Database
+# e_commerce_bench, scratch database coupon_test_bench_ceiling, Redis keys
+# under bench:PID:RUN:, Kafka topics bench-PID-RUN (none are removed).
+# POLL_INTERVAL_MS of the Redis worker stays at its default (1000); one
+# extra, labelled row measures `rate` with POLL_INTERVAL_MS=50.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT_DIR"
 

@@ -13,6 +13,7 @@
 mod ceiling;
 mod load;
 mod plot;
+mod results;
 mod sale;
 mod stats;
 mod workload;
@@ -31,7 +32,7 @@ enum Command {
     /// Send the workload to the api, wait for the results, audit.
     Sale(sale::SaleArgs),
     /// Time a worker through a backlog left by `sale --backlog`.
-    Drain(sale::DrainArgs),
+    Drain(results::DrainArgs),
     /// Serve the issue route with a constant 202, nothing else.
     BareHttp {
         #[arg(long, default_value_t = 29200)]
@@ -49,7 +50,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let figures = match Cli::parse().command {
         Command::Sale(a) => sale::sale(a).await?,
-        Command::Drain(a) => sale::drain(a).await?,
+        Command::Drain(a) => results::drain(a).await?,
         Command::Enqueue(a) => ceiling::enqueue(a).await?,
         Command::Insert(a) => ceiling::insert(a).await?,
         Command::BareHttp { port } => return ceiling::bare_http(port).await,

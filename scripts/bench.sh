@@ -1,82 +1,250 @@
 #!/usr/bin/env bash
-# Drain-time benchmark: 10,000 issue requests for a 1,000-stock coupon,
-# fired by the Rust load generator through the real api, timed until every
-# request has its result in MySQL, audited with the same invariant checks as
-# the tests. Each configuration runs --runs times, interleaved (the machine is
-# noisy), and the medians are printed. The baseline, measured in the same
-# run, is BATCH_SIZE=1: one transaction per request, as a naive worker does.
+# The benchmark users run. Per queue mode, through the real api and workers
+# (release build), with the Rust load generator (bench/, `loadgen`):
 #
-#   scripts/bench.sh [--queue redis|kafka] [--workers "1 2"] [--runs 3]
-#                    [--requests 10000] [--stock 1000] [--batches "1 500"]
+#   sale        REQUESTS calls from USERS distinct users (repeats included) on
+#               one coupon of STOCK units, 128 in flight: accepted req/s and
+#               p50/p99/p99.9 of the issue call while the coupon is open;
+#               answers/s once it is sold out (409, nothing enqueued); time
+#               until every accepted request has its result; invariant audit
+#   sale-20     the same calls spread over 20 coupons of STOCK/20 units
+#   rate        RATE req/s offered (open loop) on a coupon that does not sell
+#               out: request-to-result p50/p99 (processed_at - requested_at
+#               in MySQL for every request, and over HTTP for a sample)
+#   backlog     the sale's calls queued with no worker running, then one
+#               worker started: its drain in results/s
+#   batch-1     a small backlog drained with BATCH_SIZE=1, and the same with
+#               the default batch (batch-N): their ratio
+#   rss         peak RSS (VmHWM) of the api and of the workers
+#
+# and, in the same run, the ceilings each figure is divided by:
+#
+#   bare-http   `loadgen bare-http`: the issue route answering a same-sized
+#               202 with no work, driven like the sale
+#   enqueue     the project's Redis enqueue (same script, same client) alone,
+#               and a bare rdkafka producer with the project's settings, 128
+#               in flight
+#   insert      multi-row INSERTs of result rows (BATCH rows each) into a
+#               scratch database over one connection
+#
+# Every step runs RUNS times, interleaved (the machine is noisy; the default
+# 3 runs of both modes take 6 to 10 minutes on 2 cores); medians go
+# into run/bench/results.md and run/bench/results.json, the per-second
+# timeline of the last sale into docs/bench.svg. A run that breaks an
+# invariant or gets refused requests is a failed run: it is marked FAILED in
+# the table and the script exits non-zero.
+#
+#   scripts/bench.sh [--quick] [--queues "redis kafka"] [--runs 3]
+#                    [--requests 100000] [--users 50000] [--stock 10000]
+#                    [--rate 5000] [--rate-seconds 5] [--batch 500]
+#                    [--plot docs/bench.svg]
+#
+# --quick: 20,000 calls from 10,000 users on 2,000 units, one run (about a
+# minute per mode). Ports: BENCH_API_PORT (29090), BENCH_WORKER_PORT (29100,
+# the worker's is one above), BENCH_BARE_PORT (29200). Database
+# e_commerce_bench, scratch database coupon_test_bench_ceiling, Redis keys
+# under bench:PID:RUN:, Kafka topics bench-PID-RUN (none are removed).
+# POLL_INTERVAL_MS of the Redis worker stays at its default (1000); one
+# extra, labelled row measures `rate` with POLL_INTERVAL_MS=50.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT_DIR"
 
-queue=redis workers="1 2" runs=3 requests=10000 stock=1000 batches="1 500"
+queues="redis kafka" runs=3 requests=100000 users=50000 stock=10000 coupons=20
+rate=5000 rate_seconds=5 batch=500 small=4000 plot="$ROOT_DIR/docs/bench.svg"
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --queue) queue=$2; shift 2 ;;
-    --workers) workers=$2; shift 2 ;;
+    --quick) runs=1 requests=20000 users=10000 stock=2000 rate_seconds=3 small=2000; shift ;;
+    --queues) queues=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
     --requests) requests=$2; shift 2 ;;
+    --users) users=$2; shift 2 ;;
     --stock) stock=$2; shift 2 ;;
-    --batches) batches=$2; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    --rate) rate=$2; shift 2 ;;
+    --rate-seconds) rate_seconds=$2; shift 2 ;;
+    --batch) batch=$2; shift 2 ;;
+    --plot) plot=$2; shift 2 ;;
+    -h|--help) sed -n '2,/^source/p' "$0" | sed '$d'; exit 0 ;;
     *) die "unknown argument $1" ;;
   esac
 done
 
 export DB_NAME=e_commerce_bench
 export DATABASE_URL="mysql://$DB_USER:$DB_PASSWORD@$MYSQL_HOST:$MYSQL_PORT/$DB_NAME"
-export RUN_DIR="$ROOT_DIR/run/bench" APP_QUEUE_TYPE=$queue ADMIN_TOKEN=bench-admin-token
-export API_PORT=29090 REDIS_KEY_PREFIX="bench:" RUST_LOG=warn
-export KAFKA_TOPIC="bench-coupon-issue-events" KAFKA_GROUP_ID="bench-consumer-group"
+# The application user may create coupon_test_* databases.
+SCRATCH_URL="mysql://$DB_USER:$DB_PASSWORD@$MYSQL_HOST:$MYSQL_PORT/coupon_test_bench_ceiling"
+export RUN_DIR="$ROOT_DIR/run/bench" ADMIN_TOKEN=bench-admin-token RUST_LOG=warn
+API_PORT=${BENCH_API_PORT:-29090} BARE_PORT=${BENCH_BARE_PORT:-29200} WORKER_PORT0=${BENCH_WORKER_PORT:-29100}
+export API_PORT
+API="http://127.0.0.1:$API_PORT"
 ensure_services
-[[ "$queue" == kafka ]] && ensure_kafka
+[[ " $queues " == *" kafka "* ]] && ensure_kafka
+log "building api, worker and loadgen (release)"
 cargo build --release --quiet --bin api --bin worker --bin loadgen
-BIN="$ROOT_DIR/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT_DIR/target}/release"
 "$BIN/api" --migrate-only >/dev/null
-results="$RUN_DIR/results.jsonl"
+mysql_admin -e 'CREATE DATABASE IF NOT EXISTS coupon_test_bench_ceiling CHARACTER SET utf8mb4'
+DATABASE_URL=$SCRATCH_URL "$BIN/api" --migrate-only >/dev/null
 mkdir -p "$RUN_DIR"
+load_before="load average $(cut -d' ' -f1 /proc/loadavg) at the start"
+results="$RUN_DIR/results.jsonl"
 : >"$results"
-trap '"$ROOT_DIR/scripts/down.sh" --quiet' EXIT
+cleanup() {
+  "$ROOT_DIR/scripts/down.sh" --quiet
+  stop_process bare-http
+}
+trap cleanup EXIT
+
+steps_per_mode=9
+total_steps=$(((2 + steps_per_mode * $(wc -w <<<"$queues")) * runs)) step=0
+progress() {
+  step=$((step + 1))
+  log "[$step/$total_steps] run $run/$runs: $*"
+}
+
+# record MODE KIND COMMAND...: runs a loadgen step and appends its JSON line
+# (or the failure) to results.jsonl.
+failures=0
+record() {
+  local mode=$1 kind=$2 line rc=0
+  shift 2
+  line=$("$@") || rc=$?
+  record_line "$mode" "$kind" "$line" "$rc"
+}
+record_line() { # record_line MODE KIND LINE EXIT_CODE
+  local mode=$1 kind=$2 line=$3 rc=$4
+  if [[ -z "$line" ]]; then
+    line='{"ok":false,"error":"no figures (see the messages above)"}'
+  fi
+  [[ $rc -eq 0 ]] || failures=$((failures + 1))
+  echo "{\"run\":$run,\"mode\":\"$mode\",\"kind\":\"$kind\",\"result\":$line}" >>"$results"
+}
+
+# Peak RSS in kB of a process we started.
+vm_hwm() { awk '/^VmHWM/ {print $2}' "/proc/$(cat "$RUN_DIR/$1.pid")/status" 2>/dev/null || echo 0; }
+peak_worker=0
+start_worker() { # start_worker N ENV...
+  local n=$1
+  shift
+  start_process "worker-$n" env "$@" WORKER_PORT=$((WORKER_PORT0 + n)) "$BIN/worker" 2>/dev/null
+  wait_for_http "http://127.0.0.1:$((WORKER_PORT0 + n))/ready" 60 || die "worker not ready"
+  if [[ "$APP_QUEUE_TYPE" == kafka ]]; then
+    wait_for_partitions $((WORKER_PORT0 + n)) 60 || die "worker got no partitions"
+  fi
+}
+stop_worker() {
+  local hwm
+  hwm=$(vm_hwm "worker-$1")
+  ((hwm > peak_worker)) && peak_worker=$hwm
+  stop_process "worker-$1" 2>/dev/null
+}
+
+# drain_with_worker KIND ENV...: the drain watcher first, then the worker, so
+# that the watcher sees the first result.
+drain_with_worker() {
+  local kind=$1 rc=0 dpid
+  shift
+  "$BIN/loadgen" drain --backlog "$RUN_DIR/backlog.json" >"$RUN_DIR/drain.out" &
+  dpid=$!
+  start_worker 1 "$@"
+  wait "$dpid" || rc=$?
+  record_line "$queue" "$kind" "$(cat "$RUN_DIR/drain.out")" "$rc"
+  stop_worker 1
+}
+
+# CPU seconds (user + system) so far of the processes that share the machine
+# during a sale, as JSON fields; children of this shell stand for loadgen.
+# MariaDB and the broker also serve whatever else runs on the machine.
+clk_tck=$(getconf CLK_TCK)
+cpu_of_pid() { awk -v t="$clk_tck" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+cpu_snapshot() {
+  local redis_pid maria_pid broker_pid=0 children
+  redis_pid=$(redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" info server | awk -F: '/^process_id/ {print $2+0}')
+  maria_pid=$(pgrep -o -x mariadbd || pgrep -o -x mysqld || echo 0)
+  [[ -f "$NISSHI_DATA/nisshi.pid" ]] && broker_pid=$(cat "$NISSHI_DATA/nisshi.pid")
+  # `times` in this shell, not in a pipe: a subshell has no children's times.
+  times >"$RUN_DIR/times"
+  children=$(tail -1 "$RUN_DIR/times" | awk '{gsub(/[ms]/, " "); print $1 * 60 + $2 + $3 * 60 + $4}')
+  echo "\"api\":$(cpu_of_pid "$(cat "$RUN_DIR/api.pid")"),\"worker\":$(cpu_of_pid "$(cat "$RUN_DIR/worker-1.pid")"),\"redis\":$(cpu_of_pid "$redis_pid"),\"mariadb\":$(cpu_of_pid "$maria_pid"),\"broker\":$(cpu_of_pid "$broker_pid"),\"loadgen\":$children,\"wall\":$(date +%s.%N)"
+}
+
+sale() { "$BIN/loadgen" sale --api "$API" --admin-token "$ADMIN_TOKEN" "$@"; }
+small_args=(--requests "$small" --users $((small / 2)) --stock $((small / 10)))
 
 for ((run = 1; run <= runs; run++)); do
-  for w in $workers; do
-    for b in $batches; do
-      "$ROOT_DIR/scripts/down.sh" --quiet
-      # A fresh topic and group per run: every run starts from an empty log
-      # and a new group, so runs do not depend on each other.
-      export KAFKA_TOPIC="bench-$$-$run-$w-$b" KAFKA_GROUP_ID="bench-group-$$-$run-$w-$b"
-      start_process api "$BIN/api" 2>/dev/null
-      wait_for_http "http://127.0.0.1:$API_PORT/ready" 60 || die "api not ready"
-      for ((i = 1; i <= w; i++)); do
-        BATCH_SIZE=$b WORKER_PORT=$((29100 + i)) start_process "worker-$i" "$BIN/worker" 2>/dev/null
-      done
-      for ((i = 1; i <= w; i++)); do
-        wait_for_http "http://127.0.0.1:$((29100 + i))/ready" 60 || die "worker not ready"
-        if [[ "$queue" == kafka && $i -le 3 ]]; then
-          wait_for_partitions $((29100 + i)) 60 || die "worker-$i got no partitions"
-        fi
-      done
-      line=$("$BIN/loadgen" --api "http://127.0.0.1:$API_PORT" --admin-token "$ADMIN_TOKEN" \
-        --requests "$requests" --stock "$stock")
-      echo "{\"queue\":\"$queue\",\"workers\":$w,\"batch\":$b,\"run\":$run,\"result\":$line}" | tee -a "$results"
+  progress "ceiling: bare HTTP server, $requests calls at c=128"
+  start_process bare-http "$BIN/loadgen" bare-http --port "$BARE_PORT" 2>/dev/null
+  wait_for_port 127.0.0.1 "$BARE_PORT" 10 || die "bare-http did not start"
+  record any bare-http "$BIN/loadgen" sale --bare --label bare-http --api "http://127.0.0.1:$BARE_PORT" \
+    --requests "$requests" --users "$users"
+  stop_process bare-http 2>/dev/null
+
+  progress "ceiling: bulk insert of $requests result rows, $batch per statement"
+  record any insert "$BIN/loadgen" insert --database-url "$SCRATCH_URL" --rows "$requests" --batch "$batch"
+
+  for queue in $queues; do
+    export APP_QUEUE_TYPE=$queue REDIS_KEY_PREFIX="bench:$$:$run:" KAFKA_TOPIC="bench-$$-$run"
+    export KAFKA_GROUP_ID="bench-group-$$-$run"
+
+    progress "$queue ceiling: enqueue alone, $requests events at c=128"
+    scratch="bench-ceiling-$$-$run"
+    [[ "$queue" == redis ]] && scratch="bench-ceiling:$$:$run:"
+    record "$queue" enqueue "$BIN/loadgen" enqueue --queue "$queue" --requests "$requests" \
+      --users "$users" --scratch "$scratch"
+
+    "$ROOT_DIR/scripts/down.sh" --quiet
+    peak_worker=0
+    start_process api "$BIN/api" 2>/dev/null
+    wait_for_http "$API/ready" 60 || die "api not ready"
+    start_worker 1 BATCH_SIZE="$batch"
+
+    progress "$queue sale: $requests calls, $users users, 1 coupon of $stock"
+    cpu_snapshot >"$RUN_DIR/cpu-before"
+    record "$queue" sale sale --label "$queue sale" --requests "$requests" --users "$users" --stock "$stock"
+    cpu_snapshot >"$RUN_DIR/cpu-after"
+    echo "{\"run\":$run,\"mode\":\"$queue\",\"kind\":\"cpu\",\"result\":{\"ok\":true,\"before\":{$(cat "$RUN_DIR/cpu-before")},\"after\":{$(cat "$RUN_DIR/cpu-after")}}}" >>"$results"
+    progress "$queue sale: the same calls on $coupons coupons of $((stock / coupons))"
+    record "$queue" sale-20 sale --label "$queue sale-20" --requests "$requests" --users "$users" \
+      --stock "$stock" --coupons "$coupons"
+    api_kb_closed=$(vm_hwm api)
+    n=$((rate * rate_seconds))
+    progress "$queue rate: $rate req/s offered for ${rate_seconds}s"
+    record "$queue" rate sale --label "$queue rate" --rate "$rate" --requests "$n" --users "$n" --stock "$n"
+    stop_worker 1
+
+    if [[ "$queue" == redis ]]; then
+      progress "$queue rate with POLL_INTERVAL_MS=50 (extra)"
+      start_worker 1 BATCH_SIZE="$batch" POLL_INTERVAL_MS=50
+      record "$queue" rate-poll50 sale --label "$queue rate poll=50" --rate "$rate" --requests "$n" \
+        --users "$n" --stock "$n"
+      stop_worker 1
+    else
+      progress "$queue (no extra row)"
+    fi
+
+    progress "$queue backlog: $requests calls queued, then one worker"
+    record "$queue" backlog-fill sale --label "$queue backlog" --requests "$requests" --users "$users" \
+      --stock "$stock" --backlog "$RUN_DIR/backlog.json"
+    drain_with_worker backlog BATCH_SIZE="$batch"
+
+    for b in 1 "$batch"; do
+      progress "$queue batch: $small calls queued, one worker with BATCH_SIZE=$b"
+      record "$queue" "batch-$b-fill" sale --label "$queue batch $b" "${small_args[@]}" \
+        --backlog "$RUN_DIR/backlog.json"
+      drain_with_worker "batch-$b" BATCH_SIZE="$b"
     done
+
+    progress "$queue peak RSS"
+    echo "{\"run\":$run,\"mode\":\"$queue\",\"kind\":\"rss\",\"result\":{\"ok\":true,\"apiKb\":$(vm_hwm api),\"apiKbClosedLoop\":$api_kb_closed,\"workerKb\":$peak_worker}}" >>"$results"
+    stop_process api 2>/dev/null
   done
 done
 
-echo
-echo "queue=$queue requests=$requests stock=$stock runs=$runs (medians)"
-python3 - "$results" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-keys = sorted({(r["workers"], r["batch"]) for r in rows})
-print(f"{'workers':>7} {'batch':>5} {'drain s':>8} {'e2e req/s':>10} {'accept req/s':>12}  runs")
-for w, b in keys:
-    rs = [r["result"] for r in rows if (r["workers"], r["batch"]) == (w, b)]
-    d = statistics.median(x["drainSeconds"] for x in rs)
-    e = statistics.median(x["endToEndPerSecond"] for x in rs)
-    a = statistics.median(x["acceptedPerSecond"] for x in rs)
-    runs = " ".join(f"{x['drainSeconds']:.2f}" for x in rs)
-    print(f"{w:>7} {b:>5} {d:>8.2f} {e:>10.0f} {a:>12.0f}  [{runs}]")
-PY
+machine="$load_before; $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GB", $2 / 1048576}' /proc/meminfo), $(uname -sr)"
+python3 "$ROOT_DIR/scripts/bench_report.py" "$results" "$RUN_DIR" \
+  --machine "$machine" --batch "$batch" --requests "$requests" --users "$users" --stock "$stock" \
+  --coupons "$coupons" --rate "$rate" --small "$small"
+mkdir -p "$(dirname "$plot")"
+"$BIN/loadgen" plot --input "$RUN_DIR/results.json" --out "$plot"
+cat "$RUN_DIR/results.md"
+log "wrote $RUN_DIR/results.md, $RUN_DIR/results.json and $plot"
+((failures == 0)) || die "$failures step(s) failed; see FAILED in the table"

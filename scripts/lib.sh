@@ -203,7 +203,9 @@ install_nisshi() {
 # the PostgreSQL database when needed.
 nisshi_storage_url() {
   case "$NISSHI_STORAGE" in
-    sqlite) echo "sqlite://$NISSHI_DATA/nisshi.db" ;;
+    # Relative to $NISSHI_DATA, where the broker runs: nisshi joins even an
+    # absolute path onto its working directory.
+    sqlite) echo "sqlite://nisshi.db" ;;
     postgres)
       local pg="${NISSHI_PG_URL:-postgres://postgres@127.0.0.1:5432}"
       psql "$pg/postgres" -qtAc "SELECT 1 FROM pg_database WHERE datname = 'nisshi'" | grep -q 1 ||

@@ -1,0 +1,180 @@
+//! `loadgen drain`: times a worker through the backlog `sale --backlog`
+//! left in the queue; and the MySQL side both share: counting and reading
+//! results, and the invariant audit.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use chrono::NaiveDateTime;
+use common::audit::audit_sale;
+use common::domain::CouponId;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sqlx::MySqlPool;
+use uuid::Uuid;
+
+use crate::stats::per_second;
+
+/// The accepted requests of a backlog, per coupon.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backlog {
+    pub coupons: Vec<BacklogCoupon>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BacklogCoupon {
+    pub coupon_id: i64,
+    pub stock: i64,
+    pub accepted: Vec<Uuid>,
+}
+
+fn in_list(coupons: &[i64]) -> String {
+    coupons
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub async fn result_count(pool: &MySqlPool, coupons: &[i64]) -> anyhow::Result<usize> {
+    // Ids are integers the api gave us, so they can go into the text.
+    let sql = format!(
+        "SELECT COUNT(*) FROM coupon_issue_result WHERE coupon_id IN ({})",
+        in_list(coupons)
+    );
+    let n: i64 = sqlx::query_scalar(&sql).fetch_one(pool).await?;
+    Ok(n as usize)
+}
+
+/// Polls the result count every `every` until it reaches `expected`;
+/// `give_up` says why to stop early. Returns when the first result was seen
+/// (time, count) and when the last one was.
+pub async fn wait_for_results(
+    pool: &MySqlPool,
+    coupons: &[i64],
+    expected: usize,
+    every: Duration,
+    give_up: impl Fn() -> Option<String>,
+) -> anyhow::Result<((Instant, usize), Instant)> {
+    let mut first = None;
+    loop {
+        let n = result_count(pool, coupons).await?;
+        let now = Instant::now();
+        if n > 0 && first.is_none() {
+            first = Some((now, n));
+        }
+        if n >= expected {
+            return Ok((first.unwrap_or((now, n)), now));
+        }
+        if let Some(why) = give_up() {
+            bail!("{why}: {n} of {expected}");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+pub async fn result_times(
+    pool: &MySqlPool,
+    coupons: &[i64],
+) -> anyhow::Result<Vec<(NaiveDateTime, NaiveDateTime)>> {
+    let sql = format!(
+        "SELECT requested_at, processed_at FROM coupon_issue_result WHERE coupon_id IN ({})",
+        in_list(coupons)
+    );
+    Ok(sqlx::query_as(&sql).fetch_all(pool).await?)
+}
+
+/// The invariant audit of every coupon; violations are prefixed with the
+/// coupon id.
+pub async fn audit(
+    pool: &MySqlPool,
+    per_coupon: &BTreeMap<i64, Vec<Uuid>>,
+    stock: i64,
+) -> anyhow::Result<Value> {
+    let mut violations = vec![];
+    let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut issued = 0;
+    for (coupon, ids) in per_coupon {
+        let accepted: HashSet<Uuid> = ids.iter().copied().collect();
+        let r = audit_sale(
+            pool,
+            CouponId::try_from(*coupon)?,
+            stock,
+            &accepted,
+            &HashSet::new(),
+        )
+        .await?;
+        issued += r.issued;
+        for (k, v) in r.by_status {
+            *by_status.entry(k).or_default() += v;
+        }
+        violations.extend(
+            r.violations
+                .into_iter()
+                .map(|v| format!("coupon {coupon}: {v}")),
+        );
+    }
+    Ok(json!({ "issued": issued, "byStatus": by_status, "violations": violations }))
+}
+
+#[derive(clap::Args)]
+pub struct DrainArgs {
+    #[arg(long, env = "DATABASE_URL", default_value = common::config::DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// The file `sale --backlog` wrote.
+    #[arg(long)]
+    pub backlog: PathBuf,
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
+}
+
+/// Waits for a worker to process the backlog `sale --backlog` left. The
+/// rate comes from MySQL's own timestamps: every result of one batch carries
+/// the batch's `processed_at`, so (results − last batch) ÷ (last − first
+/// `processed_at`) is the worker's steady rate, without its start-up, its
+/// first poll, or this process's polling (every 100 ms, only to see the end).
+pub async fn drain(args: DrainArgs) -> anyhow::Result<Value> {
+    let backlog: Backlog = serde_json::from_slice(&std::fs::read(&args.backlog)?)?;
+    let pool = common::db::pool(&args.database_url, 2).context("DATABASE_URL")?;
+    let coupons: Vec<i64> = backlog.coupons.iter().map(|c| c.coupon_id).collect();
+    let expected: usize = backlog.coupons.iter().map(|c| c.accepted.len()).sum();
+    let start = Instant::now();
+    let deadline = Duration::from_secs(args.timeout_secs);
+    let ((t0, _), t1) = wait_for_results(
+        &pool,
+        &coupons,
+        expected,
+        Duration::from_millis(100),
+        || (start.elapsed() > deadline).then(|| format!("backlog not drained after {deadline:?}")),
+    )
+    .await?;
+    let processed: Vec<NaiveDateTime> = result_times(&pool, &coupons)
+        .await?
+        .into_iter()
+        .map(|r| r.1)
+        .collect();
+    let first = processed.iter().min().copied().unwrap_or_default();
+    let last = processed.iter().max().copied().unwrap_or_default();
+    let last_batch = processed.iter().filter(|t| **t == last).count();
+    let span = (last - first).to_std().unwrap_or_default();
+    let per_coupon = backlog
+        .coupons
+        .iter()
+        .map(|c| (c.coupon_id, c.accepted.clone()))
+        .collect();
+    let stock = backlog.coupons.first().map_or(0, |c| c.stock);
+    let audit = audit(&pool, &per_coupon, stock).await?;
+    Ok(json!({
+        "results": expected,
+        "resultsPerSecond": per_second(expected - last_batch, span),
+        "processedSpanSeconds": span.as_secs_f64(),
+        "lastBatch": last_batch,
+        "observedSeconds": t1.duration_since(t0).as_secs_f64(),
+        "ok": audit["violations"].as_array().is_some_and(Vec::is_empty),
+        "audit": audit,
+    }))
+}

@@ -1,0 +1,332 @@
+//! `loadgen sale`: creates the run's coupons through the admin api, sends the
+//! workload, waits until every accepted request has its result in MySQL,
+//! and audits the sale; or, with `--backlog`, only queues it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use serde_json::{json, Value};
+use sqlx::MySqlPool;
+use uuid::Uuid;
+
+use crate::load::{self, Counters, Outcome, Pace, Plan, Sample};
+use crate::results::{audit, result_count, result_times, wait_for_results, Backlog, BacklogCoupon};
+use crate::stats::{self, per_second, Latency};
+use crate::workload;
+
+/// Width of one timeline bucket.
+const BUCKET: Duration = Duration::from_millis(250);
+
+#[derive(clap::Args)]
+pub struct SaleArgs {
+    #[arg(long, env = "API_URL", default_value = "http://127.0.0.1:9090")]
+    pub api: String,
+    #[arg(long, env = "DATABASE_URL", default_value = common::config::DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    #[arg(long, env = "ADMIN_TOKEN", default_value = "dev-admin-token")]
+    pub admin_token: String,
+    /// Name of the run in progress lines.
+    #[arg(long, default_value = "sale")]
+    pub label: String,
+    /// Issue calls to send.
+    #[arg(long, default_value_t = 100_000)]
+    pub requests: usize,
+    /// Distinct users among them (the rest are repeats).
+    #[arg(long, default_value_t = 50_000)]
+    pub users: usize,
+    /// Coupons the calls are spread over.
+    #[arg(long, default_value_t = 1)]
+    pub coupons: usize,
+    /// Stock of all coupons together (split evenly).
+    #[arg(long, default_value_t = 10_000)]
+    pub stock: i64,
+    /// Calls in flight at once (closed loop), or at most (open loop).
+    #[arg(long, default_value_t = 128)]
+    pub concurrency: usize,
+    /// Offered calls per second (open loop) instead of a fixed concurrency.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Open loop: follow every Nth accepted call until its result is
+    /// readable over HTTP (0: none).
+    #[arg(long, default_value_t = 200)]
+    pub result_sample: usize,
+    /// Seed of the call sequence.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Against `loadgen bare-http`: coupons 1..=N, no database, no drain.
+    #[arg(long)]
+    pub bare: bool,
+    /// Only enqueue: write the accepted ids here for `loadgen drain`.
+    #[arg(long)]
+    pub backlog: Option<PathBuf>,
+    /// Give up waiting for results after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
+}
+
+pub async fn sale(args: SaleArgs) -> anyhow::Result<Value> {
+    let concurrency = args.concurrency.max(1);
+    let client = load::client(concurrency)?;
+    let stock_each = args.stock / args.coupons.max(1) as i64;
+    let coupons: Vec<i64> = if args.bare {
+        (1..=args.coupons as i64).collect()
+    } else {
+        let mut ids = Vec::with_capacity(args.coupons);
+        for i in 0..args.coupons {
+            ids.push(create_coupon(&client, &args, i, stock_each).await?);
+        }
+        ids
+    };
+    let calls = workload::calls(args.requests, args.users, coupons.len(), args.seed);
+    let urls = calls
+        .iter()
+        .map(|c| {
+            format!(
+                "{}/api/coupons/{}/issue?userId={}",
+                args.api, coupons[c.coupon], c.user
+            )
+        })
+        .collect();
+    let pace = match args.rate {
+        Some(rate) => Pace::Open {
+            rate,
+            connections: concurrency,
+        },
+        None => Pace::Closed { concurrency },
+    };
+    let pool = if args.bare {
+        None
+    } else {
+        Some(common::db::pool(&args.database_url, 2).context("DATABASE_URL")?)
+    };
+
+    let counters = Arc::new(Counters::default());
+    let progress = tokio::spawn(progress(
+        args.label.clone(),
+        args.requests,
+        counters.clone(),
+        pool.clone(),
+        coupons.clone(),
+    ));
+    let started_at = Utc::now();
+    let start = Instant::now();
+    let plan = Plan {
+        api: args.api.clone(),
+        urls,
+        pace,
+        result_sample: args.result_sample,
+    };
+    let (samples, sent) = load::run(client, plan, counters).await?;
+    let mut out = load_figures(&samples, sent);
+    out["coupons"] = json!(coupons);
+    out["requests"] = json!(args.requests);
+    out["users"] = json!(args.users);
+    out["offeredRate"] = json!(args.rate);
+    out["concurrency"] = json!(concurrency);
+
+    let Some(pool) = pool else {
+        progress.abort();
+        out["ok"] = json!(out["failed"] == 0);
+        return Ok(out);
+    };
+    let mut per_coupon: BTreeMap<i64, Vec<Uuid>> = coupons.iter().map(|c| (*c, vec![])).collect();
+    for s in &samples {
+        if let Outcome::Accepted(id) = s.outcome {
+            per_coupon
+                .get_mut(&coupons[calls[s.index].coupon])
+                .expect("coupon of the call")
+                .push(id);
+        }
+    }
+    if let Some(path) = &args.backlog {
+        progress.abort();
+        let backlog = Backlog {
+            coupons: per_coupon
+                .into_iter()
+                .map(|(coupon_id, accepted)| BacklogCoupon {
+                    coupon_id,
+                    stock: stock_each,
+                    accepted,
+                })
+                .collect(),
+        };
+        std::fs::write(path, serde_json::to_vec(&backlog)?)?;
+        out["ok"] = json!(out["failed"] == 0);
+        return Ok(out);
+    }
+
+    let accepted: usize = per_coupon.values().map(Vec::len).sum();
+    let deadline = Duration::from_secs(args.timeout_secs);
+    wait_for_results(
+        &pool,
+        &coupons,
+        accepted,
+        Duration::from_millis(100),
+        || (start.elapsed() > deadline).then(|| format!("results not in after {deadline:?}")),
+    )
+    .await?;
+    let drained = start.elapsed();
+    progress.abort();
+    out["drainSeconds"] = json!(drained.as_secs_f64());
+    out["endToEndPerSecond"] = json!(per_second(accepted, drained));
+
+    let rows = result_times(&pool, &coupons).await?;
+    let mut to_result = stats::histogram();
+    let mut processed = vec![];
+    let mut last_result = Duration::ZERO;
+    for (requested, processed_at) in &rows {
+        stats::record(
+            &mut to_result,
+            (*processed_at - *requested).to_std().unwrap_or_default(),
+        );
+        let offset = (processed_at.and_utc() - started_at)
+            .to_std()
+            .unwrap_or_default();
+        bump(&mut processed, offset);
+        last_result = last_result.max(offset);
+    }
+    // When the worker keeps up, the last result is written before the last
+    // call is answered; MySQL's timestamp says when.
+    out["lastResultSeconds"] = json!(last_result.as_secs_f64());
+    out["requestToResultDb"] = json!(Latency::of(&to_result));
+    out["timeline"]["processed"] = json!(rates(&processed));
+    let audit = audit(&pool, &per_coupon, stock_each).await?;
+    out["ok"] =
+        json!(out["failed"] == 0 && audit["violations"].as_array().is_some_and(Vec::is_empty));
+    out["audit"] = audit;
+    Ok(out)
+}
+
+async fn create_coupon(
+    client: &reqwest::Client,
+    args: &SaleArgs,
+    i: usize,
+    quantity: i64,
+) -> anyhow::Result<i64> {
+    let created: Value = client
+        .post(format!("{}/api/admin/coupons", args.api))
+        .bearer_auth(&args.admin_token)
+        .json(&json!({ "name": format!("bench {} #{i}", args.label), "quantity": quantity }))
+        .send()
+        .await?
+        .error_for_status()
+        .context("creating a bench coupon")?
+        .json()
+        .await?;
+    created["couponId"]
+        .as_i64()
+        .context("couponId in the answer")
+}
+
+/// Rates, phases and latencies of the HTTP part.
+fn load_figures(samples: &[Sample], sent: Duration) -> Value {
+    let first_sold_out = samples
+        .iter()
+        .filter(|s| s.outcome == Outcome::SoldOut)
+        .map(|s| s.done)
+        .min();
+    let last_accepted = samples
+        .iter()
+        .filter(|s| matches!(s.outcome, Outcome::Accepted(_)))
+        .map(|s| s.done)
+        .max()
+        .unwrap_or_default();
+    // The open phase ends with the first 409: from then on the api knows a
+    // coupon's stock is gone. The sold-out phase starts after the last 202:
+    // from then on every coupon is sold out and nothing is enqueued.
+    let open_end = first_sold_out.unwrap_or(sent);
+    let sold_out_start = first_sold_out.map(|t| t.max(last_accepted));
+    let (mut accepted, mut sold_out, mut failed) = (0, 0, 0);
+    let (mut accepted_in_open, mut sold_out_in_phase) = (0, 0);
+    let (mut lat_accepted, mut lat_sold_out) = (stats::histogram(), stats::histogram());
+    let mut to_result = stats::histogram();
+    let (mut t_accepted, mut t_sold_out) = (vec![], vec![]);
+    for s in samples {
+        match s.outcome {
+            Outcome::Accepted(_) => {
+                accepted += 1;
+                accepted_in_open += usize::from(s.done <= open_end);
+                stats::record(&mut lat_accepted, s.latency);
+                bump(&mut t_accepted, s.done);
+            }
+            Outcome::SoldOut => {
+                sold_out += 1;
+                sold_out_in_phase += usize::from(sold_out_start.is_some_and(|t| s.done > t));
+                stats::record(&mut lat_sold_out, s.latency);
+                bump(&mut t_sold_out, s.done);
+            }
+            Outcome::Failed => failed += 1,
+        }
+        if let Some(d) = s.to_result {
+            stats::record(&mut to_result, d);
+        }
+    }
+    json!({
+        "sent": samples.len(),
+        "accepted": accepted,
+        "soldOut": sold_out,
+        "failed": failed,
+        "sendSeconds": sent.as_secs_f64(),
+        "openPhaseSeconds": open_end.as_secs_f64(),
+        "acceptedPerSecond": per_second(accepted_in_open, open_end),
+        "soldOutPhaseSeconds": sold_out_start.map(|t| (sent - t).as_secs_f64()),
+        "soldOutPerSecond": sold_out_start.map(|t| per_second(sold_out_in_phase, sent - t)),
+        "answersPerSecond": per_second(samples.len(), sent),
+        "latencyAccepted": Latency::of(&lat_accepted),
+        "latencySoldOut": Latency::of(&lat_sold_out),
+        "requestToResultHttp": Latency::of(&to_result),
+        "timeline": {
+            "bucketSeconds": BUCKET.as_secs_f64(),
+            "accepted": rates(&t_accepted),
+            "soldOut": rates(&t_sold_out),
+        },
+    })
+}
+
+fn bump(buckets: &mut Vec<u64>, at: Duration) {
+    let i = (at.as_millis() / BUCKET.as_millis()) as usize;
+    if buckets.len() <= i {
+        buckets.resize(i + 1, 0);
+    }
+    buckets[i] += 1;
+}
+
+/// Bucket counts as events per second.
+fn rates(buckets: &[u64]) -> Vec<f64> {
+    buckets
+        .iter()
+        .map(|n| *n as f64 / BUCKET.as_secs_f64())
+        .collect()
+}
+
+async fn progress(
+    label: String,
+    total: usize,
+    c: Arc<Counters>,
+    pool: Option<MySqlPool>,
+    coupons: Vec<i64>,
+) {
+    let start = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let results = match &pool {
+            Some(p) => result_count(p, &coupons)
+                .await
+                .map_or_else(|_| "?".into(), |n| n.to_string()),
+            None => "-".into(),
+        };
+        eprintln!(
+            "  [{label}] {:>4.0}s  sent {}/{total}  202 {}  409 {}  failed {}  results {results}",
+            start.elapsed().as_secs_f64(),
+            c.sent.load(Ordering::Relaxed),
+            c.accepted.load(Ordering::Relaxed),
+            c.sold_out.load(Ordering::Relaxed),
+            c.failed.load(Ordering::Relaxed),
+        );
+    }
+}

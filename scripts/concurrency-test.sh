@@ -51,9 +51,18 @@ trap 'rm -rf "$work"' EXIT
 log "firing $requests requests ($distinct distinct users) at coupon $coupon, $parallel at a time"
 start=$(date +%s.%N)
 start_utc=$(date -u -d "@$start" '+%F %T.%6N')
-xargs -P "$parallel" -I{} curl -s -o - -w ' HTTP%{http_code}\n' -X POST \
-  "$API/api/coupons/$coupon/issue?userId={}" <"$work/users" >"$work/responses"
+# One curl running the requests in parallel, each answer in a file of its
+# own (answers written to one shared stream would interleave).
+mkdir "$work/r"
+awk -v api="$API" -v c="$coupon" -v dir="$work/r" \
+  '{printf "url = \"%s/api/coupons/%s/issue?userId=%s\"\noutput = \"%s/%d\"\n", api, c, $1, dir, NR}' \
+  "$work/users" >"$work/curl.conf"
+curl -s --parallel --parallel-immediate --parallel-max "$parallel" -X POST -K "$work/curl.conf" \
+  -w '%{filename_effective} %{http_code}\n' >"$work/codes" || true
 sent=$(date +%s.%N)
+while read -r file code; do
+  printf '%s HTTP%s\n' "$(cat "$file" 2>/dev/null)" "$code"
+done <"$work/codes" >"$work/responses"
 
 grep ' HTTP202$' "$work/responses" | grep -o '"requestId":"[^"]*"' | cut -d'"' -f4 >"$work/accepted" || true
 accepted=$(wc -l <"$work/accepted")

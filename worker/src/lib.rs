@@ -11,6 +11,7 @@ pub mod redis_poller;
 pub mod replay;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -87,6 +88,8 @@ impl Worker {
         let result = match &self.queue {
             Producer::Redis(queue) => {
                 let holder = worker_id;
+                let wake = Arc::new(tokio::sync::Notify::new());
+                let listener = queue.spawn_wake_listener(wake.clone(), cancel.clone());
                 let poller = RedisPoller {
                     queue: queue.clone(),
                     pool: self.pool.clone(),
@@ -96,8 +99,10 @@ impl Worker {
                     concurrency: self.config.coupon_concurrency as usize,
                     retry: RetryPolicy::default(),
                     holder,
+                    wake,
                 };
                 poller.run(cancel.clone()).await;
+                listener.await.ok();
                 Ok(())
             }
             Producer::Kafka(_) => {

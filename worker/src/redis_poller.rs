@@ -1,7 +1,9 @@
-//! Redis mode: wake every poll interval, then drain every pending coupon in
+//! Redis mode: wake every poll interval, or at once when an enqueue finds
+//! an empty queue (a pub/sub wake-up), then drain every pending coupon in
 //! batches before sleeping again. One worker per coupon at a time (a lease);
 //! see `common::queue::redis` for why ordering does not depend on the lease.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::domain::{CouponId, CouponIssueEvent, QueuedEvent};
@@ -11,6 +13,7 @@ use common::queue::RedisQueue;
 use futures::StreamExt;
 use rand::seq::SliceRandom;
 use sqlx::MySqlPool;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
@@ -27,6 +30,8 @@ pub struct RedisPoller {
     pub retry: RetryPolicy,
     /// This worker's name in coupon leases.
     pub holder: String,
+    /// Fired by the wake-up listener when work arrives in an empty queue.
+    pub wake: Arc<Notify>,
 }
 
 impl RedisPoller {
@@ -42,6 +47,7 @@ impl RedisPoller {
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.poll_interval) => {}
+                _ = self.wake.notified() => {}
                 _ = cancel.cancelled() => break,
             }
         }

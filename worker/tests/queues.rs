@@ -246,3 +246,41 @@ async fn a_malformed_redis_entry_is_dead_lettered_and_the_events_behind_it_proce
     assert!(field(1, "reason").contains("in the stream of coupon"));
     assert_eq!(app.queue_size(coupon).await, 0);
 }
+
+/// With a poll interval far longer than the test, only the wake-up that an
+/// enqueue into an empty queue publishes can start the worker: the first
+/// request of a sale, and the first one after the queue drained, both get
+/// their results at once.
+async fn an_idle_redis_worker_wakes_when_work_arrives(cluster: bool) {
+    let (app, _owned_cluster) = if cluster {
+        let (nodes, owned) = helpers::cluster::test_cluster().await;
+        (helpers::cluster::spawn_cluster_app_on(nodes).await, owned)
+    } else {
+        (spawn_app(QueueType::Redis).await, None)
+    };
+    let coupon = app.create_coupon(10).await;
+    let _worker = app
+        .worker_command()
+        .env("POLL_INTERVAL_MS", "600000")
+        .spawn()
+        .unwrap();
+    // The worker's first poll runs at start; give it time to subscribe.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for round in 0..2 {
+        let users: Vec<i64> = (round * 100 + 1..=round * 100 + 3).collect();
+        let accepted = app.fire(coupon, &users, 3).await;
+        app.wait_for_results(coupon, ((round + 1) * 3) as usize, Duration::from_secs(20))
+            .await;
+        assert_eq!(accepted.len(), 3);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_redis_worker_wakes_when_work_arrives_instead_of_waiting_for_its_poll() {
+    an_idle_redis_worker_wakes_when_work_arrives(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_worker_on_a_redis_cluster_wakes_when_work_arrives() {
+    an_idle_redis_worker_wakes_when_work_arrives(true).await;
+}

@@ -35,6 +35,12 @@ impl RedisKeys {
         format!("{}{STREAM}{{{coupon}}}:lease", self.prefix)
     }
 
+    /// Pub/sub channel of wake-ups: the id of a coupon whose empty stream
+    /// just got an entry.
+    pub fn wake_channel(&self) -> String {
+        format!("{}{STREAM}wake", self.prefix)
+    }
+
     /// Dead letters of every coupon.
     pub fn dead_letters(&self) -> String {
         format!("{}{STREAM}dlq", self.prefix)

@@ -34,17 +34,33 @@ mod dead_letters;
 mod keys;
 mod reply;
 mod single;
+pub mod wake;
 
 pub use keys::RedisKeys;
 pub use reply::next_entry_id;
 use reply::parse_xrange;
 use single::SingleNode;
 
+/// Single node: the entry, its coupon marked pending, and a wake-up when the
+/// stream was empty (see [`wake`]).
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+local was_empty = redis.call('XLEN', KEYS[1]) == 0
 local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[2])
+if was_empty then redis.call('PUBLISH', ARGV[3], ARGV[2]) end
+return id",
+    )
+});
+
+/// Cluster: the entry and a wake-up when the stream was empty; one key.
+static ENQUEUE_ONE_KEY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local was_empty = redis.call('XLEN', KEYS[1]) == 0
+local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
+if was_empty then redis.call('PUBLISH', ARGV[3], ARGV[2]) end
 return id",
     )
 });
@@ -111,6 +127,8 @@ pub struct RawEntry {
 pub struct RedisQueue {
     keys: RedisKeys,
     conn: Conn,
+    /// Where workers subscribe to wake-ups: the node, or every seed node.
+    nodes: Arc<[String]>,
 }
 
 #[derive(Clone)]
@@ -126,6 +144,7 @@ impl RedisQueue {
         Ok(Self {
             keys: RedisKeys::new(prefix),
             conn: Conn::Single(Arc::new(SingleNode::new(url, timeout)?)),
+            nodes: Arc::from([url.to_string()]),
         })
     }
 
@@ -138,6 +157,7 @@ impl RedisQueue {
         Ok(Self {
             keys: RedisKeys::new(prefix),
             conn: Conn::Cluster(Arc::new(cluster::Cluster::connect(nodes, timeout).await?)),
+            nodes: Arc::from(nodes.urls()),
         })
     }
 
@@ -158,6 +178,21 @@ impl RedisQueue {
 
     pub fn keys(&self) -> &RedisKeys {
         &self.keys
+    }
+
+    /// Listens for wake-ups (an enqueue into an empty stream) until
+    /// `cancel` fires, calling `notify.notify_one()` for each; see [`wake`].
+    pub fn spawn_wake_listener(
+        &self,
+        notify: Arc<tokio::sync::Notify>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(wake::listen(
+            self.nodes.clone(),
+            self.keys.wake_channel(),
+            notify,
+            cancel,
+        ))
     }
 
     /// Whether this queue runs on a Redis Cluster.
@@ -211,23 +246,19 @@ impl RedisQueue {
         payload: &[u8],
     ) -> Result<String, QueueError> {
         let stream = self.keys.stream(coupon);
-        if self.is_cluster() {
+        let mut inv = if self.is_cluster() {
             // The stream is the record of pending work: nothing else to write.
-            return self
-                .run(Invocation::Cmd(
-                    redis::cmd("XADD")
-                        .arg(stream)
-                        .arg("*")
-                        .arg("event")
-                        .arg(payload),
-                ))
-                .await;
-        }
-        let mut inv = ENQUEUE.prepare_invoke();
-        inv.key(stream)
-            .key(self.keys.pending())
-            .arg(payload)
-            .arg(coupon.get());
+            let mut inv = ENQUEUE_ONE_KEY.prepare_invoke();
+            inv.key(stream);
+            inv
+        } else {
+            let mut inv = ENQUEUE.prepare_invoke();
+            inv.key(stream).key(self.keys.pending());
+            inv
+        };
+        inv.arg(payload)
+            .arg(coupon.get())
+            .arg(self.keys.wake_channel());
         self.run(Invocation::Script(inv)).await
     }
 

@@ -61,7 +61,9 @@ async fn subscribe(url: &str, channel: &str) -> redis::RedisResult<redis::aio::P
     let client = redis::Client::open(url)?;
     let mut pubsub = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub())
         .await
-        .map_err(|_| redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
+        .map_err(|_| {
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+        })??;
     pubsub.subscribe(channel).await?;
     Ok(pubsub)
 }

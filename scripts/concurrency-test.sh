@@ -35,7 +35,6 @@ distinct=$((requests - repeats))
 curl -fsS -o /dev/null "$API/health" || die "api not reachable at $API (scripts/up.sh starts it)"
 if [[ -n "$reset" ]]; then
   "$ROOT_DIR/scripts/reset-db.sh" "$coupon" "$stock" >/dev/null
-  sleep 0.3 # let the api's coupon cache see a newly created coupon
 fi
 initial=$(mysql_app -N -e "SELECT stock FROM coupon WHERE coupon_id = $coupon")
 [[ -n "$initial" ]] || die "coupon $coupon does not exist"

@@ -210,7 +210,8 @@ nisshi_storage_url() {
       local pg="${NISSHI_PG_URL:-postgres://postgres@127.0.0.1:5432}"
       psql "$pg/postgres" -qtAc "SELECT 1 FROM pg_database WHERE datname = 'nisshi'" | grep -q 1 ||
         psql "$pg/postgres" -qc "CREATE DATABASE nisshi" >/dev/null
-      echo "$pg/nisshi"
+      # Loopback: no TLS (the local server's certificate names localhost, not 127.0.0.1).
+      echo "$pg/nisshi?sslmode=disable"
       ;;
     *) die "NISSHI_STORAGE must be sqlite or postgres, not $NISSHI_STORAGE" ;;
   esac

@@ -221,3 +221,53 @@ wait_for_partitions() {
   done
   return 1
 }
+
+# --- containers: local stand-in images, docker compose v2 or v1 ---
+
+LOCAL_BASE_IMAGE="${LOCAL_BASE_IMAGE:-coupon-local/debian:bookworm}"
+LOCAL_MYSQL_IMAGE="${LOCAL_MYSQL_IMAGE:-coupon-local/mysql:8.0}"
+LOCAL_REDIS_IMAGE="${LOCAL_REDIS_IMAGE:-coupon-local/redis:7}"
+LOCAL_KAFKA_IMAGE="${LOCAL_KAFKA_IMAGE:-coupon-local/kafka:3.8.0}"
+LOCAL_RUST_IMAGE="${LOCAL_RUST_IMAGE:-coupon-local/rust:1.95-bookworm}"
+NISSHI_VERSION="0.8.1"
+NISSHI_BIN="${NISSHI_BIN:-$CACHE_DIR/nisshi/bin/nisshi}"
+
+# Builds the Kafka-compatible broker nisshi once (about 14 minutes on 2
+# cores) and caches it; the Kafka stand-in image carries it.
+install_nisshi() {
+  [[ -x "$NISSHI_BIN" ]] && return
+  log "building the Kafka-compatible broker nisshi $NISSHI_VERSION (once; cached in $CACHE_DIR/nisshi)"
+  cargo install nisshi --version "$NISSHI_VERSION" --locked --ignore-rust-version \
+    --no-default-features --features libsql --root "$CACHE_DIR/nisshi" >&2
+}
+
+# The image variables of docker-compose.yml and the test harness: the
+# official image where it is present locally or WITH_PULL=1, otherwise the
+# stand-in scripts/images.sh builds.
+use_image_variables() {
+  local var official local_name
+  for var in MYSQL_IMAGE:mysql:8.0:$LOCAL_MYSQL_IMAGE REDIS_IMAGE:redis:7:$LOCAL_REDIS_IMAGE \
+    KAFKA_IMAGE:apache/kafka:3.8.0:$LOCAL_KAFKA_IMAGE \
+    BUILDER_IMAGE:rust:1.95-bookworm:$LOCAL_RUST_IMAGE RUNTIME_IMAGE:debian:bookworm-slim:$LOCAL_BASE_IMAGE; do
+    IFS=: read -r name official tag local_name local_tag <<<"$var"
+    official="$official:$tag" local_name="$local_name:$local_tag"
+    [[ -n "${!name:-}" ]] && continue
+    if [[ "${WITH_PULL:-0}" == 1 ]] || docker image inspect "$official" >/dev/null 2>&1; then
+      export "$name=$official"
+    else
+      export "$name=$local_name"
+    fi
+  done
+  log "images: $MYSQL_IMAGE $REDIS_IMAGE $KAFKA_IMAGE (build: $BUILDER_IMAGE, run: $RUNTIME_IMAGE)"
+}
+
+# compose ARGS...: `docker compose` (v2) or `docker-compose` (v1), whichever exists.
+compose() {
+  if docker compose version >/dev/null 2>&1; then
+    docker compose -f "$ROOT_DIR/docker-compose.yml" "$@"
+  elif command -v docker-compose >/dev/null 2>&1; then
+    docker-compose -f "$ROOT_DIR/docker-compose.yml" "$@"
+  else
+    die "neither 'docker compose' nor 'docker-compose' is installed"
+  fi
+}

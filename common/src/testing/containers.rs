@@ -51,8 +51,14 @@ fn runtime() -> &'static tokio::runtime::Runtime {
             .expect("tokio runtime for testcontainers");
         if let Ok(engine) = engine() {
             if engine.api_version < CLIENT_API_VERSION {
-                let addr = rt
-                    .block_on(docker_api::relay(engine.clone()))
+                let (tx, rx) = std::sync::mpsc::channel();
+                let engine = engine.clone();
+                rt.spawn(async move {
+                    let _ = tx.send(docker_api::relay(engine).await);
+                });
+                let addr = rx
+                    .recv()
+                    .expect("relay started")
                     .expect("relay to the Docker engine");
                 // Read once, by testcontainers' first call, which comes after this.
                 std::env::set_var("DOCKER_HOST", format!("tcp://{addr}"));

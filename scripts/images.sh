@@ -47,12 +47,6 @@ fi
 have "$LOCAL_MYSQL_IMAGE" || build "$LOCAL_MYSQL_IMAGE" mysql.Dockerfile
 have "$LOCAL_REDIS_IMAGE" || build "$LOCAL_REDIS_IMAGE" redis.Dockerfile
 
-if ! have "$LOCAL_KAFKA_IMAGE"; then
-  install_nisshi
-  cp "$NISSHI_BIN" "$context/nisshi"
-  build "$LOCAL_KAFKA_IMAGE" kafka.Dockerfile
-fi
-
 if [[ "${WITH_RUST:-1}" == 1 ]] && ! have "$LOCAL_RUST_IMAGE"; then
   toolchain=$(dirname "$(dirname "$(rustup which rustc 2>/dev/null || command -v rustc)")")
   log "copying the Rust toolchain $toolchain into $LOCAL_RUST_IMAGE"
@@ -60,6 +54,12 @@ if [[ "${WITH_RUST:-1}" == 1 ]] && ! have "$LOCAL_RUST_IMAGE"; then
   cp -a "$toolchain/bin" "$toolchain/lib" "$context/toolchain/"
   [[ -d "$toolchain/libexec" ]] && cp -a "$toolchain/libexec" "$context/toolchain/"
   build "$LOCAL_RUST_IMAGE" rust.Dockerfile
+fi
+
+if ! have "$LOCAL_KAFKA_IMAGE"; then
+  install_nisshi
+  cp "$NISSHI_BIN" "$context/nisshi"
+  build "$LOCAL_KAFKA_IMAGE" kafka.Dockerfile
 fi
 
 log "local images:"

@@ -53,6 +53,7 @@ if [[ "${WITH_RUST:-1}" == 1 ]] && ! have "$LOCAL_RUST_IMAGE"; then
   mkdir -p "$context/toolchain"
   cp -a "$toolchain/bin" "$toolchain/lib" "$context/toolchain/"
   [[ -d "$toolchain/libexec" ]] && cp -a "$toolchain/libexec" "$context/toolchain/"
+  cp "${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" "$context/host-ca.crt"
   build "$LOCAL_RUST_IMAGE" rust.Dockerfile
 fi
 

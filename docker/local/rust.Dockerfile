@@ -8,6 +8,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates gcc g++ make perl pkg-config \
       libc6-dev zlib1g-dev git curl \
  && rm -rf /var/lib/apt/lists/*
+# The host's CA bundle: crates.io may be reached through a TLS proxy.
+COPY host-ca.crt /etc/ssl/certs/ca-certificates.crt
 COPY toolchain /usr/local/rust
 ENV PATH=/usr/local/rust/bin:/usr/local/cargo/bin:$PATH CARGO_HOME=/usr/local/cargo
 RUN rustc --version && cargo --version

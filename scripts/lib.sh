@@ -241,18 +241,18 @@ install_nisshi() {
     --no-default-features --features libsql --root "$CACHE_DIR/nisshi" >&2
 }
 
-# The image variables of docker-compose.yml and the test harness: the
-# official image where it is present locally or WITH_PULL=1, otherwise the
-# stand-in scripts/images.sh builds.
+# The image variables of docker-compose.yml and the test harness, unless
+# set: the official image if it is present or can be pulled, otherwise the
+# stand-in scripts/images.sh builds (LOCAL_IMAGES=1 forces the stand-ins).
 use_image_variables() {
-  local var official local_name
-  for var in MYSQL_IMAGE:mysql:8.0:$LOCAL_MYSQL_IMAGE REDIS_IMAGE:redis:7:$LOCAL_REDIS_IMAGE \
-    KAFKA_IMAGE:apache/kafka:3.8.0:$LOCAL_KAFKA_IMAGE \
-    BUILDER_IMAGE:rust:1.95-bookworm:$LOCAL_RUST_IMAGE RUNTIME_IMAGE:debian:bookworm-slim:$LOCAL_BASE_IMAGE; do
-    IFS=: read -r name official tag local_name local_tag <<<"$var"
-    official="$official:$tag" local_name="$local_name:$local_tag"
+  local spec name official local_name
+  for spec in MYSQL_IMAGE=mysql:8.0=$LOCAL_MYSQL_IMAGE REDIS_IMAGE=redis:7=$LOCAL_REDIS_IMAGE \
+    KAFKA_IMAGE=apache/kafka:3.8.0=$LOCAL_KAFKA_IMAGE \
+    BUILDER_IMAGE=rust:1.95-bookworm=$LOCAL_RUST_IMAGE RUNTIME_IMAGE=debian:bookworm-slim=$LOCAL_BASE_IMAGE; do
+    IFS== read -r name official local_name <<<"$spec"
     [[ -n "${!name:-}" ]] && continue
-    if [[ "${WITH_PULL:-0}" == 1 ]] || docker image inspect "$official" >/dev/null 2>&1; then
+    if [[ "${LOCAL_IMAGES:-0}" != 1 ]] && { docker image inspect "$official" >/dev/null 2>&1 ||
+      docker pull -q "$official" >/dev/null 2>&1; }; then
       export "$name=$official"
     else
       export "$name=$local_name"

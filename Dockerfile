@@ -8,7 +8,13 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${BUILDER_IMAGE} AS build
 WORKDIR /src
-COPY . .
+# Only what the build reads, so edits elsewhere keep the build cached.
+COPY Cargo.toml Cargo.lock ./
+COPY migrations migrations
+COPY common common
+COPY api api
+COPY worker worker
+COPY bench bench
 # librdkafka is built from source and linked statically.
 RUN cargo build --release --locked -p api -p worker \
  && install -m 0755 target/release/api target/release/worker /usr/local/bin/

@@ -64,4 +64,4 @@ if ! have "$LOCAL_KAFKA_IMAGE"; then
 fi
 
 log "local images:"
-docker images --format '  {{.Repository}}:{{.Tag}}  {{.Size}}' | grep '^  coupon-local/' >&2
+docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep '^coupon-local/' | sed 's/^/  /' >&2 || true

@@ -40,7 +40,7 @@ finish() {
   [[ -z "$left" ]] || { echo "containers left: $left" >&2; result=FAIL; }
   [[ $rc -eq 0 ]] || result=FAIL
   echo "compose-check ($APP_QUEUE_TYPE): $result in $(($(date +%s) - started)) s"
-  [[ $result == PASS ]]
+  [[ $result == PASS ]] || exit 1
 }
 trap finish EXIT
 

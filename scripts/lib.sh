@@ -342,3 +342,42 @@ redis_forget() {
   redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" --scan --pattern "$1*" \
     | xargs -r -n 500 redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" DEL >/dev/null
 }
+
+# --- containers: local stand-in images, docker compose v2 or v1 ---
+
+LOCAL_BASE_IMAGE="${LOCAL_BASE_IMAGE:-coupon-local/debian:bookworm}"
+LOCAL_MYSQL_IMAGE="${LOCAL_MYSQL_IMAGE:-coupon-local/mysql:8.0}"
+LOCAL_REDIS_IMAGE="${LOCAL_REDIS_IMAGE:-coupon-local/redis:7}"
+LOCAL_KAFKA_IMAGE="${LOCAL_KAFKA_IMAGE:-coupon-local/kafka:3.8.0}"
+LOCAL_RUST_IMAGE="${LOCAL_RUST_IMAGE:-coupon-local/rust:1.95-bookworm}"
+
+# The image variables of docker-compose.yml and the test harness, unless
+# set: the official image if it is present or can be pulled, otherwise the
+# stand-in scripts/images.sh builds (LOCAL_IMAGES=1 forces the stand-ins).
+use_image_variables() {
+  local spec name official local_name
+  for spec in MYSQL_IMAGE=mysql:8.0=$LOCAL_MYSQL_IMAGE REDIS_IMAGE=redis:7=$LOCAL_REDIS_IMAGE \
+    KAFKA_IMAGE=apache/kafka:3.8.0=$LOCAL_KAFKA_IMAGE \
+    BUILDER_IMAGE=rust:1.95-bookworm=$LOCAL_RUST_IMAGE RUNTIME_IMAGE=debian:bookworm-slim=$LOCAL_BASE_IMAGE; do
+    IFS== read -r name official local_name <<<"$spec"
+    [[ -n "${!name:-}" ]] && continue
+    if [[ "${LOCAL_IMAGES:-0}" != 1 ]] && { docker image inspect "$official" >/dev/null 2>&1 ||
+      docker pull -q "$official" >/dev/null 2>&1; }; then
+      export "$name=$official"
+    else
+      export "$name=$local_name"
+    fi
+  done
+  log "images: $MYSQL_IMAGE $REDIS_IMAGE $KAFKA_IMAGE (build: $BUILDER_IMAGE, run: $RUNTIME_IMAGE)"
+}
+
+# compose ARGS...: `docker compose` (v2) or `docker-compose` (v1), whichever exists.
+compose() {
+  if docker compose version >/dev/null 2>&1; then
+    docker compose -f "$ROOT_DIR/docker-compose.yml" "$@"
+  elif command -v docker-compose >/dev/null 2>&1; then
+    docker-compose -f "$ROOT_DIR/docker-compose.yml" "$@"
+  else
+    die "neither 'docker compose' nor 'docker-compose' is installed"
+  fi
+}

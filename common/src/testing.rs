@@ -1,28 +1,147 @@
 //! Helpers for tests against real services: a fresh database per test and a
-//! unique Redis key prefix. Read `DATABASE_URL` and `REDIS_URL`, defaulting
-//! to the local services `scripts/` sets up.
+//! unique Redis key prefix and Kafka topic.
+//!
+//! Where the services are, per service, first found wins:
+//! 1. `DATABASE_URL`, `REDIS_URL`, `KAFKA_BROKERS` (`scripts/test.sh` sets them);
+//! 2. with the `testcontainers` feature, a container, when a Docker engine
+//!    answers (see [`containers`]);
+//! 3. the local service on its default address, if it accepts connections
+//!    (what `scripts/up.sh` starts).
+//!
+//! Otherwise the test fails at once, saying what is missing and how to get it.
 
 use std::str::FromStr;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
-use crate::config::{DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL};
+use crate::config::{DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BROKERS, DEFAULT_REDIS_URL};
 use crate::domain::CouponId;
+
+#[cfg(feature = "testcontainers")]
+pub mod containers;
+#[cfg(feature = "testcontainers")]
+mod docker_api;
 
 /// The MySQL server tests use.
 pub fn database_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into())
+    Service::Mysql.address()
 }
 
 /// The Redis server tests use.
 pub fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.into())
+    Service::Redis.address()
 }
 
 /// The Kafka broker tests use.
 pub fn kafka_brokers() -> String {
-    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| crate::config::DEFAULT_KAFKA_BROKERS.into())
+    Service::Kafka.address()
+}
+
+/// A service the tests need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Service {
+    Mysql,
+    Redis,
+    Kafka,
+}
+
+impl Service {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Mysql => "mysql",
+            Self::Redis => "redis",
+            Self::Kafka => "kafka",
+        }
+    }
+
+    fn variable(self) -> &'static str {
+        match self {
+            Self::Mysql => "DATABASE_URL",
+            Self::Redis => "REDIS_URL",
+            Self::Kafka => "KAFKA_BROKERS",
+        }
+    }
+
+    /// The local default, as `scripts/up.sh` starts it.
+    fn default_address(self) -> &'static str {
+        match self {
+            Self::Mysql => DEFAULT_DATABASE_URL,
+            Self::Redis => DEFAULT_REDIS_URL,
+            Self::Kafka => DEFAULT_KAFKA_BROKERS,
+        }
+    }
+
+    #[cfg_attr(not(feature = "testcontainers"), allow(dead_code))]
+    fn image_var(self) -> &'static str {
+        match self {
+            Self::Mysql => "MYSQL_IMAGE",
+            Self::Redis => "REDIS_IMAGE",
+            Self::Kafka => "KAFKA_IMAGE",
+        }
+    }
+
+    /// The container image for this service: `MYSQL_IMAGE`, `REDIS_IMAGE`,
+    /// `KAFKA_IMAGE`, defaulting to the official images.
+    #[cfg_attr(not(feature = "testcontainers"), allow(dead_code))]
+    fn image(self) -> String {
+        let official = match self {
+            Self::Mysql => "mysql:8.0",
+            Self::Redis => "redis:7",
+            Self::Kafka => "apache/kafka:3.8.0",
+        };
+        std::env::var(self.image_var()).unwrap_or_else(|_| official.into())
+    }
+
+    /// Resolved once per process.
+    fn address(self) -> String {
+        static FOUND: [OnceLock<String>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+        FOUND[self as usize].get_or_init(|| self.find()).clone()
+    }
+
+    fn find(self) -> String {
+        if let Ok(v) = std::env::var(self.variable()) {
+            return v;
+        }
+        #[cfg(feature = "testcontainers")]
+        let docker = match containers::engine() {
+            Ok(_) => return containers::url(self),
+            Err(why) => format!("no Docker engine answers ({why})"),
+        };
+        #[cfg(not(feature = "testcontainers"))]
+        let docker =
+            "this build has no testcontainers support (feature `testcontainers` of common)"
+                .to_string();
+        let default = self.default_address();
+        if accepts_connections(default) {
+            return default.into();
+        }
+        panic!(
+            "no {service} for the tests: {var} is unset, {docker}, and nothing accepts connections \
+             at {default}.\n\
+             Any one of these fixes it:\n\
+             - run the tests with scripts/test.sh, which starts MySQL/MariaDB, Redis and the Kafka \
+               broker locally and sets DATABASE_URL, REDIS_URL and KAFKA_BROKERS;\n\
+             - set DATABASE_URL, REDIS_URL and KAFKA_BROKERS to services you run;\n\
+             - install and start Docker (or set DOCKER_HOST): the tests then start containers \
+               with testcontainers (scripts/test.sh --containers).",
+            service = self.name(),
+            var = self.variable(),
+        )
+    }
+}
+
+/// Whether the host:port inside a service address accepts a TCP connection.
+fn accepts_connections(address: &str) -> bool {
+    let rest = address.split_once("://").map_or(address, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let host_port = rest.split(['/', '?', ',']).next().unwrap_or_default();
+    use std::net::ToSocketAddrs;
+    host_port.to_socket_addrs().is_ok_and(|mut addrs| {
+        addrs.any(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
+    })
 }
 
 /// A topic and consumer group no other test uses.
@@ -102,6 +221,18 @@ pub fn key_prefix() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_host_and_port_of_a_service_address() {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = free.local_addr().unwrap().port();
+        assert!(accepts_connections(&format!(
+            "mysql://a:b@127.0.0.1:{port}/db?x=1"
+        )));
+        assert!(accepts_connections(&format!("127.0.0.1:{port}")));
+        drop(free);
+        assert!(!accepts_connections(&format!("redis://127.0.0.1:{port}")));
+    }
 
     #[test]
     fn replaces_the_database_of_a_url() {

@@ -60,7 +60,11 @@ pub async fn test_config(mode: QueueType) -> (TestDb, CommonConfig) {
         database_url: db.url.clone(),
         redis_url: redis_url(),
         redis_key_prefix: key_prefix(),
-        kafka_brokers: kafka_brokers(),
+        // Only Kafka-mode tests need a broker (and start its container).
+        kafka_brokers: match mode {
+            QueueType::Kafka => kafka_brokers(),
+            QueueType::Redis => CommonConfig::default().kafka_brokers,
+        },
         kafka_topic: topic,
         kafka_group_id: group,
         ..CommonConfig::default()

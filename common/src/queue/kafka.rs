@@ -75,6 +75,9 @@ impl KafkaSettings {
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("auto.offset.reset", "earliest")
+            // A fetch the broker holds open returns after this long at most;
+            // librdkafka's 500 ms default showed up whole in request-to-result.
+            .set("fetch.wait.max.ms", "50")
             .set(
                 "session.timeout.ms",
                 session_timeout.as_millis().to_string(),

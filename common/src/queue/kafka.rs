@@ -6,8 +6,7 @@
 //! use, so [`partition_for`] can tell which partition a coupon lives on (for
 //! the queue size) and any Kafka client agrees.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -216,45 +215,12 @@ pub fn partition_for(coupon: CouponId, partitions: i32) -> i32 {
     (murmur2(coupon.to_string().as_bytes()) & 0x7fff_ffff) % partitions.max(1)
 }
 
-/// Marks the producer stale when every broker went away.
-///
-/// Tansu 0.6.0 forgets idempotent producer ids when it restarts and its
-/// storage task panics on the first produce of a producer id from before the
-/// restart, wedging the broker. A producer that saw the brokers go down, or a
-/// failed delivery, is therefore replaced by a fresh one (new producer id)
-/// before its next send. Against Apache Kafka this costs one extra
-/// InitProducerId after an outage and nothing else.
-pub struct ProducerHealth {
-    stale: Arc<AtomicBool>,
-}
+/// Logs the producer's client errors (broker down, ...) through `tracing`.
+pub struct ProducerLog;
 
-impl ClientContext for ProducerHealth {
+impl ClientContext for ProducerLog {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(error = %error, reason, "kafka producer");
-        if matches!(
-            error.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::Fatal)
-        ) {
-            self.stale.store(true, Ordering::Release);
-        }
-    }
-}
-
-struct Slot {
-    producer: FutureProducer<ProducerHealth>,
-    stale: Arc<AtomicBool>,
-}
-
-impl Slot {
-    fn new(settings: &KafkaSettings, delivery_timeout: Duration) -> Result<Self, QueueError> {
-        let stale = Arc::new(AtomicBool::new(false));
-        let producer = settings
-            .producer_config(delivery_timeout)
-            .create_with_context(ProducerHealth {
-                stale: stale.clone(),
-            })
-            .map_err(kafka_err)?;
-        Ok(Self { producer, stale })
     }
 }
 
@@ -263,8 +229,8 @@ impl Slot {
 #[derive(Clone)]
 pub struct KafkaProducer {
     settings: KafkaSettings,
-    delivery_timeout: Duration,
-    slot: Arc<RwLock<Arc<Slot>>>,
+    /// librdkafka reconnects by itself after a broker outage.
+    producer: FutureProducer<ProducerLog>,
     /// For metadata and the worker group's committed offsets (queue size).
     /// Never subscribes, so it does not join the group.
     inspector: Arc<BaseConsumer>,
@@ -273,7 +239,10 @@ pub struct KafkaProducer {
 impl KafkaProducer {
     /// Builds the producer; does not need the broker to be up.
     pub fn new(settings: KafkaSettings, delivery_timeout: Duration) -> Result<Self, QueueError> {
-        let slot = Slot::new(&settings, delivery_timeout)?;
+        let producer = settings
+            .producer_config(delivery_timeout)
+            .create_with_context(ProducerLog)
+            .map_err(kafka_err)?;
         let inspector: BaseConsumer = settings
             .client_config()
             .set("group.id", &settings.group_id)
@@ -282,8 +251,7 @@ impl KafkaProducer {
             .map_err(kafka_err)?;
         Ok(Self {
             settings,
-            delivery_timeout,
-            slot: Arc::new(RwLock::new(Arc::new(slot))),
+            producer,
             inspector: Arc::new(inspector),
         })
     }
@@ -292,22 +260,8 @@ impl KafkaProducer {
         &self.settings
     }
 
-    /// The current producer, replaced first if it went stale.
-    fn slot(&self) -> Result<Arc<Slot>, QueueError> {
-        let current = self.slot.read().expect("producer lock").clone();
-        if !current.stale.load(Ordering::Acquire) {
-            return Ok(current);
-        }
-        let mut w = self.slot.write().expect("producer lock");
-        if Arc::ptr_eq(&w, &current) {
-            tracing::info!("replacing the kafka producer after a broker outage");
-            *w = Arc::new(Slot::new(&self.settings, self.delivery_timeout)?);
-        }
-        Ok(w.clone())
-    }
-
     /// Sends one record and waits for its delivery report; returns
-    /// `partition:offset`. A failed delivery retires the producer.
+    /// `partition:offset`.
     pub async fn send(
         &self,
         topic: &str,
@@ -315,7 +269,6 @@ impl KafkaProducer {
         payload: &[u8],
         headers: Option<OwnedHeaders>,
     ) -> Result<String, QueueError> {
-        let slot = self.slot()?;
         let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
         if let Some(k) = key {
             record = record.key(k);
@@ -323,12 +276,9 @@ impl KafkaProducer {
         if let Some(h) = headers {
             record = record.headers(h);
         }
-        match slot.producer.send(record, Duration::from_millis(100)).await {
+        match self.producer.send(record, Duration::from_millis(100)).await {
             Ok(d) => Ok(format!("{}:{}", d.partition, d.offset)),
-            Err((e, _)) => {
-                slot.stale.store(true, Ordering::Release);
-                Err(delivery_err(e))
-            }
+            Err((e, _)) => Err(delivery_err(e)),
         }
     }
 

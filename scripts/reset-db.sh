@@ -2,8 +2,8 @@
 # Operators' reset between sales: sets coupon COUPON's stock (and total) to
 # STOCK, creating the coupon if needed, and clears its issued rows and
 # results. In Redis mode its queued, unprocessed requests are dropped too; in
-# Kafka mode the log cannot be edited, so let the queue drain first. Returns
-# once the api's coupon cache has seen the new stock.
+# Kafka mode the log cannot be edited, so let the queue drain first. Waits
+# two of the api's coupon-cache reloads before returning (see the end).
 #
 #   scripts/reset-db.sh COUPON STOCK
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -34,7 +34,8 @@ if command -v redis-cli >/dev/null 2>&1; then
   "${redis_cli[@]}" DEL "${prefix}coupon-issue-events:{$coupon}" >/dev/null || true
 fi
 # A running api re-reads which coupons are sold out every
-# COUPON_CACHE_REFRESH_MS (1 s by default): wait that long, so that the first
-# request after the reset does not meet a SOLD_OUT the api still remembers.
-sleep "$(awk -v ms="${COUPON_CACHE_REFRESH_MS:-1000}" 'BEGIN{printf "%.3f", ms / 1000 + 0.2}')"
+# COUPON_CACHE_REFRESH_MS (1 s by default; set it here too if the api runs
+# with another value): wait two reloads, so that the first request after the
+# reset does not meet a SOLD_OUT the api still remembers.
+sleep "$(awk -v ms="${COUPON_CACHE_REFRESH_MS:-1000}" 'BEGIN{printf "%.3f", 2 * ms / 1000 + 0.2}')"
 echo "coupon $coupon reset: stock $stock, no holders, no results"

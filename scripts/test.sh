@@ -57,6 +57,8 @@ fi
 
 ensure_services
 ensure_kafka
+# The tests that kill a broker start nisshi processes of their own.
+install_nisshi
 # The cluster tests share this cluster (REDIS_CLUSTER_NODES); the one that
 # kills a master starts its own.
 ensure_redis_cluster

@@ -121,7 +121,7 @@ pub async fn create_coupon(
         },
     )
     .await?;
-    state.coupons.insert(created.coupon_id);
+    state.coupons.insert(created.coupon_id, body.quantity);
     tracing::info!(
         coupon_id = created.coupon_id,
         quantity = body.quantity,

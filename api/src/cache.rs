@@ -28,6 +28,16 @@ pub enum Availability {
     SoldOut,
 }
 
+impl Availability {
+    fn of_stock(stock: i64) -> Self {
+        if stock > 0 {
+            Availability::Open
+        } else {
+            Availability::SoldOut
+        }
+    }
+}
+
 /// Coupon ids with their availability, reloaded from MySQL in the
 /// background and on misses.
 #[derive(Clone)]
@@ -51,25 +61,18 @@ impl CouponCache {
         let coupons: HashMap<i64, Availability> = db::coupon_stocks(&self.pool)
             .await?
             .into_iter()
-            .map(|(id, stock)| {
-                let state = if stock > 0 {
-                    Availability::Open
-                } else {
-                    Availability::SoldOut
-                };
-                (id, state)
-            })
+            .map(|(id, stock)| (id, Availability::of_stock(stock)))
             .collect();
         *self.coupons.write().expect("cache lock") = coupons;
         Ok(())
     }
 
-    /// Adds a coupon this instance just created.
-    pub fn insert(&self, id: i64) {
+    /// Adds a coupon this instance just created with `stock` units.
+    pub fn insert(&self, id: i64, stock: i64) {
         self.coupons
             .write()
             .expect("cache lock")
-            .insert(id, Availability::Open);
+            .insert(id, Availability::of_stock(stock));
     }
 
     fn cached(&self, id: CouponId) -> Option<Availability> {

@@ -19,6 +19,9 @@ use tracing::{info, instrument, warn};
 
 use crate::pipeline::{handle_batch, DrainError};
 
+/// Shortest time between the starts of two polls that a wake-up triggers.
+const MIN_POLL_GAP: Duration = Duration::from_millis(20);
+
 /// The Redis poller of one worker process.
 pub struct RedisPoller {
     pub queue: RedisQueue,
@@ -40,14 +43,24 @@ impl RedisPoller {
     pub async fn run(&self, cancel: CancellationToken) {
         info!(holder = %self.holder, interval = ?self.poll_interval, batch = self.batch_size, "redis poller started");
         loop {
+            let started = tokio::time::Instant::now();
             match self.poll_once(&cancel).await {
                 Ok(0) => {}
                 Ok(n) => info!(processed = n, "drained pending coupons"),
                 Err(e) => warn!(error = ?e, "poll failed; will retry"),
             }
+            // A wake-up starts the next poll at once, but never sooner than
+            // MIN_POLL_GAP after the last one began: when every enqueue finds
+            // an empty queue (light traffic), a full poll per message would
+            // otherwise scan the pending record (or, on a cluster, every
+            // master's keyspace) in a tight loop.
+            let woken = async {
+                self.wake.notified().await;
+                tokio::time::sleep_until(started + MIN_POLL_GAP).await;
+            };
             tokio::select! {
                 _ = tokio::time::sleep(self.poll_interval) => {}
-                _ = self.wake.notified() => {}
+                _ = woken => {}
                 _ = cancel.cancelled() => break,
             }
         }

@@ -200,9 +200,9 @@ async fn a_cluster_master_killed_9_and_restarted_mid_sale_loses_no_accepted_requ
     let others = futures::future::join_all(
         coupons[1..]
             .iter()
-            .map(|&c| app.fire_through_outage(c, outage_over.cancelled(), 600)),
+            .map(|&c| app.fire_through_outage(c, outage_over.cancelled())),
     );
-    let (first, rest) = tokio::join!(app.fire_through_outage(coupons[0], outage, 600), others);
+    let (first, rest) = tokio::join!(app.fire_through_outage(coupons[0], outage), others);
     assert!(
         first.refused > 0,
         "requests for the dead master's coupon were refused"

@@ -238,7 +238,6 @@ async fn kafka_refused_event_is_dead_lettered_then_replayed() {
     a_refused_event_is_dead_lettered_then_replayed(QueueType::Kafka).await;
 }
 
-/// Fires `users` in volleys of 100 while an outage runs.
 /// The queue itself is SIGKILLed mid-sale and restarted: the api answers 503
 /// meanwhile and recovers, the worker reconnects, and every request answered
 /// 202 gets its result.
@@ -262,7 +261,7 @@ async fn a_queue_killed_mid_sale_loses_no_accepted_request(mode: QueueType) {
         tokio::time::sleep(Duration::from_secs(3)).await;
         queue.restart().await;
     };
-    let sale = app.fire_through_outage(coupon, outage, 1500).await;
+    let sale = app.fire_through_outage(coupon, outage).await;
     assert!(sale.refused > 0, "some requests met the dead queue");
     app.wait_for_requests(coupon, &sale.accepted, DRAIN).await;
     let report = app

@@ -6,7 +6,7 @@
 //! use, so [`partition_for`] can tell which partition a coupon lives on (for
 //! the queue size) and any Kafka client agrees.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -15,7 +15,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -74,6 +74,8 @@ impl KafkaSettings {
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("auto.offset.reset", "earliest")
+            // Joining a busy group on a loaded machine: connect less eagerly.
+            .set("socket.connection.setup.timeout.ms", "2000")
             // A fetch the broker holds open returns after this long at most;
             // librdkafka's 500 ms default showed up whole in request-to-result.
             .set("fetch.wait.max.ms", "50")
@@ -89,8 +91,10 @@ impl KafkaSettings {
         c
     }
 
-    /// A reader of the dead-letter topic from its start, in its own group so
-    /// that it never takes partitions from the workers; it commits nothing.
+    /// A reader of the dead-letter topic from its start, in a group of its
+    /// own (`<group>-dlq-replay`) so that it never takes partitions from the
+    /// workers; nothing is committed unless the reader commits by hand (the
+    /// replay does, after each dead letter is back on the queue).
     pub fn dead_letter_reader_config(&self) -> ClientConfig {
         let mut c = self.client_config();
         c.set("group.id", format!("{}-dlq-replay", self.group_id))
@@ -229,8 +233,11 @@ impl ClientContext for ProducerLog {
 #[derive(Clone)]
 pub struct KafkaProducer {
     settings: KafkaSettings,
-    /// librdkafka reconnects by itself after a broker outage.
-    producer: FutureProducer<ProducerLog>,
+    delivery_timeout: Duration,
+    /// librdkafka reconnects by itself after a broker outage; only a fatal
+    /// error (an idempotent producer fenced or out of sequence) leaves it
+    /// unusable, and then it is replaced.
+    producer: Arc<RwLock<FutureProducer<ProducerLog>>>,
     /// For metadata and the worker group's committed offsets (queue size).
     /// Never subscribes, so it does not join the group.
     inspector: Arc<BaseConsumer>,
@@ -239,10 +246,7 @@ pub struct KafkaProducer {
 impl KafkaProducer {
     /// Builds the producer; does not need the broker to be up.
     pub fn new(settings: KafkaSettings, delivery_timeout: Duration) -> Result<Self, QueueError> {
-        let producer = settings
-            .producer_config(delivery_timeout)
-            .create_with_context(ProducerLog)
-            .map_err(kafka_err)?;
+        let producer = Self::producer(&settings, delivery_timeout)?;
         let inspector: BaseConsumer = settings
             .client_config()
             .set("group.id", &settings.group_id)
@@ -251,9 +255,33 @@ impl KafkaProducer {
             .map_err(kafka_err)?;
         Ok(Self {
             settings,
-            producer,
+            delivery_timeout,
+            producer: Arc::new(RwLock::new(producer)),
             inspector: Arc::new(inspector),
         })
+    }
+
+    fn producer(
+        settings: &KafkaSettings,
+        delivery_timeout: Duration,
+    ) -> Result<FutureProducer<ProducerLog>, QueueError> {
+        settings
+            .producer_config(delivery_timeout)
+            .create_with_context(ProducerLog)
+            .map_err(kafka_err)
+    }
+
+    /// Replaces `failed` if it is still the producer in use.
+    fn replace_fatal(&self, failed: &FutureProducer<ProducerLog>) {
+        let mut current = self.producer.write().expect("producer lock");
+        if current.client().fatal_error().is_none() {
+            return; // another caller replaced it already
+        }
+        tracing::warn!(error = ?failed.client().fatal_error(), "kafka producer failed fatally; replacing it");
+        match Self::producer(&self.settings, self.delivery_timeout) {
+            Ok(p) => *current = p,
+            Err(e) => tracing::warn!(error = ?e, "could not build a new kafka producer"),
+        }
     }
 
     pub fn settings(&self) -> &KafkaSettings {
@@ -276,9 +304,15 @@ impl KafkaProducer {
         if let Some(h) = headers {
             record = record.headers(h);
         }
-        match self.producer.send(record, Duration::from_millis(100)).await {
+        let producer = self.producer.read().expect("producer lock").clone();
+        match producer.send(record, Duration::from_millis(100)).await {
             Ok(d) => Ok(format!("{}:{}", d.partition, d.offset)),
-            Err((e, _)) => Err(delivery_err(e)),
+            Err((e, _)) => {
+                if producer.client().fatal_error().is_some() {
+                    self.replace_fatal(&producer);
+                }
+                Err(delivery_err(e))
+            }
         }
     }
 

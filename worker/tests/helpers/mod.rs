@@ -427,13 +427,13 @@ impl Refusals {
 impl TestApp {
     /// Fires volleys of 100 requests from fresh users (1, 2, 3, ...) at
     /// `coupon` until `outage` (which kills and restarts a service) is over,
-    /// then `after` more from fresh users, so the sale goes on through the
-    /// outage and past it however fast either runs.
+    /// then goes on until the coupon sells out (the api answers
+    /// `SOLD_OUT`), so the sale runs through the outage and past it however
+    /// fast either runs and however long the service takes to recover.
     pub async fn fire_through_outage(
         &self,
         coupon: CouponId,
         outage: impl std::future::Future<Output = ()>,
-        after: usize,
     ) -> Refusals {
         let over = std::sync::atomic::AtomicBool::new(false);
         let mut next_user = 1i64;
@@ -454,7 +454,17 @@ impl TestApp {
             over.store(true, std::sync::atomic::Ordering::SeqCst);
         };
         tokio::join!(firing, outage);
-        all.absorb(self.fire_tolerant(coupon, &fresh(after), 50).await);
+        let recovered = Instant::now();
+        while all.sold_out == 0 {
+            assert!(
+                recovered.elapsed() < Duration::from_secs(120),
+                "the coupon did not sell out within 120 s of the restart: {} accepted, {} refused",
+                all.accepted.len(),
+                all.refused
+            );
+            all.absorb(self.fire_tolerant(coupon, &fresh(100), 50).await);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         all
     }
 }

@@ -17,6 +17,9 @@ use tracing::{debug, warn};
 
 /// Wait before subscribing again after a failure.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
+/// A node that accepts the connection but never answers must not hold the
+/// listener (or the worker's shutdown).
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Subscribes to `channel` on the first node of `urls` that answers and
 /// calls `notify.notify_one()` for every message, until `cancel` fires.
@@ -32,7 +35,11 @@ pub async fn listen(
     loop {
         let url = &urls[attempt % urls.len()];
         attempt += 1;
-        match subscribe(url, &channel).await {
+        let subscribed = tokio::select! {
+            s = tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribe(url, &channel)) => s,
+            _ = cancel.cancelled() => return,
+        };
+        match subscribed.unwrap_or_else(|_| Err(timed_out())) {
             Ok(mut pubsub) => {
                 debug!(%url, %channel, "listening for wake-ups");
                 notify.notify_one();
@@ -58,12 +65,11 @@ pub async fn listen(
 }
 
 async fn subscribe(url: &str, channel: &str) -> redis::RedisResult<redis::aio::PubSub> {
-    let client = redis::Client::open(url)?;
-    let mut pubsub = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub())
-        .await
-        .map_err(|_| {
-            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
-        })??;
+    let mut pubsub = redis::Client::open(url)?.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     Ok(pubsub)
+}
+
+fn timed_out() -> redis::RedisError {
+    std::io::Error::from(std::io::ErrorKind::TimedOut).into()
 }

@@ -28,29 +28,17 @@ async fn a_coupon_is_created_issued_and_its_result_read_on_a_cluster() {
     let accepted: Accepted = res.json().await.unwrap();
     app.wait_for_results(coupon, 1, DRAIN).await;
 
-    let result: serde_json::Value = app
-        .client
-        .get(format!(
-            "{}/api/coupons/issue-requests/{}",
-            app.address, accepted.request_id
+    let result = app
+        .get_json(&format!(
+            "/api/coupons/issue-requests/{}",
+            accepted.request_id
         ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(result["status"], "SUCCESS", "{result}");
     assert_eq!(result["queuePosition"], accepted.queue_position);
-    let state: serde_json::Value = app
-        .client
-        .get(format!("{}/api/coupons/{}", app.address, coupon.get()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state = app
+        .get_json(&format!("/api/coupons/{}", coupon.get()))
+        .await;
     assert_eq!(state["remainingStock"], 0, "{state}");
     let report = app.audit(coupon, 1, &[accepted]).await;
     assert_eq!(report.count(IssueStatus::Success), 1);

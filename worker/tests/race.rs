@@ -7,12 +7,24 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::config::QueueType;
-use common::domain::{queue_position_key, IssueStatus};
+use common::domain::{queue_position_key, CouponId, IssueStatus};
 use helpers::{spawn_app, users_with_repeats};
 
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(90);
 /// The api's coupon cache reload interval in tests (`ApiConfig::for_tests`).
 const COUPON_CACHE_REFRESH: Duration = Duration::from_secs(1);
+
+/// An operator's restock by plain SQL, then the wait until the api has
+/// re-opened the coupon (its next cache reload).
+async fn restock(app: &helpers::TestApp, coupon: CouponId, stock: i32) {
+    sqlx::query("UPDATE coupon SET stock = ? WHERE coupon_id = ?")
+        .bind(stock)
+        .bind(coupon.get())
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    tokio::time::sleep(2 * COUPON_CACHE_REFRESH).await;
+}
 
 /// 1,000 concurrent requests from 600 users (400 repeats) for 100 coupons.
 async fn thousand_requests_race_for_a_hundred_coupons(mode: QueueType, workers: usize) {
@@ -82,13 +94,7 @@ async fn a_stock_reset_by_sql_between_sales_is_honoured(mode: QueueType) {
         .await;
     app.audit(coupon, 10, &sale1).await;
 
-    sqlx::query("UPDATE coupon SET stock = 5 WHERE coupon_id = ?")
-        .bind(coupon.get())
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
-    // The api re-opens the sold-out coupon at its next cache reload.
-    tokio::time::sleep(2 * COUPON_CACHE_REFRESH).await;
+    restock(&app, coupon, 5).await;
     let sale2 = app.fire(coupon, &(101..=120).collect::<Vec<_>>(), 20).await;
     app.wait_for_results(coupon, sale1.len() + sale2.len(), DRAIN_TIMEOUT)
         .await;
@@ -160,12 +166,7 @@ async fn a_sold_out_coupon_is_refused_at_once_until_restocked(mode: QueueType) {
     app.audit(coupon, 20, &sale).await;
 
     // An operator restocks; the coupon re-opens within one reload.
-    sqlx::query("UPDATE coupon SET stock = 5 WHERE coupon_id = ?")
-        .bind(coupon.get())
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
-    tokio::time::sleep(2 * COUPON_CACHE_REFRESH).await;
+    restock(&app, coupon, 5).await;
     let restock = app
         .fire_tolerant(coupon, &(2001..=2005).collect::<Vec<_>>(), 5)
         .await;

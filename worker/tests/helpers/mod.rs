@@ -254,22 +254,24 @@ impl TestApp {
         report
     }
 
-    /// Entries left in the coupon's queue, per the api.
-    pub async fn queue_size(&self, coupon: CouponId) -> u64 {
-        let v: serde_json::Value = self
-            .client
-            .get(format!(
-                "{}/api/coupons/{}/queue-size",
-                self.address,
-                coupon.get()
-            ))
+    /// `GET path` on the api, its body as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.client
+            .get(format!("{}{path}", self.address))
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
-        v["queueSize"].as_u64().unwrap()
+            .unwrap()
+    }
+
+    /// Entries left in the coupon's queue, per the api.
+    pub async fn queue_size(&self, coupon: CouponId) -> u64 {
+        self.get_json(&format!("/api/coupons/{}/queue-size", coupon.get()))
+            .await["queueSize"]
+            .as_u64()
+            .unwrap()
     }
 }
 

@@ -1,99 +1,14 @@
 //! The api against real MariaDB and Redis: input validation, error shape,
 //! admin auth, lookups, and a Redis that cannot be reached.
 
-use std::time::Duration;
+mod support;
 
 use api::{ApiConfig, Application};
 use common::config::CommonConfig;
 use common::testing::{key_prefix, redis_url, TestDb};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-
-const TOKEN: &str = "test-admin-token";
-
-struct App {
-    address: String,
-    db: TestDb,
-    prefix: String,
-    client: reqwest::Client,
-    _stop: tokio_util::sync::DropGuard,
-}
-
-async fn spawn_app_with_redis(redis: &str) -> App {
-    let db = TestDb::new().await;
-    let prefix = key_prefix();
-    let common = CommonConfig {
-        database_url: db.url.clone(),
-        redis_url: redis.into(),
-        redis_key_prefix: prefix.clone(),
-        ..CommonConfig::default()
-    };
-    let app = Application::build(ApiConfig::for_tests(common, TOKEN))
-        .await
-        .unwrap();
-    let (addr, stop) = app.spawn();
-    App {
-        address: format!("http://{addr}"),
-        db,
-        prefix,
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap(),
-        _stop: stop.drop_guard(),
-    }
-}
-
-async fn spawn_app() -> App {
-    spawn_app_with_redis(&redis_url()).await
-}
-
-impl App {
-    /// `GET path` and its JSON body.
-    async fn get_json(&self, path: &str) -> Value {
-        self.client
-            .get(format!("{}{path}", self.address))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn coupon(&self, quantity: i64) -> i64 {
-        let res = self
-            .client
-            .post(format!("{}/api/admin/coupons", self.address))
-            .bearer_auth(TOKEN)
-            .json(&serde_json::json!({ "name": "c", "quantity": quantity }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::CREATED);
-        res.json::<Value>().await.unwrap()["couponId"]
-            .as_i64()
-            .unwrap()
-    }
-
-    /// Every Redis key under this app's prefix.
-    async fn redis_keys(&self) -> Vec<String> {
-        let client = redis::Client::open(redis_url()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        redis::cmd("KEYS")
-            .arg(format!("{}*", self.prefix))
-            .query_async(&mut conn)
-            .await
-            .unwrap()
-    }
-
-    async fn result_rows(&self) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM coupon_issue_result")
-            .fetch_one(&self.db.pool)
-            .await
-            .unwrap()
-    }
-}
+use support::{spawn_app, spawn_app_with_redis, TOKEN};
 
 /// Asserts the JSON error shape and returns its code.
 async fn error_code(res: reqwest::Response) -> String {

@@ -1,5 +1,5 @@
 //! A test api on a free port with its own database and Redis key prefix,
-//! shared by the docs and dashboard tests.
+//! shared by the api's test binaries.
 
 #![allow(dead_code)]
 
@@ -16,16 +16,24 @@ pub const TOKEN: &str = "test-admin-token";
 pub struct App {
     pub address: String,
     pub db: TestDb,
+    /// This app's Redis key prefix.
+    pub prefix: String,
     pub client: reqwest::Client,
     _stop: tokio_util::sync::DropGuard,
 }
 
 pub async fn spawn_app() -> App {
+    spawn_app_with_redis(&redis_url()).await
+}
+
+/// An app whose queue is the Redis at `redis` (which may be unreachable).
+pub async fn spawn_app_with_redis(redis: &str) -> App {
     let db = TestDb::new().await;
+    let prefix = key_prefix();
     let common = CommonConfig {
         database_url: db.url.clone(),
-        redis_url: redis_url(),
-        redis_key_prefix: key_prefix(),
+        redis_url: redis.into(),
+        redis_key_prefix: prefix.clone(),
         ..CommonConfig::default()
     };
     let app = Application::build(ApiConfig::for_tests(common, TOKEN))
@@ -35,6 +43,7 @@ pub async fn spawn_app() -> App {
     App {
         address: format!("http://{addr}"),
         db,
+        prefix,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -44,6 +53,51 @@ pub async fn spawn_app() -> App {
 }
 
 impl App {
+    /// `GET path` and its JSON body.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn coupon(&self, quantity: i64) -> i64 {
+        let res = self
+            .client
+            .post(format!("{}/api/admin/coupons", self.address))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({ "name": "c", "quantity": quantity }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        res.json::<Value>().await.unwrap()["couponId"]
+            .as_i64()
+            .unwrap()
+    }
+
+    /// Every Redis key under this app's prefix.
+    pub async fn redis_keys(&self) -> Vec<String> {
+        let client = redis::Client::open(redis_url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    }
+
+    pub async fn result_rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM coupon_issue_result")
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.address))

@@ -2,6 +2,7 @@
 //! Each is a plain struct with its OpenAPI schema, so a new field is one
 //! line here and shows up in `/api-docs/openapi.json` by itself.
 
+use common::db;
 use common::domain::IssueStatus;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -18,6 +19,17 @@ pub struct IssueAccepted {
     pub status: IssueStatus,
     /// Place in the queue: Redis entry id or Kafka `partition:offset`.
     pub queue_position: String,
+    /// Accepted requests that will be processed before this one: in Redis
+    /// mode those of its coupon's queue, in Kafka mode its partition's
+    /// unprocessed messages before its offset. `null` only when the queue's
+    /// progress cannot be read.
+    #[schema(minimum = 0)]
+    pub ahead: Option<u64>,
+    /// `ahead` over the queue's processing rate of the last 10 s, in
+    /// milliseconds; `null` while no rate is known (nothing processed in
+    /// that window).
+    #[schema(minimum = 0)]
+    pub eta_ms: Option<u64>,
 }
 
 /// Answer for a request that is accepted but not processed yet.
@@ -27,6 +39,31 @@ pub struct PendingResult {
     pub request_id: Uuid,
     /// Always `PENDING`.
     pub status: IssueStatus,
+    /// As in the `202` of the issue request, now; it only falls. `null`
+    /// when this api instance did not accept the request (another instance
+    /// did, or it restarted since) or never saw it.
+    #[schema(minimum = 0)]
+    pub ahead: Option<u64>,
+    /// As in the `202` of the issue request, now.
+    #[schema(minimum = 0)]
+    pub eta_ms: Option<u64>,
+}
+
+/// A coupon with its queue.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CouponAnswer {
+    #[serde(flatten)]
+    pub coupon: db::Coupon,
+    /// Accepted requests not processed yet (as `queue-size`); `null` when
+    /// the queue does not answer.
+    #[schema(minimum = 0)]
+    pub queue_length: Option<u64>,
+    /// What `queueLength` counts: `coupon` (Redis) or `partition` (Kafka).
+    pub queue_scope: Option<String>,
+    /// Requests processed per second from this coupon's queue over the last
+    /// 10 s; `null` when none were (or the queue does not answer).
+    pub processing_rate: Option<f64>,
 }
 
 /// Requests not yet processed for a coupon.

@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod waiting;
 
 pub use config::ApiConfig;
 pub use startup::Application;

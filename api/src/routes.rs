@@ -18,7 +18,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::answers::{Health, IssueAccepted, PendingResult, QueueSizeAnswer, Readiness};
+use crate::answers::{
+    CouponAnswer, Health, IssueAccepted, PendingResult, QueueSizeAnswer, Readiness,
+};
 use crate::cache::Availability;
 use crate::error::{json_errors, ApiError, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery};
@@ -122,13 +124,14 @@ async fn issue(
     }
     let event = CouponIssueEvent::new(coupon, user);
     tracing::Span::current().record("request_id", tracing::field::display(event.event_id));
-    let position = state.producer.enqueue(&event).await.map_err(|e| {
+    let enqueued = state.producer.enqueue(&event).await.map_err(|e| {
         metrics::counter!("coupon_issue_requests_total", "outcome" => "queue_unavailable")
             .increment(1);
         ApiError::enqueue_failed(e, event.event_id)
     })?;
     metrics::counter!("coupon_issue_requests_total", "outcome" => "accepted").increment(1);
     state.activity.accepted(coupon);
+    let standing = state.waiting.accepted(event.event_id, &enqueued).await;
     Ok((
         StatusCode::ACCEPTED,
         Json(IssueAccepted {
@@ -136,7 +139,9 @@ async fn issue(
             coupon_id: coupon.get(),
             user_id: user.get(),
             status: IssueStatus::Pending,
-            queue_position: position,
+            queue_position: enqueued.position,
+            ahead: standing.map(|s| s.ahead),
+            eta_ms: standing.and_then(|s| s.eta_ms),
         }),
     ))
 }
@@ -162,25 +167,31 @@ async fn issue_result(
         .map_err(|_| ApiError::bad_request("INVALID_REQUEST_ID", "requestId must be a UUID"))?;
     Ok(match db::find_result(&state.pool, request_id).await? {
         Some(result) => (StatusCode::OK, Json(result)).into_response(),
-        None => (
-            StatusCode::ACCEPTED,
-            Json(PendingResult {
-                request_id,
-                status: IssueStatus::Pending,
-            }),
-        )
-            .into_response(),
+        None => {
+            let standing = state.waiting.lookup(request_id).await;
+            (
+                StatusCode::ACCEPTED,
+                Json(PendingResult {
+                    request_id,
+                    status: IssueStatus::Pending,
+                    ahead: standing.map(|s| s.ahead),
+                    eta_ms: standing.and_then(|s| s.eta_ms),
+                }),
+            )
+                .into_response()
+        }
     })
 }
 
-/// Coupon state: total, remaining stock, issued count, window.
+/// Coupon state: total, remaining stock, issued count, window, and its
+/// queue's length and processing rate.
 #[utoipa::path(
     get,
     path = "/api/coupons/{couponId}",
     tag = "coupons",
     params(("couponId" = i64, Path, minimum = 1, description = "Coupon id")),
     responses(
-        (status = 200, description = "The coupon", body = db::Coupon),
+        (status = 200, description = "The coupon", body = CouponAnswer),
         (status = 400, description = "Malformed coupon id", body = ErrorBody),
         (status = 404, description = "No such coupon", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
@@ -189,12 +200,23 @@ async fn issue_result(
 async fn coupon(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,
-) -> Result<Json<db::Coupon>, ApiError> {
+) -> Result<Json<CouponAnswer>, ApiError> {
     let id = coupon_id(&raw)?;
-    db::find_coupon(&state.pool, id)
+    let coupon = db::find_coupon(&state.pool, id)
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("coupon {id} does not exist")))
+        .ok_or_else(|| ApiError::not_found(format!("coupon {id} does not exist")))?;
+    let rate = async {
+        let lane = state.waiting.lane_of(id).await?;
+        state.waiting.rate(lane).await
+    };
+    let (size, processing_rate) = tokio::join!(state.producer.queue_size(id), rate);
+    let size = size.ok();
+    Ok(Json(CouponAnswer {
+        coupon,
+        queue_length: size.as_ref().map(|s| s.size),
+        queue_scope: size.map(|s| s.scope.to_string()),
+        processing_rate,
+    }))
 }
 
 /// Accepted requests for this coupon that are not processed yet.

@@ -12,6 +12,7 @@ use crate::cache::CouponCache;
 use crate::config::ApiConfig;
 use crate::routes::router;
 use crate::state::AppState;
+use crate::waiting::Waiting;
 
 /// A built api, bound to its port, not yet serving.
 pub struct Application {
@@ -43,6 +44,7 @@ impl Application {
             listener,
             state: AppState {
                 pool,
+                waiting: Waiting::new(producer.clone()),
                 producer,
                 coupons,
                 admin_token: config.admin_token.as_deref().map(Into::into),
@@ -84,6 +86,7 @@ impl Application {
             .coupons
             .spawn_refresher(self.cache_refresh, self.background.clone());
         spawn_topic_creation(self.state.producer.clone(), self.background.clone());
+        self.state.waiting.spawn_sampler(self.background.clone());
         tracing::info!(addr = %self.local_addr(), "api listening");
         let result = axum::serve(self.listener, router(self.state))
             .with_graceful_shutdown(shutdown)

@@ -9,6 +9,7 @@ use sqlx::MySqlPool;
 use crate::activity::Activity;
 use crate::cache::CouponCache;
 use crate::dashboard::SnapshotCache;
+use crate::waiting::Waiting;
 
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
@@ -23,4 +24,6 @@ pub struct AppState {
     pub activity: Activity,
     /// The dashboard's last answer.
     pub dashboard: SnapshotCache,
+    /// Where accepted requests stand (`ahead`, `etaMs`).
+    pub waiting: Waiting,
 }

@@ -22,6 +22,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::config::CommonConfig;
 use crate::domain::{CouponId, CouponIssueEvent};
 use crate::error::QueueError;
+use crate::queue::{Enqueued, Lane};
 
 /// Where the Kafka queue lives.
 #[derive(Debug, Clone)]
@@ -228,6 +229,15 @@ impl ClientContext for ProducerLog {
     }
 }
 
+/// One partition's place: what the worker group has committed and where the
+/// log ends (their difference is the partition's lag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionProgress {
+    pub partition: i32,
+    pub committed: u64,
+    pub end: u64,
+}
+
 /// The producing side of the Kafka queue (the api's enqueue, the worker's
 /// dead letters), plus the lag query behind the queue size.
 #[derive(Clone)]
@@ -297,6 +307,19 @@ impl KafkaProducer {
         payload: &[u8],
         headers: Option<OwnedHeaders>,
     ) -> Result<String, QueueError> {
+        let (partition, offset) = self.deliver(topic, key, payload, headers).await?;
+        Ok(format!("{partition}:{offset}"))
+    }
+
+    /// Sends one record and waits for its delivery report; returns its
+    /// partition and offset.
+    async fn deliver(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(i32, i64), QueueError> {
         let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
         if let Some(k) = key {
             record = record.key(k);
@@ -306,7 +329,7 @@ impl KafkaProducer {
         }
         let producer = self.producer.read().expect("producer lock").clone();
         match producer.send(record, Duration::from_millis(100)).await {
-            Ok(d) => Ok(format!("{}:{}", d.partition, d.offset)),
+            Ok(d) => Ok((d.partition, d.offset)),
             Err((e, _)) => {
                 if producer.client().fatal_error().is_some() {
                     self.replace_fatal(&producer);
@@ -317,8 +340,9 @@ impl KafkaProducer {
     }
 
     /// Sends the event keyed by its coupon and waits for the delivery report;
-    /// returns `partition:offset`.
-    pub async fn enqueue(&self, event: &CouponIssueEvent) -> Result<String, QueueError> {
+    /// returns `partition:offset` and the offset as the request's target
+    /// (see [`Enqueued`]).
+    pub async fn enqueue(&self, event: &CouponIssueEvent) -> Result<Enqueued, QueueError> {
         self.enqueue_raw(event.coupon_id, event.to_json().as_bytes())
             .await
     }
@@ -329,10 +353,17 @@ impl KafkaProducer {
         &self,
         coupon: CouponId,
         payload: &[u8],
-    ) -> Result<String, QueueError> {
+    ) -> Result<Enqueued, QueueError> {
         let key = coupon.to_string();
-        self.send(&self.settings.topic, Some(key.as_bytes()), payload, None)
-            .await
+        let (partition, offset) = self
+            .deliver(&self.settings.topic, Some(key.as_bytes()), payload, None)
+            .await?;
+        Ok(Enqueued {
+            position: format!("{partition}:{offset}"),
+            lane: Lane::Partition(partition),
+            target: offset.max(0) as u64,
+            progress: None,
+        })
     }
 
     /// Sends a dead letter to `<topic>.dlq`: the original payload, keyed like
@@ -397,6 +428,56 @@ impl KafkaProducer {
                 })
                 .unwrap_or(low);
             Ok((high - committed.max(low)).max(0) as u64)
+        })
+        .await
+        .map_err(|e| QueueError::Unavailable(e.to_string()))?
+    }
+
+    /// Every partition of the topic with the worker group's committed offset
+    /// (the log start when the group has committed none) and the log end:
+    /// the progress behind waiting positions. Three broker requests plus one
+    /// per partition, so it is polled in the background, not per request.
+    pub async fn partition_progress(&self) -> Result<Vec<PartitionProgress>, QueueError> {
+        let inspector = self.inspector.clone();
+        let topic = self.settings.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            let timeout = Duration::from_secs(2);
+            let metadata = inspector
+                .fetch_metadata(Some(&topic), timeout)
+                .map_err(kafka_err)?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .first()
+                .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+                .unwrap_or_default();
+            let mut tpl = TopicPartitionList::new();
+            for p in &partitions {
+                tpl.add_partition(&topic, *p);
+            }
+            let committed = inspector
+                .committed_offsets(tpl, timeout)
+                .map_err(kafka_err)?;
+            partitions
+                .into_iter()
+                .map(|partition| {
+                    let (low, high) = inspector
+                        .fetch_watermarks(&topic, partition, timeout)
+                        .map_err(kafka_err)?;
+                    let committed = committed
+                        .find_partition(&topic, partition)
+                        .and_then(|p| match p.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        })
+                        .unwrap_or(low)
+                        .max(low);
+                    Ok(PartitionProgress {
+                        partition,
+                        committed: committed.max(0) as u64,
+                        end: high.max(committed).max(0) as u64,
+                    })
+                })
+                .collect()
         })
         .await
         .map_err(|e| QueueError::Unavailable(e.to_string()))?

@@ -35,6 +35,13 @@ impl RedisKeys {
         format!("{}{STREAM}{{{coupon}}}:lease", self.prefix)
     }
 
+    /// Hash of the coupon's queue counters (`processed`: entries trimmed
+    /// after their results committed, ever); same slot as its stream. The
+    /// api derives waiting positions from it.
+    pub fn progress(&self, coupon: CouponId) -> String {
+        format!("{}{STREAM}{{{coupon}}}:progress", self.prefix)
+    }
+
     /// Pub/sub channel of wake-ups: the id of a coupon whose empty stream
     /// just got an entry.
     pub fn wake_channel(&self) -> String {
@@ -82,6 +89,7 @@ mod tests {
         let c = CouponId::try_from(7).unwrap();
         assert_eq!(k.stream(c), "t1:coupon-issue-events:{7}");
         assert_eq!(k.lease(c), "t1:coupon-issue-events:{7}:lease");
+        assert_eq!(k.progress(c), "t1:coupon-issue-events:{7}:progress");
         assert_eq!(k.pending(), "t1:coupon-issue-events:pending");
         assert_eq!(k.dead_letters(), "t1:coupon-issue-events:dlq");
     }
@@ -92,6 +100,7 @@ mod tests {
         let c = CouponId::try_from(42).unwrap();
         assert_eq!(k.coupon_of_stream(&k.stream(c)), Some(c));
         assert_eq!(k.coupon_of_stream(&k.lease(c)), None);
+        assert_eq!(k.coupon_of_stream(&k.progress(c)), None);
         assert_eq!(k.coupon_of_stream(&k.dead_letters()), None);
         assert_eq!(k.coupon_of_stream("other:coupon-issue-events:{42}"), None);
         assert_eq!(k.stream_pattern(), r"a\*b:coupon-issue-events:{*");

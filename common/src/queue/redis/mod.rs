@@ -28,6 +28,7 @@ use redis::{Script, Value};
 use crate::config::{ClusterNodes, CommonConfig};
 use crate::domain::{CouponId, CouponIssueEvent};
 use crate::error::QueueError;
+use crate::queue::{Enqueued, Lane};
 
 pub mod cluster;
 mod dead_letters;
@@ -42,26 +43,43 @@ use reply::parse_xrange;
 use single::SingleNode;
 
 /// Single node: the entry, its coupon marked pending, and a wake-up when the
-/// stream was empty (see [`wake`]).
+/// stream was empty (see [`wake`]). Answers the entry id, the stream's length
+/// with it, and the coupon's processed count (`KEYS[2]`, see
+/// [`RedisKeys::progress`]), read in the same atomic step.
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local was_empty = redis.call('XLEN', KEYS[1]) == 0
 local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
-redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[2])
 if was_empty then redis.call('PUBLISH', ARGV[3], ARGV[2]) end
-return id",
+local processed = redis.call('HGET', KEYS[2], 'processed') or '0'
+return {id, redis.call('XLEN', KEYS[1]), tonumber(processed)}",
     )
 });
 
-/// Cluster: the entry and a wake-up when the stream was empty; one key.
-static ENQUEUE_ONE_KEY: LazyLock<Script> = LazyLock::new(|| {
+/// Cluster: as [`ENQUEUE`] without the pending set; both keys carry the
+/// coupon's hash tag, so they share a slot.
+static ENQUEUE_ONE_SLOT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local was_empty = redis.call('XLEN', KEYS[1]) == 0
 local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
 if was_empty then redis.call('PUBLISH', ARGV[3], ARGV[2]) end
-return id",
+local processed = redis.call('HGET', KEYS[2], 'processed') or '0'
+return {id, redis.call('XLEN', KEYS[1]), tonumber(processed)}",
+    )
+});
+
+/// Trims the committed entries and adds how many it removed to the coupon's
+/// processed count, atomically: two workers trimming the same range count
+/// each entry once.
+static TRIM_AND_COUNT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local n = redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
+if n > 0 then redis.call('HINCRBY', KEYS[2], 'processed', n) end
+return n",
     )
 });
 
@@ -232,8 +250,9 @@ impl RedisQueue {
         }
     }
 
-    /// Appends the event to its coupon's stream; returns the entry id.
-    pub async fn enqueue(&self, event: &CouponIssueEvent) -> Result<String, QueueError> {
+    /// Appends the event to its coupon's stream; returns the entry id and
+    /// where the entry stands.
+    pub async fn enqueue(&self, event: &CouponIssueEvent) -> Result<Enqueued, QueueError> {
         self.enqueue_raw(event.coupon_id, event.to_json().as_bytes())
             .await
     }
@@ -244,22 +263,46 @@ impl RedisQueue {
         &self,
         coupon: CouponId,
         payload: &[u8],
-    ) -> Result<String, QueueError> {
-        let stream = self.keys.stream(coupon);
-        let mut inv = if self.is_cluster() {
-            // The stream is the record of pending work: nothing else to write.
-            let mut inv = ENQUEUE_ONE_KEY.prepare_invoke();
-            inv.key(stream);
-            inv
+    ) -> Result<Enqueued, QueueError> {
+        let script = if self.is_cluster() {
+            // The stream is the record of pending work: no pending set.
+            &*ENQUEUE_ONE_SLOT
         } else {
-            let mut inv = ENQUEUE.prepare_invoke();
-            inv.key(stream).key(self.keys.pending());
-            inv
+            &*ENQUEUE
         };
+        let mut inv = script.prepare_invoke();
+        inv.key(self.keys.stream(coupon))
+            .key(self.keys.progress(coupon));
+        if !self.is_cluster() {
+            inv.key(self.keys.pending());
+        }
         inv.arg(payload)
             .arg(coupon.get())
             .arg(self.keys.wake_channel());
-        self.run(Invocation::Script(inv)).await
+        let (id, len, processed): (String, u64, u64) = self.run(Invocation::Script(inv)).await?;
+        // The stream holds exactly the entries not yet processed, this one
+        // last: `len - 1` are ahead of it, and its turn comes when the
+        // processed count reaches `processed + len - 1`.
+        let ahead = len.saturating_sub(1);
+        Ok(Enqueued {
+            position: id,
+            lane: Lane::Coupon(coupon),
+            target: processed + ahead,
+            progress: Some(processed),
+        })
+    }
+
+    /// How many of the coupon's entries have been processed (trimmed after
+    /// their results committed), ever; 0 before the first.
+    pub async fn processed(&self, coupon: CouponId) -> Result<u64, QueueError> {
+        let n: Option<u64> = self
+            .run(Invocation::Cmd(
+                redis::cmd("HGET")
+                    .arg(self.keys.progress(coupon))
+                    .arg("processed"),
+            ))
+            .await?;
+        Ok(n.unwrap_or(0))
     }
 
     /// Entries of the coupon not yet processed.
@@ -356,14 +399,11 @@ impl RedisQueue {
     pub async fn remove_through(&self, coupon: CouponId, last_id: &str) -> Result<(), QueueError> {
         let threshold = next_entry_id(last_id)
             .ok_or_else(|| QueueError::Unavailable(format!("bad stream entry id {last_id}")))?;
-        let _: i64 = self
-            .run(Invocation::Cmd(
-                redis::cmd("XTRIM")
-                    .arg(self.keys.stream(coupon))
-                    .arg("MINID")
-                    .arg(threshold),
-            ))
-            .await?;
+        let mut inv = TRIM_AND_COUNT.prepare_invoke();
+        inv.key(self.keys.stream(coupon))
+            .key(self.keys.progress(coupon))
+            .arg(threshold);
+        let _: i64 = self.run(Invocation::Script(inv)).await?;
         Ok(())
     }
 

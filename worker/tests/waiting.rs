@@ -1,0 +1,135 @@
+//! Waiting positions: `ahead` and `etaMs` in the `202` of an issue request
+//! and in every `PENDING` lookup, and the coupon's queue length and rate.
+
+mod helpers;
+
+use std::time::{Duration, Instant};
+
+use common::config::QueueType;
+use common::domain::CouponId;
+use helpers::{spawn_app, terminate, wait_until, TestApp};
+use serde_json::Value;
+use uuid::Uuid;
+
+const DRAIN: Duration = Duration::from_secs(90);
+
+/// Fires one request and returns its `202` body.
+async fn issue(app: &TestApp, coupon: CouponId, user: i64) -> Value {
+    let res = app.issue(coupon.get(), &user.to_string()).await;
+    assert_eq!(res.status(), 202);
+    res.json().await.unwrap()
+}
+
+/// Looks a request up: `Some(body)` while `PENDING` (`202`), `None` once
+/// it has its result (`200`).
+async fn pending(app: &TestApp, id: &str) -> Option<Value> {
+    let res = app
+        .client
+        .get(format!("{}/api/coupons/issue-requests/{id}", app.address))
+        .send()
+        .await
+        .unwrap();
+    match res.status().as_u16() {
+        202 => Some(res.json().await.unwrap()),
+        200 => None,
+        s => panic!("lookup answered {s}"),
+    }
+}
+
+fn ahead(body: &Value) -> u64 {
+    body["ahead"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("ahead is a count: {body}"))
+}
+
+async fn positions_are_exact_while_the_queue_stands_and_fall_as_it_moves(mode: QueueType) {
+    let app = spawn_app(mode).await;
+    let coupon = app.create_coupon(10_000).await;
+
+    // No worker yet: the queue stands still, so the n-th request has n-1
+    // ahead of it, and no rate is known.
+    let n = 150;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let body = issue(&app, coupon, 1_000 + i).await;
+        assert_eq!(ahead(&body), i as u64, "request {i}: {body}");
+        assert!(body["etaMs"].is_null(), "no rate known yet: {body}");
+        ids.push(body["requestId"].as_str().unwrap().to_string());
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let body = pending(&app, id).await.expect("not processed: no worker");
+        assert_eq!(ahead(&body), i as u64, "lookup of request {i}: {body}");
+        assert!(body["etaMs"].is_null(), "{body}");
+    }
+    let state = app
+        .get_json(&format!("/api/coupons/{}", coupon.get()))
+        .await;
+    assert_eq!(state["queueLength"], n, "{state}");
+    assert!(state["processingRate"].is_null(), "{state}");
+
+    // A request this api never accepted has no position.
+    let unknown = pending(&app, &Uuid::new_v4().to_string()).await.unwrap();
+    assert!(unknown["ahead"].is_null() && unknown["etaMs"].is_null());
+
+    // A worker with small batches: the last request's position only falls,
+    // until its result is there.
+    let mut worker = app.worker_command().env("BATCH_SIZE", "5").spawn().unwrap();
+    let last = ids.last().unwrap();
+    let mut seen = vec![n as u64 - 1];
+    let start = Instant::now();
+    while let Some(body) = pending(&app, last).await {
+        let a = ahead(&body);
+        assert!(a <= *seen.last().unwrap(), "ahead rose: {seen:?} then {a}");
+        seen.push(a);
+        assert!(start.elapsed() < DRAIN, "not drained: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.wait_for_results(coupon, n as usize, DRAIN).await;
+    let status = terminate(&mut worker, Duration::from_secs(10)).await;
+    assert!(status.success(), "worker exit status {status:?}");
+
+    // The drain gave the queue a rate (over the last 10 s): the coupon shows
+    // it, and new requests get an ETA that grows with their position.
+    let app_ref = &app;
+    wait_until("a processing rate", Duration::from_secs(5), || async move {
+        let state = app_ref
+            .get_json(&format!("/api/coupons/{}", coupon.get()))
+            .await;
+        state["processingRate"].as_f64().is_some_and(|r| r > 0.0) && state["queueLength"] == 0
+    })
+    .await;
+    let first = issue(&app, coupon, 5_000).await;
+    let first_id = first["requestId"].as_str().unwrap().to_string();
+    // Kafka: the api reads committed offsets in the background; wait until
+    // it has seen the worker's last commit.
+    wait_until(
+        "the first new request to be next",
+        Duration::from_secs(5),
+        || {
+            let id = first_id.clone();
+            async move { pending(app_ref, &id).await.is_some_and(|b| ahead(&b) == 0) }
+        },
+    )
+    .await;
+    let mut etas = Vec::new();
+    for i in 1..=4 {
+        let body = issue(&app, coupon, 5_000 + i).await;
+        assert_eq!(ahead(&body), i as u64, "{body}");
+        let eta = body["etaMs"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("a rate is known: {body}"));
+        assert!(eta > 0, "{body}");
+        etas.push(eta);
+    }
+    assert!(etas.windows(2).all(|w| w[0] < w[1]), "ETA grows: {etas:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_positions_are_exact_while_the_queue_stands_and_fall_as_it_moves() {
+    positions_are_exact_while_the_queue_stands_and_fall_as_it_moves(QueueType::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_positions_are_exact_while_the_queue_stands_and_fall_as_it_moves() {
+    positions_are_exact_while_the_queue_stands_and_fall_as_it_moves(QueueType::Kafka).await;
+}

@@ -2,13 +2,14 @@
 //! 404 and 409 without a query per request (made-up ids must not create
 //! queue keys; requests for a sold-out coupon must not wait in a queue).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use common::db;
 use common::domain::CouponId;
 use common::error::DbError;
+use common::queue::Producer;
 use sqlx::MySqlPool;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -38,11 +39,21 @@ impl Availability {
     }
 }
 
+#[derive(Default)]
+struct Marks {
+    refused: HashSet<i64>,
+    reopened: HashSet<i64>,
+}
+
 /// Coupon ids with their availability, reloaded from MySQL in the
 /// background and on misses.
 #[derive(Clone)]
 pub struct CouponCache {
     coupons: Arc<RwLock<HashMap<i64, Availability>>>,
+    /// Sold-out marks in the queue: coupons the queue refused as sold out
+    /// since the last reload, and restocked coupons whose mark is to be
+    /// lifted; see [`CouponCache::reload`].
+    marks: Arc<std::sync::Mutex<Marks>>,
     last_reload: Arc<Mutex<Option<Instant>>>,
     pool: MySqlPool,
 }
@@ -51,20 +62,59 @@ impl CouponCache {
     pub fn new(pool: MySqlPool) -> Self {
         Self {
             coupons: Arc::default(),
+            marks: Arc::default(),
             last_reload: Arc::default(),
             pool,
         }
     }
 
-    /// Replaces the cached state with what MySQL holds now.
+    /// Replaces the cached state with what MySQL holds now. Coupons that
+    /// have stock again although they were seen sold out (here, or through a
+    /// worker's mark in the queue) are kept for [`CouponCache::take_reopened`].
     pub async fn reload(&self) -> Result<(), DbError> {
         let coupons: HashMap<i64, Availability> = db::coupon_stocks(&self.pool)
             .await?
             .into_iter()
             .map(|(id, stock)| (id, Availability::of_stock(stock)))
             .collect();
-        *self.coupons.write().expect("cache lock") = coupons;
+        let mut marks = self.marks.lock().expect("marks lock");
+        let mut cached = self.coupons.write().expect("cache lock");
+        for (id, now) in &coupons {
+            if *now == Availability::Open
+                && (marks.refused.contains(id) || cached.get(id) == Some(&Availability::SoldOut))
+            {
+                marks.reopened.insert(*id);
+            }
+        }
+        // MySQL now says sold out (the cache refuses by itself) or open
+        // (the mark is to be lifted): either way the refusal is accounted for.
+        marks.refused.clear();
+        *cached = coupons;
         Ok(())
+    }
+
+    /// Restocked coupons whose sold-out mark in the queue is to be lifted.
+    pub fn take_reopened(&self) -> Vec<CouponId> {
+        let mut marks = self.marks.lock().expect("marks lock");
+        marks
+            .reopened
+            .drain()
+            .filter_map(|id| CouponId::try_from(id).ok())
+            .collect()
+    }
+
+    /// The queue refused a request because a worker marked the coupon sold
+    /// out: refuse at once from now on, until a reload shows stock.
+    pub fn sold_out_by_queue(&self, id: CouponId) {
+        self.marks
+            .lock()
+            .expect("marks lock")
+            .refused
+            .insert(id.get());
+        self.coupons
+            .write()
+            .expect("cache lock")
+            .insert(id.get(), Availability::SoldOut);
     }
 
     /// Adds a coupon this instance just created with `stock` units.
@@ -107,8 +157,9 @@ impl CouponCache {
     }
 
     /// Reloads every `every` until `cancel` fires: picks up coupons made
-    /// elsewhere, deletions, sell-outs and restocks.
-    pub fn spawn_refresher(&self, every: Duration, cancel: CancellationToken) {
+    /// elsewhere, deletions, sell-outs and restocks; lifts the queue's
+    /// sold-out mark of restocked coupons.
+    pub fn spawn_refresher(&self, every: Duration, producer: Producer, cancel: CancellationToken) {
         let cache = self.clone();
         tokio::spawn(async move {
             loop {
@@ -118,6 +169,12 @@ impl CouponCache {
                 }
                 if let Err(e) = cache.reload().await {
                     tracing::warn!(error = ?e, "coupon cache reload failed");
+                }
+                for coupon in cache.take_reopened() {
+                    if let Err(e) = producer.reopen(coupon).await {
+                        // The mark lapses by itself within a second.
+                        tracing::warn!(error = ?e, %coupon, "could not lift a sold-out mark");
+                    }
                 }
             }
         });

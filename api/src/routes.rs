@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{middleware, Json, Router};
 use common::db;
 use common::domain::{CouponId, CouponIssueEvent, IssueResult, IssueStatus, UserId};
+use common::error::QueueError;
 use serde::Deserialize;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -124,11 +125,21 @@ async fn issue(
     }
     let event = CouponIssueEvent::new(coupon, user);
     tracing::Span::current().record("request_id", tracing::field::display(event.event_id));
-    let enqueued = state.producer.enqueue(&event).await.map_err(|e| {
-        metrics::counter!("coupon_issue_requests_total", "outcome" => "queue_unavailable")
-            .increment(1);
-        ApiError::enqueue_failed(e, event.event_id)
-    })?;
+    let enqueued = match state.producer.enqueue(&event).await {
+        Ok(enqueued) => enqueued,
+        Err(QueueError::SoldOut(_)) => {
+            // A worker just took the last unit; the cache learns it now
+            // rather than at its next reload.
+            state.coupons.sold_out_by_queue(coupon);
+            metrics::counter!("coupon_issue_requests_total", "outcome" => "sold_out").increment(1);
+            return Err(ApiError::sold_out(coupon));
+        }
+        Err(e) => {
+            metrics::counter!("coupon_issue_requests_total", "outcome" => "queue_unavailable")
+                .increment(1);
+            return Err(ApiError::enqueue_failed(e, event.event_id));
+        }
+    };
     metrics::counter!("coupon_issue_requests_total", "outcome" => "accepted").increment(1);
     state.activity.accepted(coupon);
     let standing = state.waiting.accepted(event.event_id, &enqueued).await;

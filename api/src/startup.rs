@@ -82,9 +82,11 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        self.state
-            .coupons
-            .spawn_refresher(self.cache_refresh, self.background.clone());
+        self.state.coupons.spawn_refresher(
+            self.cache_refresh,
+            self.state.producer.clone(),
+            self.background.clone(),
+        );
         spawn_topic_creation(self.state.producer.clone(), self.background.clone());
         self.state.waiting.spawn_sampler(self.background.clone());
         tracing::info!(addr = %self.local_addr(), "api listening");

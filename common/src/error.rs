@@ -79,6 +79,9 @@ pub enum QueueError {
     Uncertain(String),
     #[error("undecodable event: {0}")]
     Decode(#[from] DecodeError),
+    /// Refused, nothing enqueued: a worker marked the coupon sold out.
+    #[error("coupon {0} is sold out")]
+    SoldOut(crate::domain::CouponId),
 }
 
 impl From<redis::RedisError> for QueueError {

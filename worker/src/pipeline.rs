@@ -26,6 +26,8 @@ pub struct Handled {
     /// Events recorded as `SYSTEM_ERROR`, with the reason; they belong in the
     /// dead-letter queue.
     pub failed: Vec<(QueuedEvent, String)>,
+    /// The coupon had no stock left when the batch committed.
+    pub sold_out: bool,
 }
 
 /// Processes `events` (one coupon, queue order). `Err` means nothing may be
@@ -43,6 +45,7 @@ pub async fn handle_batch(
         Ok(outcome) => Ok(Handled {
             processed: outcome.results.len(),
             failed: Vec::new(),
+            sold_out: outcome.sold_out,
         }),
         Err(e) if cancel.is_cancelled() => Err(e),
         Err(e) if events.len() > 1 && !e.is_transient() => {
@@ -52,7 +55,10 @@ pub async fn handle_batch(
             for event in events {
                 let one = std::slice::from_ref(event);
                 match processor::process_batch_with_retry(pool, one, retry, cancel).await {
-                    Ok(o) => handled.processed += o.results.len(),
+                    Ok(o) => {
+                        handled.processed += o.results.len();
+                        handled.sold_out = o.sold_out;
+                    }
                     Err(e) if cancel.is_cancelled() => return Err(e),
                     Err(e) => {
                         fail(pool, one, &e).await?;
@@ -66,6 +72,7 @@ pub async fn handle_batch(
             fail(pool, events, &e).await?;
             Ok(Handled {
                 processed: 0,
+                sold_out: false,
                 failed: events
                     .iter()
                     .map(|ev| (ev.clone(), e.to_string()))

@@ -159,8 +159,11 @@ impl RedisPoller {
                     )
                     .await?;
             }
-            // Only now, with every result committed, do the entries leave the stream.
-            self.queue.remove_through(coupon, &last_id).await?;
+            // Only now, with every result committed, do the entries leave the
+            // stream; a sold-out coupon is marked so the api stops queueing.
+            self.queue
+                .remove_through(coupon, &last_id, handled.sold_out)
+                .await?;
             processed += handled.processed;
             metrics::counter!("coupon_issue_events_acknowledged_total", "queue" => "redis")
                 .increment(events.len() as u64);

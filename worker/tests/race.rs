@@ -184,6 +184,60 @@ async fn a_sold_out_coupon_is_refused_at_once_until_restocked(mode: QueueType) {
     assert_eq!(wins, 5);
 }
 
+/// Redis: the worker whose batch takes the last unit marks the coupon in
+/// the queue, and the api refuses at once instead of queueing until its
+/// coupon cache reloads (here only every minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_worker_marks_the_coupon_it_sold_out_and_the_api_stops_queueing_at_once() {
+    let app =
+        helpers::spawn_app_with_cache_refresh(QueueType::Redis, Duration::from_secs(60)).await;
+    let coupon = app.create_coupon(10).await;
+    let _worker = app.spawn_worker();
+    let mut accepted = app.fire(coupon, &(1..=10).collect::<Vec<_>>(), 10).await;
+    app.wait_for_results(coupon, accepted.len(), DRAIN_TIMEOUT)
+        .await;
+
+    // The cache still says open: only the worker's mark can refuse. A
+    // request that slips past a lapsed mark is queued and processed (and
+    // its batch marks the coupon again); within a few, one is refused.
+    let started = std::time::Instant::now();
+    let mut user = 100;
+    loop {
+        let res = app.issue(coupon.get(), &user.to_string()).await;
+        user += 1;
+        if res.status() == 409 {
+            let body: serde_json::Value = res.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "SOLD_OUT");
+            break;
+        }
+        assert_eq!(res.status(), 202);
+        accepted.push(res.json().await.unwrap());
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no SOLD_OUT long before the cache reload"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // From then on the api refuses by itself, and nothing more is queued.
+    let late = app
+        .fire_tolerant(coupon, &(1001..=1100).collect::<Vec<_>>(), 20)
+        .await;
+    assert_eq!(
+        (late.accepted.len(), late.refused, late.sold_out),
+        (0, 0, 100)
+    );
+    app.wait_for_results(coupon, accepted.len(), DRAIN_TIMEOUT)
+        .await;
+    assert_eq!(app.queue_size(coupon).await, 0);
+    assert_eq!(
+        app.result_count(coupon).await,
+        accepted.len(),
+        "no result rows"
+    );
+    let report = app.audit(coupon, 10, &accepted).await;
+    assert_eq!(report.count(IssueStatus::Success), 10);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_refuses_a_sold_out_coupon_at_once_until_restocked() {
     a_sold_out_coupon_is_refused_at_once_until_restocked(QueueType::Redis).await;

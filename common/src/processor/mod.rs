@@ -33,6 +33,8 @@ pub struct BatchOutcome {
     pub results: Vec<IssueResult>,
     /// Events skipped because their request id already had a result.
     pub already_processed: usize,
+    /// The coupon exists and has no stock left after this batch.
+    pub sold_out: bool,
 }
 
 /// The issue rules of a coupon, read under its row lock.
@@ -139,6 +141,7 @@ pub async fn process_batch(
         return Ok(BatchOutcome {
             results: Vec::new(),
             already_processed,
+            sold_out: coupon.is_some_and(|c| c.stock <= 0),
         });
     }
     let replayed: Vec<String> = fresh
@@ -218,9 +221,11 @@ pub async fn process_batch(
     for r in &results {
         metrics::counter!("coupon_issue_results_total", "status" => r.status.as_str()).increment(1);
     }
+    let sold_out = coupon.is_some_and(|c| i64::from(c.stock) <= winners.len() as i64);
     Ok(BatchOutcome {
         results,
         already_processed,
+        sold_out,
     })
 }
 

@@ -102,6 +102,15 @@ impl Producer {
             .map_err(|_| QueueError::Timeout(limit))?
     }
 
+    /// Lifts a worker's sold-out mark after a restock (Redis; Kafka has
+    /// none).
+    pub async fn reopen(&self, coupon: CouponId) -> Result<(), QueueError> {
+        match self {
+            Producer::Redis(q) => q.reopen(coupon).await,
+            Producer::Kafka(_) => Ok(()),
+        }
+    }
+
     /// Accepted requests for this coupon that are not processed yet.
     pub async fn queue_size(&self, coupon: CouponId) -> Result<QueueSize, QueueError> {
         match self {

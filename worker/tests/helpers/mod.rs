@@ -85,9 +85,20 @@ pub async fn spawn_app(mode: QueueType) -> TestApp {
 }
 
 pub async fn spawn_app_with(db: TestDb, common: CommonConfig) -> TestApp {
-    let app = Application::build(ApiConfig::for_tests(common.clone(), ADMIN_TOKEN))
-        .await
-        .expect("api builds");
+    spawn_api(db, ApiConfig::for_tests(common, ADMIN_TOKEN)).await
+}
+
+/// [`spawn_app`] with the api's coupon cache reloaded only every `refresh`.
+pub async fn spawn_app_with_cache_refresh(mode: QueueType, refresh: Duration) -> TestApp {
+    let (db, common) = test_config(mode).await;
+    let mut config = ApiConfig::for_tests(common, ADMIN_TOKEN);
+    config.coupon_cache_refresh_ms = refresh.as_millis() as u64;
+    spawn_api(db, config).await
+}
+
+async fn spawn_api(db: TestDb, config: ApiConfig) -> TestApp {
+    let common = config.common.clone();
+    let app = Application::build(config).await.expect("api builds");
     let (addr, shutdown) = app.spawn();
     TestApp {
         address: format!("http://{addr}"),

@@ -42,6 +42,13 @@ impl RedisKeys {
         format!("{}{STREAM}{{{coupon}}}:progress", self.prefix)
     }
 
+    /// Set by a worker for a moment when a batch leaves the coupon without
+    /// stock: the enqueue script then refuses at once. Same slot as its
+    /// stream.
+    pub fn sold_out(&self, coupon: CouponId) -> String {
+        format!("{}{STREAM}{{{coupon}}}:sold-out", self.prefix)
+    }
+
     /// Pub/sub channel of wake-ups: the id of a coupon whose empty stream
     /// just got an entry.
     pub fn wake_channel(&self) -> String {
@@ -90,6 +97,7 @@ mod tests {
         assert_eq!(k.stream(c), "t1:coupon-issue-events:{7}");
         assert_eq!(k.lease(c), "t1:coupon-issue-events:{7}:lease");
         assert_eq!(k.progress(c), "t1:coupon-issue-events:{7}:progress");
+        assert_eq!(k.sold_out(c), "t1:coupon-issue-events:{7}:sold-out");
         assert_eq!(k.pending(), "t1:coupon-issue-events:pending");
         assert_eq!(k.dead_letters(), "t1:coupon-issue-events:dlq");
     }

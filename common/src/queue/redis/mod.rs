@@ -45,13 +45,15 @@ use single::SingleNode;
 /// Single node: the entry, its coupon marked pending, and a wake-up when the
 /// stream was empty (see [`wake`]). Answers the entry id, the stream's length
 /// with it, and the coupon's processed count (`KEYS[2]`, see
-/// [`RedisKeys::progress`]), read in the same atomic step.
+/// [`RedisKeys::progress`]), read in the same atomic step; or nil, adding
+/// nothing, while the coupon is marked sold out (`KEYS[3]`).
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+if redis.call('EXISTS', KEYS[3]) == 1 then return false end
 local was_empty = redis.call('XLEN', KEYS[1]) == 0
 local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[2])
 if was_empty then redis.call('PUBLISH', ARGV[3], ARGV[2]) end
 local processed = redis.call('HGET', KEYS[2], 'processed') or '0'
 return {id, redis.call('XLEN', KEYS[1]), tonumber(processed)}",
@@ -63,6 +65,7 @@ return {id, redis.call('XLEN', KEYS[1]), tonumber(processed)}",
 static ENQUEUE_ONE_SLOT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+if redis.call('EXISTS', KEYS[3]) == 1 then return false end
 local was_empty = redis.call('XLEN', KEYS[1]) == 0
 local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
 if was_empty then redis.call('PUBLISH', ARGV[3], ARGV[2]) end
@@ -73,15 +76,23 @@ return {id, redis.call('XLEN', KEYS[1]), tonumber(processed)}",
 
 /// Trims the committed entries and adds how many it removed to the coupon's
 /// processed count, atomically: two workers trimming the same range count
-/// each entry once.
+/// each entry once. With `ARGV[2]` > 0 it also marks the coupon sold out for
+/// that many milliseconds.
 static TRIM_AND_COUNT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local n = redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
 if n > 0 then redis.call('HINCRBY', KEYS[2], 'processed', n) end
+if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[3], '1', 'PX', ARGV[2]) end
 return n",
     )
 });
+
+/// How long a worker's sold-out mark stops enqueues: it bridges the time
+/// until the api's coupon cache reads the stock at 0 itself (one reload, 1 s
+/// by default), and it lapses by itself, so a restock by SQL is honoured
+/// within this time even if no api saw the coupon sold out.
+pub const SOLD_OUT_MARK: Duration = Duration::from_secs(1);
 
 static FORGET_IF_EMPTY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -272,14 +283,16 @@ impl RedisQueue {
         };
         let mut inv = script.prepare_invoke();
         inv.key(self.keys.stream(coupon))
-            .key(self.keys.progress(coupon));
+            .key(self.keys.progress(coupon))
+            .key(self.keys.sold_out(coupon));
         if !self.is_cluster() {
             inv.key(self.keys.pending());
         }
         inv.arg(payload)
             .arg(coupon.get())
             .arg(self.keys.wake_channel());
-        let (id, len, processed): (String, u64, u64) = self.run(Invocation::Script(inv)).await?;
+        let reply: Option<(String, u64, u64)> = self.run(Invocation::Script(inv)).await?;
+        let (id, len, processed) = reply.ok_or(QueueError::SoldOut(coupon))?;
         // The stream holds exactly the entries not yet processed, this one
         // last: `len - 1` are ahead of it, and its turn comes when the
         // processed count reaches `processed + len - 1`.
@@ -290,6 +303,16 @@ impl RedisQueue {
             target: processed + ahead,
             progress: Some(processed),
         })
+    }
+
+    /// Lifts a worker's sold-out mark (the api saw the coupon restocked).
+    pub async fn reopen(&self, coupon: CouponId) -> Result<(), QueueError> {
+        let _: i64 = self
+            .run(Invocation::Cmd(
+                redis::cmd("DEL").arg(self.keys.sold_out(coupon)),
+            ))
+            .await?;
+        Ok(())
     }
 
     /// How many of the coupon's entries have been processed (trimmed after
@@ -395,14 +418,27 @@ impl RedisQueue {
     }
 
     /// Removes every entry up to and including `last_id`; call only after
-    /// their results are committed.
-    pub async fn remove_through(&self, coupon: CouponId, last_id: &str) -> Result<(), QueueError> {
+    /// their results are committed. `sold_out`: the batch left the coupon
+    /// without stock, so enqueues are refused for [`SOLD_OUT_MARK`].
+    pub async fn remove_through(
+        &self,
+        coupon: CouponId,
+        last_id: &str,
+        sold_out: bool,
+    ) -> Result<(), QueueError> {
         let threshold = next_entry_id(last_id)
             .ok_or_else(|| QueueError::Unavailable(format!("bad stream entry id {last_id}")))?;
+        let mark_ms = if sold_out {
+            SOLD_OUT_MARK.as_millis() as u64
+        } else {
+            0
+        };
         let mut inv = TRIM_AND_COUNT.prepare_invoke();
         inv.key(self.keys.stream(coupon))
             .key(self.keys.progress(coupon))
-            .arg(threshold);
+            .key(self.keys.sold_out(coupon))
+            .arg(threshold)
+            .arg(mark_ms);
         let _: i64 = self.run(Invocation::Script(inv)).await?;
         Ok(())
     }

@@ -42,8 +42,7 @@ fn ahead(body: &Value) -> u64 {
         .unwrap_or_else(|| panic!("ahead is a count: {body}"))
 }
 
-async fn positions_are_exact_while_the_queue_stands_and_fall_as_it_moves(mode: QueueType) {
-    let app = spawn_app(mode).await;
+async fn positions_are_exact_while_the_queue_stands_and_fall_as_it_moves(app: TestApp) {
     let coupon = app.create_coupon(10_000).await;
 
     // No worker yet: the queue stands still, so the n-th request has n-1
@@ -126,10 +125,23 @@ async fn positions_are_exact_while_the_queue_stands_and_fall_as_it_moves(mode: Q
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_positions_are_exact_while_the_queue_stands_and_fall_as_it_moves() {
-    positions_are_exact_while_the_queue_stands_and_fall_as_it_moves(QueueType::Redis).await;
+    positions_are_exact_while_the_queue_stands_and_fall_as_it_moves(
+        spawn_app(QueueType::Redis).await,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn positions_on_a_redis_cluster_are_exact_while_the_queue_stands_and_fall_as_it_moves() {
+    let (nodes, _owned_cluster) = helpers::cluster::test_cluster().await;
+    let app = helpers::cluster::spawn_cluster_app_on(nodes).await;
+    positions_are_exact_while_the_queue_stands_and_fall_as_it_moves(app).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kafka_positions_are_exact_while_the_queue_stands_and_fall_as_it_moves() {
-    positions_are_exact_while_the_queue_stands_and_fall_as_it_moves(QueueType::Kafka).await;
+    positions_are_exact_while_the_queue_stands_and_fall_as_it_moves(
+        spawn_app(QueueType::Kafka).await,
+    )
+    .await;
 }

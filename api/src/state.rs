@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use common::queue::Producer;
 use metrics_exporter_prometheus::PrometheusHandle;
+use ops::OpsState;
 use sqlx::MySqlPool;
 
 use crate::activity::Activity;
@@ -23,4 +25,14 @@ pub struct AppState {
     pub activity: Activity,
     /// The dashboard's last answer.
     pub dashboard: SnapshotCache,
+}
+
+impl FromRef<AppState> for OpsState {
+    fn from_ref(state: &AppState) -> Self {
+        OpsState {
+            pool: state.pool.clone(),
+            queue: state.producer.clone(),
+            metrics: state.metrics.clone(),
+        }
+    }
 }

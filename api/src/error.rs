@@ -98,6 +98,16 @@ impl ApiError {
         Self::new(status, code, message)
     }
 
+    /// `500`: a fault on this side; `detail` is logged, not shown.
+    fn internal_error(detail: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "internal error",
+        )
+        .internal(detail)
+    }
+
     fn internal(mut self, detail: impl std::fmt::Display) -> Self {
         self.internal = Some(detail.to_string());
         self
@@ -127,12 +137,16 @@ impl ApiError {
 
 impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "QUEUE_UNAVAILABLE",
-            "the queue cannot take requests right now; nothing was enqueued, try again",
-        )
-        .internal(e)
+        if e.is_unavailable() {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "QUEUE_UNAVAILABLE",
+                "the queue cannot take requests right now; nothing was enqueued, try again",
+            )
+            .internal(e)
+        } else {
+            ApiError::internal_error(e)
+        }
     }
 }
 
@@ -146,12 +160,7 @@ impl From<DbError> for ApiError {
             )
             .internal(e)
         } else {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL_ERROR",
-                "internal error",
-            )
-            .internal(e)
+            ApiError::internal_error(e)
         }
     }
 }

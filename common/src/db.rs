@@ -10,7 +10,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::domain::{CouponId, IssueResult, IssueStatus};
+use crate::domain::{CouponId, IssueResult};
 use crate::error::DbError;
 
 /// The schema migrations shipped with this build.
@@ -125,10 +125,10 @@ pub async fn insert_coupon(pool: &MySqlPool, new: &NewCoupon) -> Result<Coupon, 
     .await
     .map_err(DbError::from_sqlx)?;
     let id = CouponId::try_from(done.last_insert_id() as i64)
-        .map_err(|e| DbError::InvalidBatch(e.to_string()))?;
+        .map_err(|e| DbError::BadRow(format!("inserted coupon id {e}")))?;
     find_coupon(pool, id)
         .await?
-        .ok_or_else(|| DbError::InvalidBatch("inserted coupon vanished".into()))
+        .ok_or(DbError::CouponVanished(id))
 }
 
 const SELECT_RESULTS: &str = "SELECT request_id, coupon_id, user_id, status, reason, \
@@ -159,14 +159,13 @@ pub async fn results_for_coupon(
 }
 
 fn result_from_row(r: &sqlx::mysql::MySqlRow) -> Result<IssueResult, DbError> {
-    let bad = |what: String| DbError::InvalidBatch(what);
+    let bad = |what: String| DbError::BadRow(what);
     let request_id: String = r.try_get("request_id")?;
-    let status: String = r.try_get("status")?;
     Ok(IssueResult {
         request_id: Uuid::parse_str(&request_id).map_err(|e| bad(e.to_string()))?,
         coupon_id: r.try_get("coupon_id")?,
         user_id: r.try_get("user_id")?,
-        status: IssueStatus::from_str(&status).map_err(bad)?,
+        status: r.try_get("status")?,
         reason: r.try_get("reason")?,
         queue_position: r.try_get("queue_position")?,
         requested_at: utc(r.try_get("requested_at")?),

@@ -398,8 +398,7 @@ impl KafkaProducer {
                 .unwrap_or(low);
             Ok((high - committed.max(low)).max(0) as u64)
         })
-        .await
-        .map_err(|e| QueueError::Unavailable(e.to_string()))?
+        .await?
     }
 
     /// Whether the broker answers a metadata request.
@@ -412,8 +411,7 @@ impl KafkaProducer {
                 .map(|_| ())
                 .map_err(kafka_err)
         })
-        .await
-        .map_err(|e| QueueError::Unavailable(e.to_string()))?
+        .await?
     }
 }
 

@@ -355,7 +355,7 @@ impl RedisQueue {
     /// their results are committed.
     pub async fn remove_through(&self, coupon: CouponId, last_id: &str) -> Result<(), QueueError> {
         let threshold = next_entry_id(last_id)
-            .ok_or_else(|| QueueError::Unavailable(format!("bad stream entry id {last_id}")))?;
+            .ok_or_else(|| QueueError::BadReply(format!("bad stream entry id {last_id}")))?;
         let _: i64 = self
             .run(Invocation::Cmd(
                 redis::cmd("XTRIM")

@@ -15,7 +15,7 @@ fn bytes(v: &Value) -> Option<Vec<u8>> {
 }
 
 fn malformed(what: &str) -> QueueError {
-    QueueError::Unavailable(format!("unexpected XRANGE reply: {what}"))
+    QueueError::BadReply(format!("XRANGE: {what}"))
 }
 
 pub(super) fn parse_entries(reply: Value) -> Result<Vec<StreamEntry>, QueueError> {

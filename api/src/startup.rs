@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use common::backoff::Backoff;
 use common::{db, queue::Producer, telemetry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -97,14 +98,15 @@ impl Application {
 /// is down so the api can start (and answer 503) without it.
 fn spawn_topic_creation(producer: Producer, cancel: CancellationToken) {
     tokio::spawn(async move {
+        let every = std::time::Duration::from_secs(2);
+        let mut backoff = Backoff::new(every, every);
         loop {
             match producer.ensure_topics().await {
                 Ok(()) => return,
                 Err(e) => tracing::warn!(error = ?e, "creating topics failed; retrying"),
             }
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
-                _ = cancel.cancelled() => return,
+            if !backoff.wait(&cancel).await {
+                return;
             }
         }
     });

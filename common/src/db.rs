@@ -4,10 +4,9 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
-use sqlx::Row;
 use uuid::Uuid;
 
 use crate::domain::{CouponId, IssueResult};
@@ -40,26 +39,16 @@ pub async fn ping(pool: &MySqlPool) -> Result<(), DbError> {
     Ok(())
 }
 
-pub(crate) fn utc(naive: NaiveDateTime) -> DateTime<Utc> {
-    naive.and_utc()
-}
-
-/// A nullable `DATETIME(6)` column (stored in UTC) of a row.
-pub(crate) fn utc_column(
-    row: &sqlx::mysql::MySqlRow,
-    column: &str,
-) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    Ok(row.try_get::<Option<NaiveDateTime>, _>(column)?.map(utc))
-}
-
-/// A coupon as the api shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+/// A coupon as the api shows it. `DATETIME(6)` columns hold UTC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct Coupon {
     pub coupon_id: i64,
     pub name: String,
     pub total_quantity: i32,
+    #[sqlx(rename = "stock")]
     pub remaining_stock: i32,
+    #[sqlx(rename = "issued")]
     pub issued_count: i64,
     pub issue_starts_at: Option<DateTime<Utc>>,
     pub issue_ends_at: Option<DateTime<Utc>>,
@@ -86,7 +75,7 @@ pub async fn coupon_stocks(pool: &MySqlPool) -> Result<Vec<(i64, i64)>, DbError>
 
 /// One coupon with its issued count, or `None`.
 pub async fn find_coupon(pool: &MySqlPool, id: CouponId) -> Result<Option<Coupon>, DbError> {
-    let row = sqlx::query(
+    Ok(sqlx::query_as(
         "SELECT c.coupon_id, c.name, c.total_quantity, c.stock, c.issue_starts_at, \
                 c.issue_ends_at, c.created_at, \
                 (SELECT COUNT(*) FROM user_coupon uc WHERE uc.coupon_id = c.coupon_id) AS issued \
@@ -94,20 +83,7 @@ pub async fn find_coupon(pool: &MySqlPool, id: CouponId) -> Result<Option<Coupon
     )
     .bind(id.get())
     .fetch_optional(pool)
-    .await?;
-    row.map(|r| {
-        Ok(Coupon {
-            coupon_id: r.try_get("coupon_id")?,
-            name: r.try_get("name")?,
-            total_quantity: r.try_get("total_quantity")?,
-            remaining_stock: r.try_get("stock")?,
-            issued_count: r.try_get("issued")?,
-            issue_starts_at: utc_column(&r, "issue_starts_at")?,
-            issue_ends_at: utc_column(&r, "issue_ends_at")?,
-            created_at: utc(r.try_get("created_at")?),
-        })
-    })
-    .transpose()
+    .await?)
 }
 
 /// Inserts a coupon with its full quantity in stock and returns it.
@@ -139,11 +115,12 @@ pub async fn find_result(
     pool: &MySqlPool,
     request_id: Uuid,
 ) -> Result<Option<IssueResult>, DbError> {
-    let row = sqlx::query(&format!("{SELECT_RESULTS} WHERE request_id = ?"))
-        .bind(request_id.to_string())
-        .fetch_optional(pool)
-        .await?;
-    row.map(|r| result_from_row(&r)).transpose()
+    Ok(
+        sqlx::query_as(&format!("{SELECT_RESULTS} WHERE request_id = ?"))
+            .bind(request_id.to_string())
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 /// Every result of one coupon (for audits and tests).
@@ -151,24 +128,10 @@ pub async fn results_for_coupon(
     pool: &MySqlPool,
     coupon_id: CouponId,
 ) -> Result<Vec<IssueResult>, DbError> {
-    let rows = sqlx::query(&format!("{SELECT_RESULTS} WHERE coupon_id = ?"))
-        .bind(coupon_id.get())
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(result_from_row).collect()
-}
-
-fn result_from_row(r: &sqlx::mysql::MySqlRow) -> Result<IssueResult, DbError> {
-    let bad = |what: String| DbError::BadRow(what);
-    let request_id: String = r.try_get("request_id")?;
-    Ok(IssueResult {
-        request_id: Uuid::parse_str(&request_id).map_err(|e| bad(e.to_string()))?,
-        coupon_id: r.try_get("coupon_id")?,
-        user_id: r.try_get("user_id")?,
-        status: r.try_get("status")?,
-        reason: r.try_get("reason")?,
-        queue_position: r.try_get("queue_position")?,
-        requested_at: utc(r.try_get("requested_at")?),
-        processed_at: utc(r.try_get("processed_at")?),
-    })
+    Ok(
+        sqlx::query_as(&format!("{SELECT_RESULTS} WHERE coupon_id = ?"))
+            .bind(coupon_id.get())
+            .fetch_all(pool)
+            .await?,
+    )
 }

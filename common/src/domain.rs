@@ -228,9 +228,11 @@ impl<'r> sqlx::Decode<'r, sqlx::MySql> for IssueStatus {
 }
 
 /// The final result of one processed request, as stored in `coupon_issue_result`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct IssueResult {
+    /// Stored as its text form, `CHAR(36)`.
+    #[sqlx(try_from = "String")]
     pub request_id: Uuid,
     pub coupon_id: i64,
     pub user_id: i64,

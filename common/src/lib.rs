@@ -3,6 +3,7 @@
 //! about HTTP.
 
 pub mod audit;
+pub mod backoff;
 pub mod config;
 pub mod db;
 pub mod domain;

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::backoff::Backoff;
 use common::domain::{CouponId, CouponIssueEvent, QueuedEvent};
 use common::processor::RetryPolicy;
 use common::queue::kafka::kafka_err;
@@ -85,6 +86,11 @@ type WorkerConsumer = StreamConsumer<WorkerContext>;
 /// How often a worker without partitions says so.
 const IDLE_WARNING: Duration = Duration::from_secs(60);
 
+/// Waits between attempts at what needs the broker or the database back.
+fn retry_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(200), Duration::from_secs(5))
+}
+
 /// A consumed message, copied out of librdkafka's buffer.
 #[derive(Debug, Clone)]
 struct Record {
@@ -126,14 +132,12 @@ impl KafkaWorker {
     /// offsets stored and committed, then the consumer leaves the group.
     pub async fn run(&self, cancel: CancellationToken) -> anyhow::Result<()> {
         // Topics may not exist yet (first start, broker just back).
-        let mut wait = Duration::from_millis(200);
+        let mut backoff = retry_backoff();
         while let Err(e) = self.settings.ensure_topics().await {
             warn!(error = ?e, "creating topics failed; retrying");
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = cancel.cancelled() => return Ok(()),
+            if !backoff.wait(&cancel).await {
+                return Ok(());
             }
-            wait = (wait * 2).min(Duration::from_secs(5));
         }
         let consumer = self.consumer()?;
         let dlq = KafkaProducer::new(self.settings.clone(), Duration::from_secs(10))?;
@@ -195,7 +199,7 @@ impl KafkaWorker {
             by_partition.entry(r.partition).or_default().push(r);
         }
         for (partition, records) in by_partition {
-            let mut wait = Duration::from_millis(200);
+            let mut backoff = retry_backoff();
             loop {
                 match self
                     .handle_partition(consumer, dlq, partition, &records, cancel)
@@ -204,12 +208,10 @@ impl KafkaWorker {
                     Ok(()) => break,
                     Err(_) if cancel.is_cancelled() => return false,
                     Err(e) => {
-                        warn!(error = ?e, partition, ?wait, "batch not committed; retrying it");
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => {}
-                            _ = cancel.cancelled() => return false,
+                        warn!(error = ?e, partition, wait = ?backoff.current(), "batch not committed; retrying it");
+                        if !backoff.wait(cancel).await {
+                            return false;
                         }
-                        wait = (wait * 2).min(Duration::from_secs(5));
                     }
                 }
             }

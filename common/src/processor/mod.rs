@@ -11,10 +11,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use sqlx::{MySql, MySqlPool, QueryBuilder, Row};
+use sqlx::{MySql, MySqlPool, QueryBuilder};
 use tracing::instrument;
-
-use crate::db::utc_column;
 
 mod retry;
 
@@ -36,7 +34,7 @@ pub struct BatchOutcome {
 }
 
 /// The issue rules of a coupon, read under its row lock.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
 pub struct CouponRules {
     pub stock: i32,
     pub issue_starts_at: Option<DateTime<Utc>>,
@@ -226,20 +224,12 @@ async fn lock_coupon(
     tx: &mut sqlx::Transaction<'_, MySql>,
     coupon_id: CouponId,
 ) -> Result<Option<CouponRules>, DbError> {
-    let row = sqlx::query(
+    Ok(sqlx::query_as(
         "SELECT stock, issue_starts_at, issue_ends_at FROM coupon WHERE coupon_id = ? FOR UPDATE",
     )
     .bind(coupon_id.get())
     .fetch_optional(&mut **tx)
-    .await?;
-    row.map(|r| {
-        Ok(CouponRules {
-            stock: r.try_get("stock")?,
-            issue_starts_at: utc_column(&r, "issue_starts_at")?,
-            issue_ends_at: utc_column(&r, "issue_ends_at")?,
-        })
-    })
-    .transpose()
+    .await?)
 }
 
 /// Request ids of the batch that already have a result, with its status.

@@ -36,9 +36,10 @@ mod reply;
 mod single;
 pub mod wake;
 
+pub use dead_letters::DeadLetter;
 pub use keys::RedisKeys;
 pub use reply::next_entry_id;
-use reply::parse_xrange;
+use reply::{bytes_field, parse_xrange};
 use single::SingleNode;
 
 /// Single node: the entry, its coupon marked pending, and a wake-up when the
@@ -109,9 +110,6 @@ end
 return 0",
     )
 });
-
-/// A stream entry: its id and its fields, in order.
-pub type StreamEntry = (String, Vec<(String, Vec<u8>)>);
 
 /// A stream entry as read, before decoding.
 #[derive(Debug, Clone)]
@@ -348,7 +346,13 @@ impl RedisQueue {
                     .arg(count),
             ))
             .await?;
-        parse_xrange(reply)
+        Ok(parse_xrange(reply)?
+            .into_iter()
+            .map(|entry| RawEntry {
+                payload: bytes_field(&entry, "event"),
+                id: entry.id,
+            })
+            .collect())
     }
 
     /// Removes every entry up to and including `last_id`; call only after

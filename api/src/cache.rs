@@ -108,7 +108,11 @@ impl CouponCache {
 
     /// Reloads every `every` until `cancel` fires: picks up coupons made
     /// elsewhere, deletions, sell-outs and restocks.
-    pub fn spawn_refresher(&self, every: Duration, cancel: CancellationToken) {
+    pub fn spawn_refresher(
+        &self,
+        every: Duration,
+        cancel: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let cache = self.clone();
         tokio::spawn(async move {
             loop {
@@ -120,6 +124,6 @@ impl CouponCache {
                     tracing::warn!(error = ?e, "coupon cache reload failed");
                 }
             }
-        });
+        })
     }
 }

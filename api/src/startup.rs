@@ -61,10 +61,6 @@ impl Application {
         self.listener.local_addr().expect("bound listener")
     }
 
-    pub fn port(&self) -> u16 {
-        self.local_addr().port()
-    }
-
     /// Serves on a background task until the returned token is cancelled;
     /// returns the bound address. For tests and embedding.
     pub fn spawn(self) -> (SocketAddr, CancellationToken) {
@@ -81,22 +77,27 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        self.state
+        let refresher = self
+            .state
             .coupons
             .spawn_refresher(self.cache_refresh, self.background.clone());
-        spawn_topic_creation(self.state.producer.clone(), self.background.clone());
+        let topics = spawn_topic_creation(self.state.producer.clone(), self.background.clone());
         tracing::info!(addr = %self.local_addr(), "api listening");
         let result = axum::serve(self.listener, router(self.state))
             .with_graceful_shutdown(shutdown)
             .await;
         self.background.cancel();
+        let _ = tokio::join!(refresher, topics);
         result.context("serving http")
     }
 }
 
 /// Creates missing Kafka topics, retrying in the background while the broker
 /// is down so the api can start (and answer 503) without it.
-fn spawn_topic_creation(producer: Producer, cancel: CancellationToken) {
+fn spawn_topic_creation(
+    producer: Producer,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let every = std::time::Duration::from_secs(2);
         let mut backoff = Backoff::new(every, every);
@@ -109,5 +110,5 @@ fn spawn_topic_creation(producer: Producer, cancel: CancellationToken) {
                 return;
             }
         }
-    });
+    })
 }

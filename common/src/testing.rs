@@ -17,7 +17,7 @@ use std::time::Duration;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
-use crate::config::{DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BROKERS, DEFAULT_REDIS_URL};
+use crate::config::{CommonConfig, DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BROKERS, DEFAULT_REDIS_URL};
 use crate::domain::CouponId;
 
 #[cfg(feature = "testcontainers")]
@@ -142,6 +142,25 @@ fn accepts_connections(address: &str) -> bool {
     host_port.to_socket_addrs().is_ok_and(|mut addrs| {
         addrs.any(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
     })
+}
+
+/// Parses `args` as a binary would, without reading the environment: a
+/// test's configuration is what the test names, whatever the shell exports.
+pub fn parse_flags<T: clap::Parser>(args: &[&str]) -> Result<T, clap::Error> {
+    let command = T::command().mut_args(|arg| arg.env(None::<&'static str>));
+    T::from_arg_matches(&command.try_get_matches_from(args)?)
+}
+
+/// The settings both binaries share, at their flags' defaults.
+pub fn common_config() -> CommonConfig {
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        common: CommonConfig,
+    }
+    parse_flags::<Flags>(&["test"])
+        .expect("defaults parse")
+        .common
 }
 
 /// A topic and consumer group no other test uses.

@@ -120,6 +120,8 @@ impl RedisPoller {
         ));
         let result = self.drain_leased(coupon, cancel, &lost).await;
         keeper.abort();
+        // Aborted while it sleeps or renews: nothing of it runs after this.
+        let _ = keeper.await;
         if let Err(e) = self.queue.release_lease(coupon, &self.holder).await {
             warn!(error = ?e, %coupon, "could not release lease; it expires by itself");
         }

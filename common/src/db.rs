@@ -73,17 +73,21 @@ pub async fn coupon_stocks(pool: &MySqlPool) -> Result<Vec<(i64, i64)>, DbError>
     )
 }
 
+/// Coupons (`c`) with their issued counts, as [`Coupon`] reads them; the
+/// caller adds the `WHERE`.
+pub const SELECT_COUPONS: &str = "SELECT c.coupon_id, c.name, c.total_quantity, c.stock, \
+     c.issue_starts_at, c.issue_ends_at, c.created_at, \
+     (SELECT COUNT(*) FROM user_coupon uc WHERE uc.coupon_id = c.coupon_id) AS issued \
+     FROM coupon c";
+
 /// One coupon with its issued count, or `None`.
 pub async fn find_coupon(pool: &MySqlPool, id: CouponId) -> Result<Option<Coupon>, DbError> {
-    Ok(sqlx::query_as(
-        "SELECT c.coupon_id, c.name, c.total_quantity, c.stock, c.issue_starts_at, \
-                c.issue_ends_at, c.created_at, \
-                (SELECT COUNT(*) FROM user_coupon uc WHERE uc.coupon_id = c.coupon_id) AS issued \
-         FROM coupon c WHERE c.coupon_id = ?",
+    Ok(
+        sqlx::query_as(&format!("{SELECT_COUPONS} WHERE c.coupon_id = ?"))
+            .bind(id.get())
+            .fetch_optional(pool)
+            .await?,
     )
-    .bind(id.get())
-    .fetch_optional(pool)
-    .await?)
 }
 
 /// Inserts a coupon with its full quantity in stock and returns it.

@@ -4,22 +4,11 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use common::db::{Coupon, SELECT_COUPONS};
 use common::error::DbError;
 use sqlx::{MySqlPool, QueryBuilder};
 
 use super::WorkerStatus;
-
-/// A coupon's stored figures.
-#[derive(sqlx::FromRow)]
-pub struct CouponRow {
-    pub coupon_id: i64,
-    pub name: String,
-    pub total_quantity: i32,
-    #[sqlx(rename = "stock")]
-    pub remaining_stock: i32,
-    #[sqlx(rename = "issued")]
-    pub issued_count: i64,
-}
 
 /// Ids of the `n` newest coupons.
 pub async fn newest_coupon_ids(pool: &MySqlPool, n: u32) -> Result<Vec<i64>, DbError> {
@@ -32,15 +21,11 @@ pub async fn newest_coupon_ids(pool: &MySqlPool, n: u32) -> Result<Vec<i64>, DbE
 }
 
 /// Figures of the given coupons (missing ids are skipped).
-pub async fn coupons(pool: &MySqlPool, ids: &[i64]) -> Result<Vec<CouponRow>, DbError> {
+pub async fn coupons(pool: &MySqlPool, ids: &[i64]) -> Result<Vec<Coupon>, DbError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let mut q = QueryBuilder::new(
-        "SELECT c.coupon_id, c.name, c.total_quantity, c.stock, \
-         (SELECT COUNT(*) FROM user_coupon uc WHERE uc.coupon_id = c.coupon_id) AS issued \
-         FROM coupon c WHERE c.coupon_id IN (",
-    );
+    let mut q = QueryBuilder::new(format!("{SELECT_COUPONS} WHERE c.coupon_id IN ("));
     let mut list = q.separated(", ");
     for id in ids {
         list.push_bind(*id);

@@ -238,3 +238,32 @@ pub async fn json_errors(res: Response) -> Response {
     }
     new
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_down_queue_is_503_and_a_fault_on_this_side_is_500() {
+        let status = |e: QueueError| ApiError::from(e).status;
+        assert_eq!(
+            status(QueueError::Unavailable("refused".into())),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(QueueError::BadReply("XLEN".into())),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let unknown =
+            ApiError::enqueue_failed(QueueError::Uncertain("lost".into()), uuid::Uuid::nil());
+        assert_eq!(unknown.code, "QUEUE_OUTCOME_UNKNOWN");
+        assert_eq!(
+            ApiError::from(DbError::Sqlx(sqlx::Error::PoolTimedOut)).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            ApiError::from(DbError::StockChanged(1.try_into().unwrap())).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}

@@ -138,3 +138,42 @@ impl From<rdkafka::error::KafkaError> for QueueError {
         QueueError::Unavailable(e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unreachable_or_refusing_queue_counts_as_unavailable() {
+        let lost =
+            |kind, what: &'static str| QueueError::from(redis::RedisError::from((kind, what)));
+        assert!(matches!(
+            lost(redis::ErrorKind::UnexpectedReturnType, "not a string"),
+            QueueError::BadReply(_)
+        ));
+        assert!(matches!(
+            lost(redis::ErrorKind::Io, "connection refused"),
+            QueueError::Unavailable(_)
+        ));
+        assert!(QueueError::Unavailable("down".into()).is_unavailable());
+        assert!(QueueError::Timeout(std::time::Duration::from_secs(1)).is_unavailable());
+        assert!(QueueError::Uncertain("lost".into()).is_uncertain());
+        assert!(!QueueError::BadReply("XRANGE".into()).is_unavailable());
+        assert!(!QueueError::BadReply("XRANGE".into()).is_uncertain());
+    }
+
+    #[test]
+    fn refused_batches_bad_rows_and_broken_invariants_are_not_retried() {
+        let coupon = CouponId::try_from(1).unwrap();
+        for e in [
+            DbError::InvalidBatch("two coupons".into()),
+            DbError::BadRow("request id".into()),
+            DbError::CouponVanished(coupon),
+            DbError::StockChanged(coupon),
+        ] {
+            assert!(!e.is_transient(), "{e}");
+        }
+        assert!(DbError::UniqueViolation("race".into()).is_transient());
+        assert!(DbError::Sqlx(sqlx::Error::PoolTimedOut).is_transient());
+    }
+}

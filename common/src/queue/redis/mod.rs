@@ -26,8 +26,9 @@ use redis::aio::ConnectionLike;
 use redis::{Script, Value};
 
 use crate::config::{ClusterNodes, CommonConfig};
-use crate::domain::{CouponId, CouponIssueEvent};
+use crate::domain::{CouponId, CouponIssueEvent, QueuedEvent};
 use crate::error::QueueError;
+use crate::queue::batch::{self, Batch, Reject};
 
 pub mod cluster;
 mod dead_letters;
@@ -353,6 +354,37 @@ impl RedisQueue {
                 id: entry.id,
             })
             .collect())
+    }
+
+    /// The oldest `count` entries of the coupon's stream as a batch, with the
+    /// id of the last one (what [`Self::remove_through`] takes once the
+    /// batch is committed); `None` when the stream is empty.
+    pub async fn next_batch(
+        &self,
+        coupon: CouponId,
+        count: usize,
+    ) -> Result<Option<(Batch, String)>, QueueError> {
+        let entries = self.read_head(coupon, count).await?;
+        let Some(last) = entries.last().map(|e| e.id.clone()) else {
+            return Ok(None);
+        };
+        let mut batch = Batch::default();
+        for entry in entries {
+            let payload = entry.payload.unwrap_or_default();
+            match batch::decode(&payload, Some(coupon)) {
+                Ok(event) => batch.events.push(QueuedEvent {
+                    event,
+                    position: entry.id,
+                }),
+                Err(reason) => batch.rejects.push(Reject {
+                    position: entry.id,
+                    key: None,
+                    payload,
+                    reason,
+                }),
+            }
+        }
+        Ok(Some((batch, last)))
     }
 
     /// Removes every entry up to and including `last_id`; call only after

@@ -39,7 +39,8 @@ pub async fn ping(pool: &MySqlPool) -> Result<(), DbError> {
     Ok(())
 }
 
-/// A coupon as the api shows it. `DATETIME(6)` columns hold UTC.
+/// A coupon as the api shows it.
+// Read with `FromRow`; its `DATETIME(6)` columns hold UTC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct Coupon {

@@ -231,7 +231,7 @@ impl<'r> sqlx::Decode<'r, sqlx::MySql> for IssueStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct IssueResult {
-    /// Stored as its text form, `CHAR(36)`.
+    // Stored as its text form, `CHAR(36)`.
     #[sqlx(try_from = "String")]
     pub request_id: Uuid,
     pub coupon_id: i64,

@@ -100,7 +100,7 @@ pub struct WorkerStatus {
     pub pid: i32,
     pub started_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
-    /// Computed from `last_seen_at`, not stored.
+    // Computed from `last_seen_at`, not stored.
     #[sqlx(skip)]
     pub seconds_since_seen: f64,
 }

@@ -12,6 +12,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY migrations migrations
 COPY common common
+COPY ops ops
 COPY api api
 COPY worker worker
 COPY bench bench

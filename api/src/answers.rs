@@ -77,21 +77,3 @@ pub struct QueueSizeAnswer {
     #[schema(example = "coupon")]
     pub scope: String,
 }
-
-/// Liveness answer.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Health {
-    /// Always `UP`.
-    pub status: String,
-}
-
-/// Readiness answer: what is up and what is down.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Readiness {
-    /// `READY` or `NOT_READY`.
-    pub status: String,
-    /// `UP` or `DOWN`.
-    pub database: String,
-    /// `UP` or `DOWN`.
-    pub queue: String,
-}

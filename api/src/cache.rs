@@ -159,7 +159,12 @@ impl CouponCache {
     /// Reloads every `every` until `cancel` fires: picks up coupons made
     /// elsewhere, deletions, sell-outs and restocks; lifts the queue's
     /// sold-out mark of restocked coupons.
-    pub fn spawn_refresher(&self, every: Duration, producer: Producer, cancel: CancellationToken) {
+    pub fn spawn_refresher(
+        &self,
+        every: Duration,
+        producer: Producer,
+        cancel: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let cache = self.clone();
         tokio::spawn(async move {
             loop {
@@ -177,6 +182,6 @@ impl CouponCache {
                     }
                 }
             }
-        });
+        })
     }
 }

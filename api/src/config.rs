@@ -46,16 +46,22 @@ pub struct ApiConfig {
 }
 
 impl ApiConfig {
-    /// A config for tests: loopback, a free port, the given services.
+    /// A config for tests: loopback, a free port, the given services, the
+    /// other flags at their defaults.
+    #[cfg(feature = "testing")]
     pub fn for_tests(common: CommonConfig, admin_token: &str) -> Self {
-        Self {
-            common,
-            host: "127.0.0.1".into(),
-            port: 0,
-            admin_token: Some(admin_token.into()),
-            coupon_cache_refresh_ms: 1000,
-            migrate_only: false,
-        }
+        let flags = [
+            "api",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--admin-token",
+            admin_token,
+        ];
+        let mut config: Self = common::testing::parse_flags(&flags).expect("test flags parse");
+        config.common = common;
+        config
     }
 
     pub fn coupon_cache_refresh(&self) -> Duration {

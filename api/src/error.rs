@@ -98,6 +98,16 @@ impl ApiError {
         Self::new(status, code, message)
     }
 
+    /// `500`: a fault on this side; `detail` is logged, not shown.
+    fn internal_error(detail: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "internal error",
+        )
+        .internal(detail)
+    }
+
     fn internal(mut self, detail: impl std::fmt::Display) -> Self {
         self.internal = Some(detail.to_string());
         self
@@ -127,12 +137,16 @@ impl ApiError {
 
 impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "QUEUE_UNAVAILABLE",
-            "the queue cannot take requests right now; nothing was enqueued, try again",
-        )
-        .internal(e)
+        if e.is_unavailable() {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "QUEUE_UNAVAILABLE",
+                "the queue cannot take requests right now; nothing was enqueued, try again",
+            )
+            .internal(e)
+        } else {
+            ApiError::internal_error(e)
+        }
     }
 }
 
@@ -146,12 +160,7 @@ impl From<DbError> for ApiError {
             )
             .internal(e)
         } else {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL_ERROR",
-                "internal error",
-            )
-            .internal(e)
+            ApiError::internal_error(e)
         }
     }
 }
@@ -228,4 +237,33 @@ pub async fn json_errors(res: Response) -> Response {
         new.headers_mut().insert(header::ALLOW, allow.clone());
     }
     new
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_down_queue_is_503_and_a_fault_on_this_side_is_500() {
+        let status = |e: QueueError| ApiError::from(e).status;
+        assert_eq!(
+            status(QueueError::Unavailable("refused".into())),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(QueueError::BadReply("XLEN".into())),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let unknown =
+            ApiError::enqueue_failed(QueueError::Uncertain("lost".into()), uuid::Uuid::nil());
+        assert_eq!(unknown.code, "QUEUE_OUTCOME_UNKNOWN");
+        assert_eq!(
+            ApiError::from(DbError::Sqlx(sqlx::Error::PoolTimedOut)).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            ApiError::from(DbError::StockChanged(1.try_into().unwrap())).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{middleware, Json, Router};
 use common::db;
@@ -19,9 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::answers::{
-    CouponAnswer, Health, IssueAccepted, PendingResult, QueueSizeAnswer, Readiness,
-};
+use crate::answers::{CouponAnswer, IssueAccepted, PendingResult, QueueSizeAnswer};
 use crate::cache::Availability;
 use crate::error::{json_errors, ApiError, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery};
@@ -39,9 +37,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(coupon))
         .routes(routes!(queue_size))
         .routes(routes!(admin::create_coupon))
-        .routes(routes!(health))
-        .routes(routes!(ready))
-        .routes(routes!(metrics))
+        .merge(ops::routes())
         .merge(dashboard::routes())
 }
 
@@ -257,47 +253,4 @@ async fn queue_size(
         queue_size: size.size,
         scope: size.scope.to_string(),
     }))
-}
-
-/// Liveness: the process serves HTTP.
-#[utoipa::path(get, path = "/health", tag = "operations",
-    responses((status = 200, description = "Up", body = Health)))]
-async fn health() -> Json<Health> {
-    Json(Health {
-        status: "UP".into(),
-    })
-}
-
-/// Readiness: `200` when MySQL and the queue both answer, else `503`.
-#[utoipa::path(get, path = "/ready", tag = "operations",
-    responses(
-        (status = 200, description = "Database and queue answer", body = Readiness),
-        (status = 503, description = "Something is down", body = Readiness),
-    ))]
-async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let (db, queue) = tokio::join!(db::ping(&state.pool), state.producer.ping());
-    let up = |ok: bool| if ok { "UP" } else { "DOWN" }.to_string();
-    let ok = db.is_ok() && queue.is_ok();
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let answer = Readiness {
-        status: if ok { "READY" } else { "NOT_READY" }.into(),
-        database: up(db.is_ok()),
-        queue: up(queue.is_ok()),
-    };
-    (status, Json(answer))
-}
-
-/// Prometheus metrics of this api process.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", body = String,
-        content_type = "text/plain")))]
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
 }

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use common::backoff::Backoff;
 use common::{db, queue::Producer, telemetry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -62,10 +63,6 @@ impl Application {
         self.listener.local_addr().expect("bound listener")
     }
 
-    pub fn port(&self) -> u16 {
-        self.local_addr().port()
-    }
-
     /// Serves on a background task until the returned token is cancelled;
     /// returns the bound address. For tests and embedding.
     pub fn spawn(self) -> (SocketAddr, CancellationToken) {
@@ -82,35 +79,40 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        self.state.coupons.spawn_refresher(
+        let refresher = self.state.coupons.spawn_refresher(
             self.cache_refresh,
             self.state.producer.clone(),
             self.background.clone(),
         );
-        spawn_topic_creation(self.state.producer.clone(), self.background.clone());
-        self.state.waiting.spawn_sampler(self.background.clone());
+        let topics = spawn_topic_creation(self.state.producer.clone(), self.background.clone());
+        let sampler = self.state.waiting.spawn_sampler(self.background.clone());
         tracing::info!(addr = %self.local_addr(), "api listening");
         let result = axum::serve(self.listener, router(self.state))
             .with_graceful_shutdown(shutdown)
             .await;
         self.background.cancel();
+        let _ = tokio::join!(refresher, topics, sampler);
         result.context("serving http")
     }
 }
 
 /// Creates missing Kafka topics, retrying in the background while the broker
 /// is down so the api can start (and answer 503) without it.
-fn spawn_topic_creation(producer: Producer, cancel: CancellationToken) {
+fn spawn_topic_creation(
+    producer: Producer,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let every = std::time::Duration::from_secs(2);
+        let mut backoff = Backoff::new(every, every);
         loop {
             match producer.ensure_topics().await {
                 Ok(()) => return,
                 Err(e) => tracing::warn!(error = ?e, "creating topics failed; retrying"),
             }
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
-                _ = cancel.cancelled() => return,
+            if !backoff.wait(&cancel).await {
+                return;
             }
         }
-    });
+    })
 }

@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use common::queue::Producer;
 use metrics_exporter_prometheus::PrometheusHandle;
+use ops::OpsState;
 use sqlx::MySqlPool;
 
 use crate::activity::Activity;
@@ -26,4 +28,14 @@ pub struct AppState {
     pub dashboard: SnapshotCache,
     /// Where accepted requests stand (`ahead`, `etaMs`).
     pub waiting: Waiting,
+}
+
+impl FromRef<AppState> for OpsState {
+    fn from_ref(state: &AppState) -> Self {
+        OpsState {
+            pool: state.pool.clone(),
+            queue: state.producer.clone(),
+            metrics: state.metrics.clone(),
+        }
+    }
 }

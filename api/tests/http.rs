@@ -5,7 +5,7 @@ mod support;
 
 use api::{ApiConfig, Application};
 use common::config::CommonConfig;
-use common::testing::{key_prefix, redis_url, TestDb};
+use common::testing::{common_config, key_prefix, redis_url, TestDb};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use support::{spawn_app, spawn_app_with_redis, TOKEN};
@@ -361,7 +361,7 @@ async fn the_api_refuses_to_start_on_a_schema_newer_than_it_knows() {
         database_url: db.url.clone(),
         redis_url: redis_url(),
         redis_key_prefix: key_prefix(),
-        ..CommonConfig::default()
+        ..common_config()
     };
     let err = Application::build(ApiConfig::for_tests(common, TOKEN))
         .await

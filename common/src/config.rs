@@ -79,23 +79,6 @@ pub struct CommonConfig {
     pub log_format: LogFormat,
 }
 
-impl Default for CommonConfig {
-    fn default() -> Self {
-        Self {
-            queue_type: QueueType::Redis,
-            database_url: DEFAULT_DATABASE_URL.into(),
-            redis_url: DEFAULT_REDIS_URL.into(),
-            redis_cluster_nodes: None,
-            redis_key_prefix: String::new(),
-            kafka_brokers: DEFAULT_KAFKA_BROKERS.into(),
-            kafka_topic: DEFAULT_KAFKA_TOPIC.into(),
-            kafka_group_id: DEFAULT_KAFKA_GROUP_ID.into(),
-            kafka_partitions: 3,
-            log_format: LogFormat::Text,
-        }
-    }
-}
-
 fn parse_mysql_url(raw: &str) -> Result<String, String> {
     if !(raw.starts_with("mysql://") || raw.starts_with("mariadb://")) {
         return Err("must start with mysql:// or mariadb://".into());
@@ -167,10 +150,10 @@ mod tests {
 
     #[test]
     fn defaults_match_the_local_services() {
-        let cli = Cli::try_parse_from(["x"]).unwrap();
-        assert_eq!(cli.common.queue_type, QueueType::Redis);
-        assert_eq!(cli.common.database_url, DEFAULT_DATABASE_URL);
-        assert_eq!(cli.common.kafka_partitions, 3);
+        let common = crate::testing::common_config();
+        assert_eq!(common.queue_type, QueueType::Redis);
+        assert_eq!(common.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(common.kafka_partitions, 3);
     }
 
     #[test]

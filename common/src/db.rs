@@ -4,13 +4,12 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
-use sqlx::Row;
 use uuid::Uuid;
 
-use crate::domain::{CouponId, IssueResult, IssueStatus};
+use crate::domain::{CouponId, IssueResult};
 use crate::error::DbError;
 
 /// The schema migrations shipped with this build.
@@ -40,26 +39,17 @@ pub async fn ping(pool: &MySqlPool) -> Result<(), DbError> {
     Ok(())
 }
 
-pub(crate) fn utc(naive: NaiveDateTime) -> DateTime<Utc> {
-    naive.and_utc()
-}
-
-/// A nullable `DATETIME(6)` column (stored in UTC) of a row.
-pub(crate) fn utc_column(
-    row: &sqlx::mysql::MySqlRow,
-    column: &str,
-) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    Ok(row.try_get::<Option<NaiveDateTime>, _>(column)?.map(utc))
-}
-
 /// A coupon as the api shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+// Read with `FromRow`; its `DATETIME(6)` columns hold UTC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct Coupon {
     pub coupon_id: i64,
     pub name: String,
     pub total_quantity: i32,
+    #[sqlx(rename = "stock")]
     pub remaining_stock: i32,
+    #[sqlx(rename = "issued")]
     pub issued_count: i64,
     pub issue_starts_at: Option<DateTime<Utc>>,
     pub issue_ends_at: Option<DateTime<Utc>>,
@@ -84,30 +74,21 @@ pub async fn coupon_stocks(pool: &MySqlPool) -> Result<Vec<(i64, i64)>, DbError>
     )
 }
 
+/// Coupons (`c`) with their issued counts, as [`Coupon`] reads them; the
+/// caller adds the `WHERE`.
+pub const SELECT_COUPONS: &str = "SELECT c.coupon_id, c.name, c.total_quantity, c.stock, \
+     c.issue_starts_at, c.issue_ends_at, c.created_at, \
+     (SELECT COUNT(*) FROM user_coupon uc WHERE uc.coupon_id = c.coupon_id) AS issued \
+     FROM coupon c";
+
 /// One coupon with its issued count, or `None`.
 pub async fn find_coupon(pool: &MySqlPool, id: CouponId) -> Result<Option<Coupon>, DbError> {
-    let row = sqlx::query(
-        "SELECT c.coupon_id, c.name, c.total_quantity, c.stock, c.issue_starts_at, \
-                c.issue_ends_at, c.created_at, \
-                (SELECT COUNT(*) FROM user_coupon uc WHERE uc.coupon_id = c.coupon_id) AS issued \
-         FROM coupon c WHERE c.coupon_id = ?",
+    Ok(
+        sqlx::query_as(&format!("{SELECT_COUPONS} WHERE c.coupon_id = ?"))
+            .bind(id.get())
+            .fetch_optional(pool)
+            .await?,
     )
-    .bind(id.get())
-    .fetch_optional(pool)
-    .await?;
-    row.map(|r| {
-        Ok(Coupon {
-            coupon_id: r.try_get("coupon_id")?,
-            name: r.try_get("name")?,
-            total_quantity: r.try_get("total_quantity")?,
-            remaining_stock: r.try_get("stock")?,
-            issued_count: r.try_get("issued")?,
-            issue_starts_at: utc_column(&r, "issue_starts_at")?,
-            issue_ends_at: utc_column(&r, "issue_ends_at")?,
-            created_at: utc(r.try_get("created_at")?),
-        })
-    })
-    .transpose()
 }
 
 /// Inserts a coupon with its full quantity in stock and returns it.
@@ -125,10 +106,10 @@ pub async fn insert_coupon(pool: &MySqlPool, new: &NewCoupon) -> Result<Coupon, 
     .await
     .map_err(DbError::from_sqlx)?;
     let id = CouponId::try_from(done.last_insert_id() as i64)
-        .map_err(|e| DbError::InvalidBatch(e.to_string()))?;
+        .map_err(|e| DbError::BadRow(format!("inserted coupon id {e}")))?;
     find_coupon(pool, id)
         .await?
-        .ok_or_else(|| DbError::InvalidBatch("inserted coupon vanished".into()))
+        .ok_or(DbError::CouponVanished(id))
 }
 
 const SELECT_RESULTS: &str = "SELECT request_id, coupon_id, user_id, status, reason, \
@@ -139,11 +120,12 @@ pub async fn find_result(
     pool: &MySqlPool,
     request_id: Uuid,
 ) -> Result<Option<IssueResult>, DbError> {
-    let row = sqlx::query(&format!("{SELECT_RESULTS} WHERE request_id = ?"))
-        .bind(request_id.to_string())
-        .fetch_optional(pool)
-        .await?;
-    row.map(|r| result_from_row(&r)).transpose()
+    Ok(
+        sqlx::query_as(&format!("{SELECT_RESULTS} WHERE request_id = ?"))
+            .bind(request_id.to_string())
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 /// Every result of one coupon (for audits and tests).
@@ -151,25 +133,10 @@ pub async fn results_for_coupon(
     pool: &MySqlPool,
     coupon_id: CouponId,
 ) -> Result<Vec<IssueResult>, DbError> {
-    let rows = sqlx::query(&format!("{SELECT_RESULTS} WHERE coupon_id = ?"))
-        .bind(coupon_id.get())
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(result_from_row).collect()
-}
-
-fn result_from_row(r: &sqlx::mysql::MySqlRow) -> Result<IssueResult, DbError> {
-    let bad = |what: String| DbError::InvalidBatch(what);
-    let request_id: String = r.try_get("request_id")?;
-    let status: String = r.try_get("status")?;
-    Ok(IssueResult {
-        request_id: Uuid::parse_str(&request_id).map_err(|e| bad(e.to_string()))?,
-        coupon_id: r.try_get("coupon_id")?,
-        user_id: r.try_get("user_id")?,
-        status: IssueStatus::from_str(&status).map_err(bad)?,
-        reason: r.try_get("reason")?,
-        queue_position: r.try_get("queue_position")?,
-        requested_at: utc(r.try_get("requested_at")?),
-        processed_at: utc(r.try_get("processed_at")?),
-    })
+    Ok(
+        sqlx::query_as(&format!("{SELECT_RESULTS} WHERE coupon_id = ?"))
+            .bind(coupon_id.get())
+            .fetch_all(pool)
+            .await?,
+    )
 }

@@ -200,10 +200,39 @@ impl FromStr for IssueStatus {
     }
 }
 
+/// Stored as its wire name in `VARCHAR` columns: the SQL boundary reads and
+/// writes the enum, never a bare string.
+impl sqlx::Type<sqlx::MySql> for IssueStatus {
+    fn type_info() -> sqlx::mysql::MySqlTypeInfo {
+        <str as sqlx::Type<sqlx::MySql>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::mysql::MySqlTypeInfo) -> bool {
+        <str as sqlx::Type<sqlx::MySql>>::compatible(ty)
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::MySql> for IssueStatus {
+    fn encode_by_ref(
+        &self,
+        buf: &mut Vec<u8>,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <&str as sqlx::Encode<'_, sqlx::MySql>>::encode(self.as_str(), buf)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::MySql> for IssueStatus {
+    fn decode(value: sqlx::mysql::MySqlValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        Ok(<&str as sqlx::Decode<'r, sqlx::MySql>>::decode(value)?.parse()?)
+    }
+}
+
 /// The final result of one processed request, as stored in `coupon_issue_result`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct IssueResult {
+    // Stored as its text form, `CHAR(36)`.
+    #[sqlx(try_from = "String")]
     pub request_id: Uuid,
     pub coupon_id: i64,
     pub user_id: i64,

@@ -3,6 +3,7 @@
 //! about HTTP.
 
 pub mod audit;
+pub mod backoff;
 pub mod config;
 pub mod db;
 pub mod domain;
@@ -11,4 +12,5 @@ pub mod processor;
 pub mod queue;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "testing")]
 pub mod testing;

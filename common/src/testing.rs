@@ -17,7 +17,7 @@ use std::time::Duration;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
-use crate::config::{DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BROKERS, DEFAULT_REDIS_URL};
+use crate::config::{CommonConfig, DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BROKERS, DEFAULT_REDIS_URL};
 use crate::domain::CouponId;
 
 #[cfg(feature = "testcontainers")]
@@ -144,6 +144,25 @@ fn accepts_connections(address: &str) -> bool {
     })
 }
 
+/// Parses `args` as a binary would, without reading the environment: a
+/// test's configuration is what the test names, whatever the shell exports.
+pub fn parse_flags<T: clap::Parser>(args: &[&str]) -> Result<T, clap::Error> {
+    let command = T::command().mut_args(|arg| arg.env(None::<&'static str>));
+    T::from_arg_matches(&command.try_get_matches_from(args)?)
+}
+
+/// The settings both binaries share, at their flags' defaults.
+pub fn common_config() -> CommonConfig {
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        common: CommonConfig,
+    }
+    parse_flags::<Flags>(&["test"])
+        .expect("defaults parse")
+        .common
+}
+
 /// A topic and consumer group no other test uses.
 pub fn kafka_names() -> (String, String) {
     let id = uuid::Uuid::new_v4().simple();
@@ -172,10 +191,11 @@ impl TestDb {
             .await
             .expect("create test database");
         admin.close().await.ok();
-        let url = replace_database(&base, &name);
+        let options = options.database(&name);
+        let url = options.to_url_lossy().to_string();
         let pool = MySqlPoolOptions::new()
             .max_connections(8)
-            .connect_with(options.database(&name))
+            .connect_with(options)
             .await
             .expect("connect to the test database");
         crate::db::migrate(&pool).await.expect("migrations apply");
@@ -193,23 +213,6 @@ impl TestDb {
         .await
         .expect("insert coupon");
         CouponId::try_from(done.last_insert_id() as i64).unwrap()
-    }
-}
-
-/// `DATABASE_URL` with its database path replaced.
-pub fn replace_database(url: &str, database: &str) -> String {
-    let (head, tail) = match url.split_once('?') {
-        Some((h, t)) => (h, Some(t)),
-        None => (url, None),
-    };
-    let scheme_end = head.find("://").map_or(0, |i| i + 3);
-    let base = match head[scheme_end..].find('/') {
-        Some(i) => &head[..scheme_end + i],
-        None => head,
-    };
-    match tail {
-        Some(t) => format!("{base}/{database}?{t}"),
-        None => format!("{base}/{database}"),
     }
 }
 
@@ -235,15 +238,13 @@ mod tests {
     }
 
     #[test]
-    fn replaces_the_database_of_a_url() {
-        assert_eq!(
-            replace_database("mysql://a:b@h:1/e_commerce_db", "x"),
-            "mysql://a:b@h:1/x"
-        );
-        assert_eq!(replace_database("mysql://h", "x"), "mysql://h/x");
-        assert_eq!(
-            replace_database("mysql://h/db?ssl-mode=disabled", "x"),
-            "mysql://h/x?ssl-mode=disabled"
-        );
+    fn a_test_database_url_names_the_database_and_keeps_the_rest() {
+        let base = MySqlConnectOptions::from_str("mysql://a:b%40c@h:1/e_commerce_db").unwrap();
+        let url = base.database("x").to_url_lossy().to_string();
+        let back = MySqlConnectOptions::from_str(&url).unwrap();
+        assert_eq!(back.get_database(), Some("x"));
+        assert_eq!(back.get_username(), "a");
+        assert_eq!((back.get_host(), back.get_port()), ("h", 1));
+        assert!(url.starts_with("mysql://a:b%40c@h:1/x"), "{url}");
     }
 }

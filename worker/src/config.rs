@@ -69,23 +69,6 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// A config for tests: loopback, a free port, a short poll interval.
-    pub fn for_tests(common: CommonConfig) -> Self {
-        Self {
-            common,
-            poll_interval_ms: 100,
-            batch_size: 500,
-            host: "127.0.0.1".into(),
-            port: 0,
-            lease_ttl_ms: 3_000,
-            coupon_concurrency: 4,
-            kafka_session_timeout_ms: 6000,
-            kafka_max_poll_interval_ms: 10_000,
-            kafka_debug: None,
-            replay_dead_letters: false,
-        }
-    }
-
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms)
     }

@@ -8,10 +8,13 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::domain::{CouponId, CouponIssueEvent, QueuedEvent};
+use common::backoff::Backoff;
+use common::domain::{CouponId, QueuedEvent};
+use common::error::QueueError;
 use common::processor::RetryPolicy;
+use common::queue::batch;
 use common::queue::kafka::kafka_err;
-use common::queue::{KafkaProducer, KafkaSettings};
+use common::queue::{Batch, KafkaProducer, KafkaSettings, Reject};
 use futures::StreamExt;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
@@ -24,8 +27,7 @@ use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::pipeline::handle_batch;
-use crate::pipeline::DrainError;
+use crate::pipeline::{drain_batch, DeadLetters, DrainError};
 
 /// The Kafka consumer of one worker process.
 pub struct KafkaWorker {
@@ -85,6 +87,80 @@ type WorkerConsumer = StreamConsumer<WorkerContext>;
 /// How often a worker without partitions says so.
 const IDLE_WARNING: Duration = Duration::from_secs(60);
 
+/// Waits between attempts at what needs the broker or the database back.
+fn retry_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(200), Duration::from_secs(5))
+}
+
+/// A partition's records as batches of one coupon each, in coupon order,
+/// each in queue order; the undecodable records ride with the first batch.
+fn batches(records: &[Record]) -> Vec<Batch> {
+    let mut rejects = Vec::new();
+    let mut by_coupon: BTreeMap<CouponId, Vec<QueuedEvent>> = BTreeMap::new();
+    for r in records {
+        match batch::decode(&r.payload, None) {
+            Ok(event) => by_coupon
+                .entry(event.coupon_id)
+                .or_default()
+                .push(QueuedEvent {
+                    event,
+                    position: r.position(),
+                }),
+            Err(reason) => rejects.push(Reject {
+                position: r.position(),
+                key: r.key.clone(),
+                payload: r.payload.clone(),
+                reason,
+            }),
+        }
+    }
+    let mut batches: Vec<Batch> = by_coupon
+        .into_values()
+        .map(|events| Batch {
+            events,
+            rejects: Vec::new(),
+        })
+        .collect();
+    match batches.first_mut() {
+        Some(first) => first.rejects = rejects,
+        None if !rejects.is_empty() => batches.push(Batch {
+            events: Vec::new(),
+            rejects,
+        }),
+        None => {}
+    }
+    batches
+}
+
+/// The dead-letter topic.
+struct TopicDeadLetters<'a>(&'a KafkaProducer);
+
+impl DeadLetters for TopicDeadLetters<'_> {
+    const QUEUE: &'static str = "kafka";
+
+    async fn reject(&self, reject: &Reject) -> Result<(), QueueError> {
+        self.0
+            .dead_letter(
+                reject.key.as_deref(),
+                &reject.payload,
+                &reject.position,
+                &reject.reason,
+            )
+            .await
+    }
+
+    async fn failed(&self, event: &QueuedEvent, reason: &str) -> Result<(), QueueError> {
+        self.0
+            .dead_letter(
+                Some(event.event.coupon_id.to_string().as_bytes()),
+                event.event.to_json().as_bytes(),
+                &event.position,
+                reason,
+            )
+            .await
+    }
+}
+
 /// A consumed message, copied out of librdkafka's buffer.
 #[derive(Debug, Clone)]
 struct Record {
@@ -126,14 +202,12 @@ impl KafkaWorker {
     /// offsets stored and committed, then the consumer leaves the group.
     pub async fn run(&self, cancel: CancellationToken) -> anyhow::Result<()> {
         // Topics may not exist yet (first start, broker just back).
-        let mut wait = Duration::from_millis(200);
+        let mut backoff = retry_backoff();
         while let Err(e) = self.settings.ensure_topics().await {
             warn!(error = ?e, "creating topics failed; retrying");
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = cancel.cancelled() => return Ok(()),
+            if !backoff.wait(&cancel).await {
+                return Ok(());
             }
-            wait = (wait * 2).min(Duration::from_secs(5));
         }
         let consumer = self.consumer()?;
         let dlq = KafkaProducer::new(self.settings.clone(), Duration::from_secs(10))?;
@@ -195,7 +269,7 @@ impl KafkaWorker {
             by_partition.entry(r.partition).or_default().push(r);
         }
         for (partition, records) in by_partition {
-            let mut wait = Duration::from_millis(200);
+            let mut backoff = retry_backoff();
             loop {
                 match self
                     .handle_partition(consumer, dlq, partition, &records, cancel)
@@ -204,12 +278,10 @@ impl KafkaWorker {
                     Ok(()) => break,
                     Err(_) if cancel.is_cancelled() => return false,
                     Err(e) => {
-                        warn!(error = ?e, partition, ?wait, "batch not committed; retrying it");
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => {}
-                            _ = cancel.cancelled() => return false,
+                        warn!(error = ?e, partition, wait = ?backoff.current(), "batch not committed; retrying it");
+                        if !backoff.wait(cancel).await {
+                            return false;
                         }
-                        wait = (wait * 2).min(Duration::from_secs(5));
                     }
                 }
             }
@@ -225,36 +297,15 @@ impl KafkaWorker {
         records: &[Record],
         cancel: &CancellationToken,
     ) -> Result<(), DrainError> {
-        let mut by_coupon: BTreeMap<CouponId, Vec<QueuedEvent>> = BTreeMap::new();
-        for r in records {
-            match CouponIssueEvent::from_json(&r.payload) {
-                Ok(event) => by_coupon
-                    .entry(event.coupon_id)
-                    .or_default()
-                    .push(QueuedEvent {
-                        event,
-                        position: r.position(),
-                    }),
-                Err(e) => {
-                    warn!(position = %r.position(), reason = %e, "dead-lettering undecodable message");
-                    metrics::counter!("coupon_issue_dead_letters_total", "queue" => "kafka")
-                        .increment(1);
-                    dlq.dead_letter(r.key.as_deref(), &r.payload, &r.position(), &e.to_string())
-                        .await?;
-                }
-            }
-        }
-        for events in by_coupon.values() {
-            let handled = handle_batch(&self.pool, events, self.retry, cancel).await?;
-            for (event, reason) in &handled.failed {
-                dlq.dead_letter(
-                    Some(event.event.coupon_id.to_string().as_bytes()),
-                    event.event.to_json().as_bytes(),
-                    &event.position,
-                    reason,
-                )
-                .await?;
-            }
+        for batch in batches(records) {
+            drain_batch(
+                &TopicDeadLetters(dlq),
+                &self.pool,
+                &batch,
+                self.retry,
+                cancel,
+            )
+            .await?;
         }
         let last = records.last().map_or(0, |r| r.offset);
         let mut tpl = TopicPartitionList::new();
@@ -268,5 +319,51 @@ impl KafkaWorker {
         metrics::counter!("coupon_issue_events_acknowledged_total", "queue" => "kafka")
             .increment(records.len() as u64);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::domain::{CouponIssueEvent, UserId};
+
+    fn record(offset: i64, payload: Vec<u8>) -> Record {
+        Record {
+            partition: 2,
+            offset,
+            key: Some(b"k".to_vec()),
+            payload,
+        }
+    }
+
+    fn event(coupon: i64, user: i64) -> Vec<u8> {
+        let coupon = CouponId::try_from(coupon).unwrap();
+        let user = UserId::try_from(user).unwrap();
+        CouponIssueEvent::new(coupon, user).to_json().into_bytes()
+    }
+
+    #[test]
+    fn a_partition_splits_into_one_batch_per_coupon_in_queue_order() {
+        let records = [
+            record(10, event(7, 1)),
+            record(11, event(3, 1)),
+            record(12, b"garbage".to_vec()),
+            record(13, event(7, 2)),
+        ];
+        let got = batches(&records);
+        let positions: Vec<Vec<&str>> = got
+            .iter()
+            .map(|b| b.events.iter().map(|e| e.position.as_str()).collect())
+            .collect();
+        assert_eq!(positions, [vec!["2:11"], vec!["2:10", "2:13"]]);
+        assert_eq!(got[0].rejects.len(), 1);
+        assert_eq!(got[0].rejects[0].position, "2:12");
+        assert_eq!(got[0].rejects[0].key.as_deref(), Some(&b"k"[..]));
+        assert!(got[1].rejects.is_empty());
+
+        let only_garbage = batches(&[record(5, b"{}".to_vec())]);
+        assert_eq!(only_garbage.len(), 1);
+        assert!(only_garbage[0].events.is_empty());
+        assert!(batches(&[]).is_empty());
     }
 }

@@ -71,7 +71,7 @@ impl Worker {
     /// acknowledges it and returns.
     pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
         let common = &self.config.common;
-        let health = health::HealthState {
+        let health = ops::OpsState {
             pool: self.pool.clone(),
             queue: self.queue.clone(),
             metrics: telemetry::metrics_handle(),

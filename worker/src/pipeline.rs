@@ -1,10 +1,12 @@
-//! What both queue modes do with a batch: process it with retries and, when
-//! it cannot be processed, isolate the events that fail so the rest still get
-//! their results.
+//! What both queue modes do with a batch: dead-letter its rejects, process
+//! its events with retries (isolating the events that fail so the rest still
+//! get their results) and dead-letter the failures. Acknowledging is the
+//! caller's, once this returns `Ok`.
 
 use common::domain::QueuedEvent;
-use common::error::DbError;
+use common::error::{DbError, QueueError};
 use common::processor::{self, RetryPolicy};
+use common::queue::{Batch, Reject};
 use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +30,54 @@ pub struct Handled {
     pub failed: Vec<(QueuedEvent, String)>,
     /// The coupon had no stock left when the batch committed.
     pub sold_out: bool,
+}
+
+/// Where a queue mode's dead letters go.
+// Only used through generics within the worker, so no `Send` bound to spell out.
+#[allow(async_fn_in_trait)]
+pub trait DeadLetters {
+    /// The `queue` label of the dead-letter metric.
+    const QUEUE: &'static str;
+
+    /// An entry that is not an event of its queue's coupon.
+    async fn reject(&self, reject: &Reject) -> Result<(), QueueError>;
+
+    /// An event recorded as `SYSTEM_ERROR`.
+    async fn failed(&self, event: &QueuedEvent, reason: &str) -> Result<(), QueueError>;
+}
+
+/// What a drained batch did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Drained {
+    /// Results written now.
+    pub processed: usize,
+    /// The coupon had no stock left when the batch committed.
+    pub sold_out: bool,
+}
+
+/// Dead-letters the batch's rejects, processes its events and dead-letters
+/// those that failed. `Err` means the batch must not be acknowledged (it is
+/// read again).
+pub async fn drain_batch<D: DeadLetters>(
+    dead_letters: &D,
+    pool: &MySqlPool,
+    batch: &Batch,
+    retry: RetryPolicy,
+    cancel: &CancellationToken,
+) -> Result<Drained, DrainError> {
+    for reject in &batch.rejects {
+        tracing::warn!(position = %reject.position, reason = %reject.reason, "dead-lettering undecodable entry");
+        metrics::counter!("coupon_issue_dead_letters_total", "queue" => D::QUEUE).increment(1);
+        dead_letters.reject(reject).await?;
+    }
+    let handled = handle_batch(pool, &batch.events, retry, cancel).await?;
+    for (event, reason) in &handled.failed {
+        dead_letters.failed(event, reason).await?;
+    }
+    Ok(Drained {
+        processed: handled.processed,
+        sold_out: handled.sold_out,
+    })
 }
 
 /// Processes `events` (one coupon, queue order). `Err` means nothing may be

@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::domain::{CouponId, CouponIssueEvent, QueuedEvent};
+use common::domain::{CouponId, QueuedEvent};
+use common::error::QueueError;
 use common::processor::RetryPolicy;
-use common::queue::redis::RawEntry;
-use common::queue::RedisQueue;
+use common::queue::{RedisQueue, Reject};
 use futures::StreamExt;
 use rand::seq::SliceRandom;
 use sqlx::MySqlPool;
@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
-use crate::pipeline::{handle_batch, DrainError};
+use crate::pipeline::{drain_batch, DeadLetters, DrainError};
 
 /// Shortest time between the starts of two polls that a wake-up triggers.
 const MIN_POLL_GAP: Duration = Duration::from_millis(20);
@@ -120,6 +120,8 @@ impl RedisPoller {
         ));
         let result = self.drain_leased(coupon, cancel, &lost).await;
         keeper.abort();
+        // Aborted while it sleeps or renews: nothing of it runs after this.
+        let _ = keeper.await;
         if let Err(e) = self.queue.release_lease(coupon, &self.holder).await {
             warn!(error = ?e, %coupon, "could not release lease; it expires by itself");
         }
@@ -139,76 +141,61 @@ impl RedisPoller {
                 warn!("lease lost; leaving the coupon to its new holder");
                 break;
             }
-            let entries = self.queue.read_head(coupon, self.batch_size).await?;
-            let Some(last) = entries.last() else {
+            let Some((batch, last_id)) = self.queue.next_batch(coupon, self.batch_size).await?
+            else {
                 if self.queue.forget_if_empty(coupon).await? {
                     break;
                 }
                 continue;
             };
-            let last_id = last.id.clone();
-            let events = self.decode_or_dead_letter(coupon, entries).await?;
-            let handled = handle_batch(&self.pool, &events, self.retry, cancel).await?;
-            for (event, reason) in &handled.failed {
-                self.queue
-                    .dead_letter(
-                        coupon,
-                        &event.position,
-                        event.event.to_json().as_bytes(),
-                        reason,
-                    )
-                    .await?;
-            }
+            let dead_letters = StreamDeadLetters {
+                queue: &self.queue,
+                coupon,
+            };
+            let drained =
+                drain_batch(&dead_letters, &self.pool, &batch, self.retry, cancel).await?;
             // Only now, with every result committed, do the entries leave the
             // stream; a sold-out coupon is marked so the api stops queueing.
             self.queue
-                .remove_through(coupon, &last_id, handled.sold_out)
+                .remove_through(coupon, &last_id, drained.sold_out)
                 .await?;
-            processed += handled.processed;
+            processed += drained.processed;
             metrics::counter!("coupon_issue_events_acknowledged_total", "queue" => "redis")
-                .increment(events.len() as u64);
+                .increment(batch.events.len() as u64);
         }
         Ok(processed)
     }
+}
 
-    /// Decodes entries; those that cannot be decoded, or belong to another
-    /// coupon, go to the dead-letter queue and never block the rest.
-    async fn decode_or_dead_letter(
-        &self,
-        coupon: CouponId,
-        entries: Vec<RawEntry>,
-    ) -> Result<Vec<QueuedEvent>, DrainError> {
-        let mut events = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let payload = entry.payload.unwrap_or_default();
-            let decoded = CouponIssueEvent::from_json(&payload)
-                .map_err(|e| e.to_string())
-                .and_then(|ev| {
-                    if ev.coupon_id == coupon {
-                        Ok(ev)
-                    } else {
-                        Err(format!(
-                            "event of coupon {} in the stream of coupon {coupon}",
-                            ev.coupon_id
-                        ))
-                    }
-                });
-            match decoded {
-                Ok(event) => events.push(QueuedEvent {
-                    event,
-                    position: entry.id,
-                }),
-                Err(reason) => {
-                    warn!(entry = %entry.id, %reason, "dead-lettering undecodable entry");
-                    metrics::counter!("coupon_issue_dead_letters_total", "queue" => "redis")
-                        .increment(1);
-                    self.queue
-                        .dead_letter(coupon, &entry.id, &payload, &reason)
-                        .await?;
-                }
-            }
-        }
-        Ok(events)
+/// The dead-letter stream, for entries of one coupon's stream.
+struct StreamDeadLetters<'a> {
+    queue: &'a RedisQueue,
+    coupon: CouponId,
+}
+
+impl DeadLetters for StreamDeadLetters<'_> {
+    const QUEUE: &'static str = "redis";
+
+    async fn reject(&self, reject: &Reject) -> Result<(), QueueError> {
+        self.queue
+            .dead_letter(
+                self.coupon,
+                &reject.position,
+                &reject.payload,
+                &reject.reason,
+            )
+            .await
+    }
+
+    async fn failed(&self, event: &QueuedEvent, reason: &str) -> Result<(), QueueError> {
+        self.queue
+            .dead_letter(
+                self.coupon,
+                &event.position,
+                event.event.to_json().as_bytes(),
+                reason,
+            )
+            .await
     }
 }
 

@@ -43,21 +43,16 @@ async fn replay_redis(queue: &RedisQueue) -> anyhow::Result<ReplaySummary> {
     loop {
         let letters = queue.dead_letters(cursor.as_deref(), 500).await?;
         let Some(last) = letters.last() else { break };
-        cursor = Some(last.0.clone());
-        for (id, fields) in &letters {
-            let payload = fields
-                .iter()
-                .find(|(k, _)| k == "payload")
-                .map(|(_, v)| v.as_slice())
-                .unwrap_or_default();
-            match CouponIssueEvent::from_json(payload) {
+        cursor = Some(last.id.clone());
+        for letter in &letters {
+            match CouponIssueEvent::from_json(&letter.payload) {
                 Ok(event) => {
                     queue.enqueue(&event).await?;
-                    queue.delete_dead_letter(id).await?;
+                    queue.delete_dead_letter(&letter.id).await?;
                     summary.replayed += 1;
                 }
                 Err(e) => {
-                    tracing::warn!(dead_letter = %id, reason = %e, "left in the dead-letter queue");
+                    tracing::warn!(dead_letter = %letter.id, reason = %e, "left in the dead-letter queue");
                     summary.undecodable += 1;
                 }
             }

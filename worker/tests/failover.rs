@@ -1,7 +1,7 @@
 //! Repeated fail-over: one deployment (api, database, queue namespace), two
 //! workers, several sales in a row. In each sale one worker is SIGKILLed
 //! mid-drain and a new one joins; every sale must drain with every invariant
-//! of DESIGN.md. Prints the time from the kill to the first result written
+//! that `common::audit` checks. Prints the time from the kill to the first result written
 //! after it, and to the full drain.
 //!
 //! `FAILOVER_ROUNDS` sets the number of sales (default 2 per queue mode);

@@ -1,5 +1,5 @@
 //! Fault tests: things really die or get cut mid-sale, and afterwards every
-//! invariant of DESIGN.md still holds (`common::audit`).
+//! invariant of a finished sale still holds (`common::audit`).
 
 mod helpers;
 

@@ -1,5 +1,5 @@
 //! Races through the real api and real worker processes. Every test checks
-//! the invariants of DESIGN.md with `common::audit`.
+//! the invariants of a finished sale with `common::audit`.
 
 mod helpers;
 

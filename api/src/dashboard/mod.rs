@@ -91,7 +91,7 @@ pub struct CouponActivity {
 }
 
 /// A worker whose heartbeat is recent.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerStatus {
     pub worker_id: String,
@@ -100,6 +100,8 @@ pub struct WorkerStatus {
     pub pid: i32,
     pub started_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
+    // Computed from `last_seen_at`, not stored.
+    #[sqlx(skip)]
     pub seconds_since_seen: f64,
 }
 

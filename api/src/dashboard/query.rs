@@ -3,20 +3,12 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
+use common::db::{Coupon, SELECT_COUPONS};
 use common::error::DbError;
-use sqlx::{MySqlPool, QueryBuilder, Row};
+use sqlx::{MySqlPool, QueryBuilder};
 
 use super::WorkerStatus;
-
-/// A coupon's stored figures.
-pub struct CouponRow {
-    pub coupon_id: i64,
-    pub name: String,
-    pub total_quantity: i32,
-    pub remaining_stock: i32,
-    pub issued_count: i64,
-}
 
 /// Ids of the `n` newest coupons.
 pub async fn newest_coupon_ids(pool: &MySqlPool, n: u32) -> Result<Vec<i64>, DbError> {
@@ -29,33 +21,17 @@ pub async fn newest_coupon_ids(pool: &MySqlPool, n: u32) -> Result<Vec<i64>, DbE
 }
 
 /// Figures of the given coupons (missing ids are skipped).
-pub async fn coupons(pool: &MySqlPool, ids: &[i64]) -> Result<Vec<CouponRow>, DbError> {
+pub async fn coupons(pool: &MySqlPool, ids: &[i64]) -> Result<Vec<Coupon>, DbError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let mut q = QueryBuilder::new(
-        "SELECT c.coupon_id, c.name, c.total_quantity, c.stock, \
-         (SELECT COUNT(*) FROM user_coupon uc WHERE uc.coupon_id = c.coupon_id) AS issued \
-         FROM coupon c WHERE c.coupon_id IN (",
-    );
+    let mut q = QueryBuilder::new(format!("{SELECT_COUPONS} WHERE c.coupon_id IN ("));
     let mut list = q.separated(", ");
     for id in ids {
         list.push_bind(*id);
     }
     q.push(")");
-    let rows = q.build().fetch_all(pool).await?;
-    rows.iter()
-        .map(|r| {
-            Ok(CouponRow {
-                coupon_id: r.try_get("coupon_id")?,
-                name: r.try_get("name")?,
-                total_quantity: r.try_get("total_quantity")?,
-                remaining_stock: r.try_get("stock")?,
-                issued_count: r.try_get("issued")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Into::into)
+    Ok(q.build_query_as().fetch_all(pool).await?)
 }
 
 /// Results written per coupon and second, for the `len` seconds from `from`.
@@ -65,7 +41,7 @@ pub async fn processed_series(
     len: usize,
 ) -> Result<HashMap<i64, Vec<u32>>, DbError> {
     let start = from.naive_utc();
-    let rows = sqlx::query(
+    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
         "SELECT coupon_id, TIMESTAMPDIFF(SECOND, ?, processed_at) AS bucket, COUNT(*) AS n \
          FROM coupon_issue_result WHERE processed_at >= ? \
          GROUP BY coupon_id, bucket",
@@ -75,10 +51,7 @@ pub async fn processed_series(
     .fetch_all(pool)
     .await?;
     let mut series: HashMap<i64, Vec<u32>> = HashMap::new();
-    for r in rows {
-        let coupon: i64 = r.try_get("coupon_id")?;
-        let bucket: i64 = r.try_get("bucket")?;
-        let n: i64 = r.try_get("n")?;
+    for (coupon, bucket, n) in rows {
         if (0..len as i64).contains(&bucket) {
             series.entry(coupon).or_insert_with(|| vec![0; len])[bucket as usize] = n as u32;
         }
@@ -92,27 +65,15 @@ pub async fn workers(
     since: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Vec<WorkerStatus>, DbError> {
-    let rows = sqlx::query(
+    let mut workers: Vec<WorkerStatus> = sqlx::query_as(
         "SELECT worker_id, queue_type, host, pid, started_at, last_seen_at \
          FROM worker_heartbeat WHERE last_seen_at >= ? ORDER BY started_at, worker_id",
     )
     .bind(since.naive_utc())
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|r| {
-            let last_seen: NaiveDateTime = r.try_get("last_seen_at")?;
-            let last_seen = last_seen.and_utc();
-            Ok(WorkerStatus {
-                worker_id: r.try_get("worker_id")?,
-                queue_type: r.try_get("queue_type")?,
-                host: r.try_get("host")?,
-                pid: r.try_get("pid")?,
-                started_at: r.try_get::<NaiveDateTime, _>("started_at")?.and_utc(),
-                last_seen_at: last_seen,
-                seconds_since_seen: (now - last_seen).num_milliseconds().max(0) as f64 / 1000.0,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Into::into)
+    for w in &mut workers {
+        w.seconds_since_seen = (now - w.last_seen_at).num_milliseconds().max(0) as f64 / 1000.0;
+    }
+    Ok(workers)
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use api::{ApiConfig, Application};
 use common::config::CommonConfig;
-use common::testing::{key_prefix, redis_url, TestDb};
+use common::testing::{common_config, key_prefix, redis_url, TestDb};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -34,7 +34,7 @@ pub async fn spawn_app_with_redis(redis: &str) -> App {
         database_url: db.url.clone(),
         redis_url: redis.into(),
         redis_key_prefix: prefix.clone(),
-        ..CommonConfig::default()
+        ..common_config()
     };
     let app = Application::build(ApiConfig::for_tests(common, TOKEN))
         .await

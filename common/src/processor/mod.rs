@@ -11,10 +11,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use sqlx::{MySql, MySqlPool, QueryBuilder, Row};
+use sqlx::{MySql, MySqlPool, QueryBuilder};
 use tracing::instrument;
-
-use crate::db::utc_column;
 
 mod retry;
 
@@ -38,7 +36,7 @@ pub struct BatchOutcome {
 }
 
 /// The issue rules of a coupon, read under its row lock.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
 pub struct CouponRules {
     pub stock: i32,
     pub issue_starts_at: Option<DateTime<Utc>>,
@@ -131,7 +129,7 @@ pub async fn process_batch(
         .filter(|q| {
             existing
                 .get(&q.event.event_id.to_string())
-                .is_none_or(|status| status == IssueStatus::SystemError.as_str())
+                .is_none_or(|status| *status == IssueStatus::SystemError)
                 && seen.insert(q.event.event_id)
         })
         .collect();
@@ -150,9 +148,9 @@ pub async fn process_batch(
         .filter(|id| existing.contains_key(id))
         .collect();
     if !replayed.is_empty() {
-        let mut q = QueryBuilder::<MySql>::new(
-            "DELETE FROM coupon_issue_result WHERE status = 'SYSTEM_ERROR' AND request_id IN ",
-        );
+        let mut q = QueryBuilder::<MySql>::new("DELETE FROM coupon_issue_result WHERE status = ");
+        q.push_bind(IssueStatus::SystemError)
+            .push(" AND request_id IN ");
         q.push_tuples(&replayed, |mut b, id| {
             b.push_bind(id);
         });
@@ -209,9 +207,7 @@ pub async fn process_batch(
                 .execute(&mut *tx)
                 .await?;
         if taken.rows_affected() != 1 {
-            return Err(DbError::InvalidBatch(format!(
-                "stock of coupon {coupon_id} changed under its lock"
-            )));
+            return Err(DbError::StockChanged(coupon_id));
         }
     }
     insert_results(&mut *tx, &results).await?;
@@ -233,34 +229,26 @@ async fn lock_coupon(
     tx: &mut sqlx::Transaction<'_, MySql>,
     coupon_id: CouponId,
 ) -> Result<Option<CouponRules>, DbError> {
-    let row = sqlx::query(
+    Ok(sqlx::query_as(
         "SELECT stock, issue_starts_at, issue_ends_at FROM coupon WHERE coupon_id = ? FOR UPDATE",
     )
     .bind(coupon_id.get())
     .fetch_optional(&mut **tx)
-    .await?;
-    row.map(|r| {
-        Ok(CouponRules {
-            stock: r.try_get("stock")?,
-            issue_starts_at: utc_column(&r, "issue_starts_at")?,
-            issue_ends_at: utc_column(&r, "issue_ends_at")?,
-        })
-    })
-    .transpose()
+    .await?)
 }
 
 /// Request ids of the batch that already have a result, with its status.
 async fn existing_results(
     tx: &mut sqlx::Transaction<'_, MySql>,
     events: &[QueuedEvent],
-) -> Result<HashMap<String, String>, DbError> {
+) -> Result<HashMap<String, IssueStatus>, DbError> {
     let mut q = QueryBuilder::<MySql>::new(
         "SELECT request_id, status FROM coupon_issue_result WHERE request_id IN ",
     );
     q.push_tuples(events, |mut b, e| {
         b.push_bind(e.event.event_id.to_string());
     });
-    Ok(q.build_query_as::<(String, String)>()
+    Ok(q.build_query_as::<(String, IssueStatus)>()
         .fetch_all(&mut **tx)
         .await?
         .into_iter()
@@ -298,7 +286,7 @@ where
         b.push_bind(r.request_id.to_string())
             .push_bind(r.coupon_id)
             .push_bind(r.user_id)
-            .push_bind(r.status.as_str())
+            .push_bind(r.status)
             .push_bind(r.reason.clone())
             .push_bind(r.queue_position.clone())
             .push_bind(r.requested_at.naive_utc())

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{process_batch, BatchOutcome};
+use crate::backoff::Backoff;
 use crate::domain::QueuedEvent;
 use crate::error::DbError;
 
@@ -37,27 +38,20 @@ pub async fn process_batch_with_retry(
     policy: RetryPolicy,
     cancel: &CancellationToken,
 ) -> Result<BatchOutcome, DbError> {
-    let mut backoff = policy.initial_backoff;
+    let mut backoff = Backoff::new(policy.initial_backoff, policy.max_backoff).with_jitter();
     let mut attempt = 1;
     loop {
         match process_batch(pool, events).await {
             Ok(outcome) => return Ok(outcome),
             Err(e) if e.is_transient() && attempt < policy.max_attempts => {
-                warn!(error = ?e, attempt, ?backoff, "batch failed, retrying");
+                warn!(error = ?e, attempt, backoff = ?backoff.current(), "batch failed, retrying");
                 metrics::counter!("coupon_issue_batch_retries_total").increment(1);
-                tokio::select! {
-                    _ = tokio::time::sleep(jitter(backoff)) => {}
-                    _ = cancel.cancelled() => return Err(e),
+                if !backoff.wait(cancel).await {
+                    return Err(e);
                 }
-                backoff = (backoff * 2).min(policy.max_backoff);
                 attempt += 1;
             }
             Err(e) => return Err(e),
         }
     }
-}
-
-fn jitter(d: Duration) -> Duration {
-    let ms = d.as_millis() as u64;
-    Duration::from_millis(ms / 2 + rand::random::<u64>() % (ms / 2 + 1))
 }

@@ -429,8 +429,7 @@ impl KafkaProducer {
                 .unwrap_or(low);
             Ok((high - committed.max(low)).max(0) as u64)
         })
-        .await
-        .map_err(|e| QueueError::Unavailable(e.to_string()))?
+        .await?
     }
 
     /// Every partition of the topic with the worker group's committed offset
@@ -493,8 +492,7 @@ impl KafkaProducer {
                 .map(|_| ())
                 .map_err(kafka_err)
         })
-        .await
-        .map_err(|e| QueueError::Unavailable(e.to_string()))?
+        .await?
     }
 }
 

@@ -1,6 +1,7 @@
 //! The queue interface: one producer type for the api and the consumer side
 //! of each backend for the worker, chosen by [`QueueType`].
 
+pub mod batch;
 pub mod kafka;
 pub mod redis;
 
@@ -12,6 +13,7 @@ use crate::config::{CommonConfig, QueueType};
 use crate::domain::{CouponId, CouponIssueEvent};
 use crate::error::QueueError;
 
+pub use self::batch::{Batch, Reject};
 pub use self::kafka::{KafkaProducer, KafkaSettings, PartitionProgress};
 pub use self::redis::RedisQueue;
 

@@ -13,7 +13,7 @@ use api::{ApiConfig, Application};
 use common::audit::{audit_sale, AuditReport};
 use common::config::{CommonConfig, QueueType};
 use common::domain::CouponId;
-use common::testing::{kafka_brokers, kafka_names, key_prefix, redis_url, TestDb};
+use common::testing::{common_config, kafka_brokers, kafka_names, key_prefix, redis_url, TestDb};
 use serde::Deserialize;
 use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
@@ -63,11 +63,11 @@ pub async fn test_config(mode: QueueType) -> (TestDb, CommonConfig) {
         // Only Kafka-mode tests need a broker (and start its container).
         kafka_brokers: match mode {
             QueueType::Kafka => kafka_brokers(),
-            QueueType::Redis => CommonConfig::default().kafka_brokers,
+            QueueType::Redis => common_config().kafka_brokers,
         },
         kafka_topic: topic,
         kafka_group_id: group,
-        ..CommonConfig::default()
+        ..common_config()
     };
     if mode == QueueType::Kafka {
         common::queue::KafkaSettings::from_config(&common)

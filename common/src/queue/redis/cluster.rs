@@ -97,7 +97,7 @@ async fn masters(conn: &mut ClusterConnection) -> Result<Vec<(String, u16)>, Que
             RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
         )
         .await?;
-    let bad = || QueueError::Unavailable("unexpected CLUSTER SLOTS reply".into());
+    let bad = || QueueError::BadReply("CLUSTER SLOTS".into());
     let Value::Array(ranges) = reply else {
         return Err(bad());
     };
@@ -188,7 +188,7 @@ async fn scan_master(
             )
             .await?;
         let (next, found): (u64, Vec<String>) = redis::from_redis_value(reply)
-            .map_err(|e| QueueError::Unavailable(format!("unexpected SCAN reply: {e}")))?;
+            .map_err(|e| QueueError::BadReply(format!("SCAN: {e}")))?;
         coupons.extend(found.iter().filter_map(|k| keys.coupon_of_stream(k)));
         if next == 0 {
             return Ok(coupons);

@@ -26,8 +26,9 @@ use redis::aio::ConnectionLike;
 use redis::{Script, Value};
 
 use crate::config::{ClusterNodes, CommonConfig};
-use crate::domain::{CouponId, CouponIssueEvent};
+use crate::domain::{CouponId, CouponIssueEvent, QueuedEvent};
 use crate::error::QueueError;
+use crate::queue::batch::{self, Batch, Reject};
 use crate::queue::{Enqueued, Lane};
 
 pub mod cluster;
@@ -37,9 +38,10 @@ mod reply;
 mod single;
 pub mod wake;
 
+pub use dead_letters::DeadLetter;
 pub use keys::RedisKeys;
 pub use reply::next_entry_id;
-use reply::parse_xrange;
+use reply::{bytes_field, parse_xrange};
 use single::SingleNode;
 
 /// Single node: the entry, its coupon marked pending, and a wake-up when the
@@ -138,9 +140,6 @@ end
 return 0",
     )
 });
-
-/// A stream entry: its id and its fields, in order.
-pub type StreamEntry = (String, Vec<(String, Vec<u8>)>);
 
 /// A stream entry as read, before decoding.
 #[derive(Debug, Clone)]
@@ -414,7 +413,44 @@ impl RedisQueue {
                     .arg(count),
             ))
             .await?;
-        parse_xrange(reply)
+        Ok(parse_xrange(reply)?
+            .into_iter()
+            .map(|entry| RawEntry {
+                payload: bytes_field(&entry, "event"),
+                id: entry.id,
+            })
+            .collect())
+    }
+
+    /// The oldest `count` entries of the coupon's stream as a batch, with the
+    /// id of the last one (what [`Self::remove_through`] takes once the
+    /// batch is committed); `None` when the stream is empty.
+    pub async fn next_batch(
+        &self,
+        coupon: CouponId,
+        count: usize,
+    ) -> Result<Option<(Batch, String)>, QueueError> {
+        let entries = self.read_head(coupon, count).await?;
+        let Some(last) = entries.last().map(|e| e.id.clone()) else {
+            return Ok(None);
+        };
+        let mut batch = Batch::default();
+        for entry in entries {
+            let payload = entry.payload.unwrap_or_default();
+            match batch::decode(&payload, Some(coupon)) {
+                Ok(event) => batch.events.push(QueuedEvent {
+                    event,
+                    position: entry.id,
+                }),
+                Err(reason) => batch.rejects.push(Reject {
+                    position: entry.id,
+                    key: None,
+                    payload,
+                    reason,
+                }),
+            }
+        }
+        Ok(Some((batch, last)))
     }
 
     /// Removes every entry up to and including `last_id`; call only after
@@ -427,7 +463,7 @@ impl RedisQueue {
         sold_out: bool,
     ) -> Result<(), QueueError> {
         let threshold = next_entry_id(last_id)
-            .ok_or_else(|| QueueError::Unavailable(format!("bad stream entry id {last_id}")))?;
+            .ok_or_else(|| QueueError::BadReply(format!("bad stream entry id {last_id}")))?;
         let mark_ms = if sold_out {
             SOLD_OUT_MARK.as_millis() as u64
         } else {

@@ -1,66 +1,23 @@
-//! Decoding of stream replies (`XRANGE`) and stream-id arithmetic.
+//! Decoding of stream replies (`XRANGE`, with the crate's
+//! [`StreamRangeReply`]) and stream-id arithmetic.
 
+use redis::streams::{StreamId, StreamRangeReply};
 use redis::Value;
 
-use super::{RawEntry, StreamEntry};
 use crate::error::QueueError;
 
-fn bytes(v: &Value) -> Option<Vec<u8>> {
-    match v {
-        Value::BulkString(b) => Some(b.clone()),
-        Value::SimpleString(s) => Some(s.clone().into_bytes()),
-        Value::Int(i) => Some(i.to_string().into_bytes()),
-        _ => None,
-    }
+/// The entries of an `XRANGE` reply, in order. An entry's fields are read
+/// by the caller: a missing or unreadable field is the caller's to judge
+/// (a queue entry without a payload is dead-lettered, not an error here).
+pub(super) fn parse_xrange(reply: Value) -> Result<Vec<StreamId>, QueueError> {
+    let reply: StreamRangeReply =
+        redis::from_redis_value(reply).map_err(|e| QueueError::BadReply(format!("XRANGE: {e}")))?;
+    Ok(reply.ids)
 }
 
-fn malformed(what: &str) -> QueueError {
-    QueueError::Unavailable(format!("unexpected XRANGE reply: {what}"))
-}
-
-pub(super) fn parse_entries(reply: Value) -> Result<Vec<StreamEntry>, QueueError> {
-    let Value::Array(items) = reply else {
-        return Err(malformed("not an array"));
-    };
-    items
-        .into_iter()
-        .map(|item| {
-            let Value::Array(pair) = item else {
-                return Err(malformed("entry is not an array"));
-            };
-            let [id, fields] =
-                <[Value; 2]>::try_from(pair).map_err(|_| malformed("entry shape"))?;
-            let id = bytes(&id)
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| malformed("entry id"))?;
-            let flat = match fields {
-                Value::Array(f) => f,
-                Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-                _ => return Err(malformed("fields")),
-            };
-            let fields = flat
-                .chunks(2)
-                .filter_map(|kv| match kv {
-                    [k, v] => Some((String::from_utf8_lossy(&bytes(k)?).into_owned(), bytes(v)?)),
-                    _ => None,
-                })
-                .collect();
-            Ok((id, fields))
-        })
-        .collect()
-}
-
-pub(super) fn parse_xrange(reply: Value) -> Result<Vec<RawEntry>, QueueError> {
-    Ok(parse_entries(reply)?
-        .into_iter()
-        .map(|(id, fields)| RawEntry {
-            id,
-            payload: fields
-                .into_iter()
-                .find(|(k, _)| k == "event")
-                .map(|(_, v)| v),
-        })
-        .collect())
+/// A field of an entry as bytes; `None` when missing or not a string.
+pub(super) fn bytes_field(entry: &StreamId, field: &str) -> Option<Vec<u8>> {
+    entry.get(field)
 }
 
 /// The smallest stream id greater than `id` (`ms-seq` → `ms-(seq+1)`).
@@ -77,6 +34,10 @@ pub fn next_entry_id(id: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
     #[test]
     fn next_entry_id_steps_the_sequence() {
         assert_eq!(next_entry_id("1700-3").as_deref(), Some("1700-4"));
@@ -88,21 +49,23 @@ mod tests {
     }
 
     #[test]
-    fn xrange_replies_decode_in_order() {
-        let entry = |id: &str, payload: &str| {
-            Value::Array(vec![
-                Value::BulkString(id.as_bytes().to_vec()),
-                Value::Array(vec![
-                    Value::BulkString(b"event".to_vec()),
-                    Value::BulkString(payload.as_bytes().to_vec()),
-                ]),
-            ])
-        };
-        let reply = Value::Array(vec![entry("1-0", "a"), entry("1-1", "b")]);
+    fn xrange_replies_decode_in_order_with_payload_less_entries_kept() {
+        let entry =
+            |id: &str, fields: Vec<Value>| Value::Array(vec![bulk(id), Value::Array(fields)]);
+        let reply = Value::Array(vec![
+            entry("1-0", vec![bulk("event"), bulk("a")]),
+            entry("1-1", vec![bulk("other"), bulk("x")]),
+            entry("1-2", vec![bulk("event"), bulk("b")]),
+        ]);
         let got = parse_xrange(reply).unwrap();
-        assert_eq!(got.len(), 2);
-        assert_eq!(got[1].id, "1-1");
-        assert_eq!(got[1].payload.as_deref(), Some(&b"b"[..]));
-        assert!(parse_xrange(Value::Int(3)).is_err());
+        let ids: Vec<&str> = got.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["1-0", "1-1", "1-2"]);
+        assert_eq!(bytes_field(&got[0], "event").as_deref(), Some(&b"a"[..]));
+        assert_eq!(bytes_field(&got[1], "event"), None);
+        assert_eq!(bytes_field(&got[2], "event").as_deref(), Some(&b"b"[..]));
+        assert!(matches!(
+            parse_xrange(Value::Int(3)),
+            Err(QueueError::BadReply(_))
+        ));
     }
 }

@@ -20,18 +20,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::domain::CouponId;
-use common::queue::{kafka::partition_for, Enqueued, Lane, Producer};
+use common::queue::{kafka::partition_for, Enqueued, KafkaProducer, Lane, Producer};
 use futures::future::join_all;
 use moka::sync::Cache;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// How often the progress of the lanes in use is read.
+/// How often the progress of the lanes in use is read (Kafka: the worker
+/// commits its offsets every second, so more often would tell nothing new).
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(500);
+const SAMPLE_KAFKA_EVERY: Duration = Duration::from_secs(1);
 /// The rate is the progress over this window; a lane that made none in it
 /// has no known rate (`etaMs: null`).
 pub const RATE_WINDOW: Duration = Duration::from_secs(10);
-/// A Redis lane nobody asked about for this long is no longer sampled.
+/// A Redis lane nobody asked about for this long is no longer sampled; nor
+/// are Kafka's partitions when nobody asked about any of them.
 const TRACK_FOR: Duration = Duration::from_secs(120);
 /// Accepted requests remembered for lookups, and for how long.
 const INDEX_CAPACITY: u64 = 1_000_000;
@@ -65,6 +68,8 @@ struct Lanes {
     by_lane: HashMap<Lane, LaneState>,
     /// Kafka: the topic's partition count, once read.
     partitions: Option<i32>,
+    /// When a request last needed a lane's progress.
+    asked: Option<Instant>,
 }
 
 struct LaneState {
@@ -208,15 +213,18 @@ impl Waiting {
     }
 
     fn touch(&self, lane: Lane) -> Option<u64> {
+        let now = Instant::now();
         let mut lanes = self.inner.lanes.lock().expect("lanes lock");
+        lanes.asked = Some(now);
         let state = lanes.by_lane.get_mut(&lane)?;
-        state.touched = Instant::now();
+        state.touched = now;
         Some(state.progress)
     }
 
     fn with_lane(&self, lane: Lane, progress: u64, f: impl FnOnce(&mut LaneState)) -> u64 {
         let now = Instant::now();
         let mut lanes = self.inner.lanes.lock().expect("lanes lock");
+        lanes.asked = Some(now);
         let state = lanes
             .by_lane
             .entry(lane)
@@ -261,28 +269,49 @@ impl Waiting {
                     }
                 }
             }
-            Producer::Kafka(k) => match k.partition_progress().await {
-                Ok(partitions) => {
-                    let mut lanes = self.inner.lanes.lock().expect("lanes lock");
-                    lanes.partitions = i32::try_from(partitions.len()).ok().filter(|n| *n > 0);
-                    for p in partitions {
-                        let l = lanes
-                            .by_lane
-                            .entry(Lane::Partition(p.partition))
-                            .or_insert_with(|| LaneState::new(p.committed, now));
-                        l.sample(now, p.committed);
+            Producer::Kafka(k) => {
+                let partitions = {
+                    let lanes = self.inner.lanes.lock().expect("lanes lock");
+                    let idle = lanes
+                        .asked
+                        .is_none_or(|t| now.duration_since(t) >= TRACK_FOR);
+                    if idle && lanes.partitions.is_some() {
+                        return; // nobody waits: no load on the broker
                     }
-                }
-                Err(e) => tracing::debug!(error = ?e, "reading the partitions' progress"),
-            },
+                    lanes.partitions
+                };
+                self.sample_kafka(k, partitions, now).await;
+            }
         }
     }
 
-    /// Samples every [`SAMPLE_EVERY`] until `cancel` fires.
+    async fn sample_kafka(&self, k: &KafkaProducer, partitions: Option<i32>, now: Instant) {
+        match k.partition_progress(partitions).await {
+            Ok(partitions) => {
+                let mut lanes = self.inner.lanes.lock().expect("lanes lock");
+                lanes.partitions = i32::try_from(partitions.len()).ok().filter(|n| *n > 0);
+                for p in partitions {
+                    let l = lanes
+                        .by_lane
+                        .entry(Lane::Partition(p.partition))
+                        .or_insert_with(|| LaneState::new(p.committed, now));
+                    l.sample(now, p.committed);
+                }
+            }
+            Err(e) => tracing::debug!(error = ?e, "reading the partitions' progress"),
+        }
+    }
+
+    /// Samples every [`SAMPLE_EVERY`] (Kafka: every second) until `cancel`
+    /// fires.
     pub fn spawn_sampler(&self, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
+        let every = match &self.inner.producer {
+            Producer::Redis(_) => SAMPLE_EVERY,
+            Producer::Kafka(_) => SAMPLE_KAFKA_EVERY,
+        };
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(SAMPLE_EVERY);
+            let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {

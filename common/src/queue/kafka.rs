@@ -229,13 +229,12 @@ impl ClientContext for ProducerLog {
     }
 }
 
-/// One partition's place: what the worker group has committed and where the
-/// log ends (their difference is the partition's lag).
+/// One partition's place: the offset up to which the worker group has
+/// committed its results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionProgress {
     pub partition: i32,
     pub committed: u64,
-    pub end: u64,
 }
 
 /// The producing side of the Kafka queue (the api's enqueue, the worker's
@@ -433,22 +432,28 @@ impl KafkaProducer {
     }
 
     /// Every partition of the topic with the worker group's committed offset
-    /// (the log start when the group has committed none) and the log end:
-    /// the progress behind waiting positions. Three broker requests plus one
-    /// per partition, so it is polled in the background, not per request.
-    pub async fn partition_progress(&self) -> Result<Vec<PartitionProgress>, QueueError> {
+    /// (the log start while the group has committed none): the progress
+    /// behind waiting positions. One offsets request, plus a metadata request
+    /// when `partitions` is not known yet and a log-start request per
+    /// partition without a commit.
+    pub async fn partition_progress(
+        &self,
+        partitions: Option<i32>,
+    ) -> Result<Vec<PartitionProgress>, QueueError> {
         let inspector = self.inspector.clone();
         let topic = self.settings.topic.clone();
         tokio::task::spawn_blocking(move || {
             let timeout = Duration::from_secs(2);
-            let metadata = inspector
-                .fetch_metadata(Some(&topic), timeout)
-                .map_err(kafka_err)?;
-            let partitions: Vec<i32> = metadata
-                .topics()
-                .first()
-                .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-                .unwrap_or_default();
+            let partitions: Vec<i32> = match partitions {
+                Some(n) => (0..n).collect(),
+                None => inspector
+                    .fetch_metadata(Some(&topic), timeout)
+                    .map_err(kafka_err)?
+                    .topics()
+                    .first()
+                    .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+                    .unwrap_or_default(),
+            };
             let mut tpl = TopicPartitionList::new();
             for p in &partitions {
                 tpl.add_partition(&topic, *p);
@@ -459,27 +464,29 @@ impl KafkaProducer {
             partitions
                 .into_iter()
                 .map(|partition| {
-                    let (low, high) = inspector
-                        .fetch_watermarks(&topic, partition, timeout)
-                        .map_err(kafka_err)?;
-                    let committed = committed
+                    let offset = committed
                         .find_partition(&topic, partition)
                         .and_then(|p| match p.offset() {
                             Offset::Offset(o) => Some(o),
                             _ => None,
-                        })
-                        .unwrap_or(low)
-                        .max(low);
+                        });
+                    let committed = match offset {
+                        Some(o) => o,
+                        None => {
+                            inspector
+                                .fetch_watermarks(&topic, partition, timeout)
+                                .map_err(kafka_err)?
+                                .0
+                        }
+                    };
                     Ok(PartitionProgress {
                         partition,
                         committed: committed.max(0) as u64,
-                        end: high.max(committed).max(0) as u64,
                     })
                 })
-                .collect()
+                .collect::<Result<Vec<_>, QueueError>>()
         })
-        .await
-        .map_err(|e| QueueError::Unavailable(e.to_string()))?
+        .await?
     }
 
     /// Whether the broker answers a metadata request.

@@ -103,7 +103,10 @@ export API_URL=$API MYSQL_HOST=127.0.0.1 MYSQL_PORT=$MYSQL_HOST_PORT REDIS_PORT=
 scripts/concurrency-test.sh -c "$coupon" -n 3000 -r 1000 -s 500 -t 180 &
 race=$!
 sleep "${KILL_AFTER:-2}"
-victim=$(compose ps -q worker | head -1)
+# Not `| head -1`: docker-compose v1 writing unbuffered (PYTHONUNBUFFERED)
+# dies of a broken pipe once head has exited, which pipefail makes fatal.
+workers=$(compose ps -q worker)
+victim=${workers%%$'\n'*}
 log "killing worker container $(docker inspect -f '{{.Name}}' "$victim")"
 docker kill "$victim" >/dev/null
 wait "$race"

@@ -34,7 +34,7 @@ if [[ "${1:-}" == --containers ]]; then
   remove_test_containers() {
     local ids
     ids=$(docker ps -aq --filter label=coupon-service.test)
-    [[ -z "$ids" ]] || docker rm -f $ids >/dev/null
+    [[ -z "$ids" ]] || docker rm -f -v $ids >/dev/null
   }
   remove_test_containers
   trap remove_test_containers EXIT

@@ -12,6 +12,7 @@ use common::domain::CouponId;
 use common::queue::redis::RedisKeys;
 use uuid::Uuid;
 
+use super::servers::wait_until_listening;
 use super::{free_port, spawn_app_with, test_config, wait_until, TestApp};
 
 /// A Redis Cluster of three masters (no replicas, AOF `everysec`), each
@@ -112,18 +113,8 @@ impl OwnedCluster {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server starts");
-        node.child = Some(child);
-        let port = node.port;
-        wait_until(
-            "a cluster node to listen",
-            Duration::from_secs(10),
-            || async move {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-            },
-        )
-        .await;
+        let child = node.child.insert(child);
+        wait_until_listening(child, node.port, &node_dir.join("server.log")).await;
     }
 
     /// SIGKILL of master `i`: only what its AOF already holds survives.

@@ -309,13 +309,33 @@ where
     }
 }
 
-/// A free loopback port (bound, then released).
+/// A free loopback port for a server the test starts later (a worker's
+/// health endpoint, a scratch Redis, Redis Cluster node or broker), which
+/// binds it itself.
+///
+/// Taken from the 10,000 ports below the kernel's ephemeral range
+/// (`ip_local_port_range`), checked free by binding it: a port from
+/// `bind(0)` is in that range, where the kernel may hand it to any new
+/// connection before the server binds it (a cluster node once died of
+/// "Address already in use" on its bus port while the other tests ran).
+/// Falls back to `bind(0)` when the range starts too low to leave room.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use rand::Rng;
+    let bind = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).ok();
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if low > 11_024 {
+        let mut rng = rand::thread_rng();
+        for _ in 0..1000 {
+            let port = rng.gen_range(low - 10_000..low);
+            if bind(port).is_some() {
+                return port;
+            }
+        }
+    }
+    bind(0).unwrap().local_addr().unwrap().port()
 }
 
 impl TestApp {

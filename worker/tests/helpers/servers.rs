@@ -43,17 +43,8 @@ impl ScratchServer {
             .stderr(log)
             .spawn()
             .expect("test server starts");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("test server did not listen on {}", self.port);
+        let child = self.child.insert(child);
+        wait_until_listening(child, self.port, &self.dir.join("server.log")).await;
     }
 
     /// SIGKILL: the server dies without any chance to flush.
@@ -69,6 +60,35 @@ impl Drop for ScratchServer {
     fn drop(&mut self) {
         self.kill();
         std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+/// Waits up to 10 s until `child`, just started, accepts connections on
+/// `port`. A server that exits first (its port taken, a bad flag) fails the
+/// test at once; either failure shows the server's log.
+pub(super) async fn wait_until_listening(
+    child: &mut std::process::Child,
+    port: u16,
+    log: &std::path::Path,
+) {
+    let start = std::time::Instant::now();
+    let log = || std::fs::read_to_string(log).unwrap_or_default();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if let Some(status) = child.try_wait().expect("poll the test server") {
+            panic!(
+                "the test server for port {port} exited ({status}) before listening; its log:\n{}",
+                log()
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the test server did not listen on {port} within 10 s; its log:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

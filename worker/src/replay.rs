@@ -47,7 +47,7 @@ async fn replay_redis(queue: &RedisQueue) -> anyhow::Result<ReplaySummary> {
         for letter in &letters {
             match CouponIssueEvent::from_json(&letter.payload) {
                 Ok(event) => {
-                    queue.enqueue(&event).await?;
+                    queue.requeue(&event).await?;
                     queue.delete_dead_letter(&letter.id).await?;
                     summary.replayed += 1;
                 }

@@ -48,11 +48,12 @@ use single::SingleNode;
 /// stream was empty (see [`wake`]). Answers the entry id, the stream's length
 /// with it, and the coupon's processed count (`KEYS[2]`, see
 /// [`RedisKeys::progress`]), read in the same atomic step; or nil, adding
-/// nothing, while the coupon is marked sold out (`KEYS[3]`).
+/// nothing, while the coupon is marked sold out (`KEYS[3]`) and `ARGV[4]` is
+/// `1` (a new request; a replayed one was accepted long ago).
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('EXISTS', KEYS[3]) == 1 then return false end
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return false end
 local was_empty = redis.call('XLEN', KEYS[1]) == 0
 local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[2])
@@ -67,7 +68,7 @@ return {id, redis.call('XLEN', KEYS[1]), tonumber(processed)}",
 static ENQUEUE_ONE_SLOT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('EXISTS', KEYS[3]) == 1 then return false end
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return false end
 local was_empty = redis.call('XLEN', KEYS[1]) == 0
 local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
 if was_empty then redis.call('PUBLISH', ARGV[3], ARGV[2]) end
@@ -267,12 +268,29 @@ impl RedisQueue {
             .await
     }
 
+    /// Puts back an event accepted earlier (a replayed dead letter): as
+    /// [`RedisQueue::enqueue`], but a sold-out mark does not refuse it, since
+    /// it was accepted before and must get its result.
+    pub async fn requeue(&self, event: &CouponIssueEvent) -> Result<Enqueued, QueueError> {
+        self.append(event.coupon_id, event.to_json().as_bytes(), false)
+            .await
+    }
+
     /// Appends a raw payload to a coupon's stream, as a producer with a bug
     /// might; used to prove malformed entries are dead-lettered.
     pub async fn enqueue_raw(
         &self,
         coupon: CouponId,
         payload: &[u8],
+    ) -> Result<Enqueued, QueueError> {
+        self.append(coupon, payload, true).await
+    }
+
+    async fn append(
+        &self,
+        coupon: CouponId,
+        payload: &[u8],
+        new_request: bool,
     ) -> Result<Enqueued, QueueError> {
         let script = if self.is_cluster() {
             // The stream is the record of pending work: no pending set.
@@ -289,7 +307,8 @@ impl RedisQueue {
         }
         inv.arg(payload)
             .arg(coupon.get())
-            .arg(self.keys.wake_channel());
+            .arg(self.keys.wake_channel())
+            .arg(if new_request { "1" } else { "0" });
         let reply: Option<(String, u64, u64)> = self.run(Invocation::Script(inv)).await?;
         let (id, len, processed) = reply.ok_or(QueueError::SoldOut(coupon))?;
         // The stream holds exactly the entries not yet processed, this one

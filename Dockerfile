@@ -16,6 +16,7 @@ COPY ops ops
 COPY api api
 COPY worker worker
 COPY bench bench
+COPY testkit testkit
 # librdkafka is built from source and linked statically.
 RUN cargo build --release --locked -p api -p worker \
  && install -m 0755 target/release/api target/release/worker /usr/local/bin/

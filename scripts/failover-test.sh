@@ -34,5 +34,5 @@ ensure_services
 
 log "fail-over check: $rounds rounds, $queue mode"
 # cargo test, not nextest: many rounds outlast the suite's per-test time limit.
-FAILOVER_ROUNDS="$rounds" cargo test --quiet -p worker --test failover -- \
-  --nocapture --test-threads 1 "$filter"
+FAILOVER_ROUNDS="$rounds" cargo test --quiet -p worker --test it -- \
+  --nocapture --test-threads 1 "failover::$filter"

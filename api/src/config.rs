@@ -46,24 +46,6 @@ pub struct ApiConfig {
 }
 
 impl ApiConfig {
-    /// A config for tests: loopback, a free port, the given services, the
-    /// other flags at their defaults.
-    #[cfg(feature = "testing")]
-    pub fn for_tests(common: CommonConfig, admin_token: &str) -> Self {
-        let flags = [
-            "api",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--admin-token",
-            admin_token,
-        ];
-        let mut config: Self = common::testing::parse_flags(&flags).expect("test flags parse");
-        config.common = common;
-        config
-    }
-
     pub fn coupon_cache_refresh(&self) -> Duration {
         Duration::from_millis(self.coupon_cache_refresh_ms)
     }

@@ -140,7 +140,7 @@ fn parse_cluster_nodes(raw: &str) -> Result<ClusterNodes, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+    use clap::{CommandFactory, FromArgMatches, Parser};
 
     #[derive(Parser)]
     struct Cli {
@@ -150,7 +150,10 @@ mod tests {
 
     #[test]
     fn defaults_match_the_local_services() {
-        let common = crate::testing::common_config();
+        // The flags' defaults, whatever the shell exports.
+        let command = Cli::command().mut_args(|arg| arg.env(None::<&'static str>));
+        let matches = command.try_get_matches_from(["x"]).unwrap();
+        let common = Cli::from_arg_matches(&matches).unwrap().common;
         assert_eq!(common.queue_type, QueueType::Redis);
         assert_eq!(common.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(common.kafka_partitions, 3);

@@ -12,5 +12,3 @@ pub mod processor;
 pub mod queue;
 pub mod shutdown;
 pub mod telemetry;
-#[cfg(feature = "testing")]
-pub mod testing;

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use chrono::{Duration, Utc};
 use common::domain::{CouponId, CouponIssueEvent, IssueStatus, QueuedEvent, UserId};
 use common::processor::process_batch;
-use common::testing::TestDb;
+use testkit::TestDb;
 
 /// Events for `users` in order, at positions `1-<n>`.
 fn events(coupon: CouponId, users: &[i64], first_position: u64) -> Vec<QueuedEvent> {

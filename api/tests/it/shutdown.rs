@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use common::domain::CouponId;
 use common::queue::redis::RedisKeys;
-use common::testing::{key_prefix, redis_url, TestDb};
+use testkit::{key_prefix, redis_url, TestDb};
 use tokio::process::Command;
 
-const TOKEN: &str = "test-admin-token";
+use crate::TOKEN;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_drains_in_flight_requests_and_refuses_new_ones() {

@@ -7,13 +7,11 @@
 //! `FAILOVER_ROUNDS` sets the number of sales (default 2 per queue mode);
 //! `scripts/failover-test.sh --rounds N` runs more and prints a summary.
 
-mod helpers;
-
 use std::time::{Duration, Instant};
 
 use common::config::QueueType;
 use common::domain::IssueStatus;
-use helpers::{kill9, spawn_app, wait_until, TestApp};
+use testkit::{kill9, spawn_app, wait_until, TestApp};
 use tokio::process::Child;
 
 /// No sale may take longer than this to drain after its worker was killed.

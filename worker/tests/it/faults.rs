@@ -1,13 +1,11 @@
 //! Fault tests: things really die or get cut mid-sale, and afterwards every
 //! invariant of a finished sale still holds (`common::audit`).
 
-mod helpers;
-
 use std::time::Duration;
 
 use common::config::QueueType;
 use common::domain::IssueStatus;
-use helpers::{kill9, spawn_app, wait_until, Accepted, CuttableProxy, OwnedQueue};
+use testkit::{kill9, spawn_app, wait_until, Accepted, CuttableProxy, OwnedQueue};
 
 const DRAIN: Duration = Duration::from_secs(180);
 
@@ -192,7 +190,7 @@ async fn a_refused_event_is_dead_lettered_then_replayed(mode: QueueType) {
         49,
         "the events around it were issued"
     );
-    helpers::terminate(&mut worker, Duration::from_secs(10)).await;
+    testkit::terminate(&mut worker, Duration::from_secs(10)).await;
 
     sqlx::query("DROP TRIGGER refuse_user_666")
         .execute(&app.db.pool)

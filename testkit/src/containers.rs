@@ -7,7 +7,7 @@
 //! of its own, and a MySQL per test would cost seconds each. A lock file
 //! keeps two processes from starting the same service at once. The
 //! containers outlive the run; `scripts/test.sh --containers` removes them
-//! (`docker rm -f $(docker ps -aq --filter label=coupon-service.test)`).
+//! (`docker rm -f -v $(docker ps -aq --filter label=coupon-service.test)`).
 //!
 //! Images come from `MYSQL_IMAGE`, `REDIS_IMAGE` and `KAFKA_IMAGE` (default
 //! the official `mysql:8.0`, `redis:7`, `apache/kafka:3.8.0`);
@@ -22,8 +22,8 @@ use testcontainers::{ContainerAsync, GenericImage, Healthcheck, Image, ImageExt,
 use testcontainers_modules::kafka::apache::{Kafka, KAFKA_PORT};
 use testcontainers_modules::redis::Redis;
 
-use super::docker_api::{self, Endpoint, Engine, CLIENT_API_VERSION};
-use super::Service;
+use crate::docker_api::{self, Endpoint, Engine, CLIENT_API_VERSION};
+use crate::services::Service;
 
 /// The label every container of the test services carries.
 pub const LABEL: &str = "coupon-service.test";
@@ -32,7 +32,7 @@ const MYSQL_ROOT_PASSWORD: &str = "root";
 const DATABASE: &str = "e_commerce_db";
 
 /// The engine, or why none answered; probed once per process.
-pub(super) fn engine() -> &'static Result<Engine, String> {
+pub(crate) fn engine() -> &'static Result<Engine, String> {
     static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
     ENGINE.get_or_init(|| docker_api::probe(&Endpoint::from_env()))
 }
@@ -70,7 +70,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 
 /// The address of `service` in its container, starting the container if no
 /// test process has yet. Blocks the calling thread.
-pub(super) fn url(service: Service) -> String {
+pub(crate) fn url(service: Service) -> String {
     let lock_path =
         std::env::temp_dir().join(format!("coupon-service-test-{}.lock", service.name()));
     let lock = std::fs::File::create(&lock_path).expect("lock file for the test containers");

@@ -1,11 +1,9 @@
 //! The dashboard page and its data, and the JSON errors around them,
 //! against real MariaDB and Redis.
 
-mod support;
-
+use crate::{links, spawn_app, TOKEN};
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::{links, spawn_app, TOKEN};
 
 #[tokio::test]
 async fn the_dashboard_page_loads_nothing_from_outside() {

@@ -1,14 +1,19 @@
 //! The api against real MariaDB and Redis: input validation, error shape,
 //! admin auth, lookups, and a Redis that cannot be reached.
 
-mod support;
-
-use api::{ApiConfig, Application};
-use common::config::CommonConfig;
-use common::testing::{common_config, key_prefix, redis_url, TestDb};
+use crate::{spawn_app, TOKEN};
+use api::Application;
+use common::config::{CommonConfig, QueueType};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use support::{spawn_app, spawn_app_with_redis, TOKEN};
+use testkit::{common_config, key_prefix, redis_url, TestDb};
+
+/// An api whose queue is the Redis at `redis` (which may be unreachable).
+async fn spawn_app_with_redis(redis: &str) -> testkit::TestApp {
+    let (db, mut common) = testkit::test_config(QueueType::Redis).await;
+    common.redis_url = redis.into();
+    testkit::spawn_app_with(db, common).await
+}
 
 /// Asserts the JSON error shape and returns its code.
 async fn error_code(res: reqwest::Response) -> String {
@@ -26,7 +31,7 @@ async fn error_code(res: reqwest::Response) -> String {
 #[tokio::test]
 async fn malformed_issue_requests_get_a_json_4xx_and_enqueue_nothing() {
     let app = spawn_app().await;
-    let coupon = app.coupon(10).await;
+    let coupon = app.create_coupon(10).await.get();
     let long = "9".repeat(5000);
     let very_long_path = format!("/api/coupons/{}/issue?userId=1", "1".repeat(60_000));
     let cases: Vec<(Method, String, u16)> = vec![
@@ -180,7 +185,7 @@ async fn malformed_issue_requests_get_a_json_4xx_and_enqueue_nothing() {
 #[tokio::test]
 async fn an_accepted_request_reads_as_pending_until_processed() {
     let app = spawn_app().await;
-    let coupon = app.coupon(1).await;
+    let coupon = app.create_coupon(1).await.get();
     let res = app
         .client
         .post(format!(
@@ -306,7 +311,7 @@ async fn admin_endpoints_refuse_without_the_token_and_validate_bodies() {
 async fn an_unreachable_redis_gives_503_and_records_nothing() {
     // Port 1 on loopback: nothing listens there.
     let app = spawn_app_with_redis("redis://127.0.0.1:1").await;
-    let coupon = app.coupon(10).await;
+    let coupon = app.create_coupon(10).await.get();
     for user in 1..=5 {
         let res = app
             .client
@@ -363,7 +368,7 @@ async fn the_api_refuses_to_start_on_a_schema_newer_than_it_knows() {
         redis_key_prefix: key_prefix(),
         ..common_config()
     };
-    let err = Application::build(ApiConfig::for_tests(common, TOKEN))
+    let err = Application::build(testkit::api_config(common, TOKEN))
         .await
         .err()
         .expect("start-up is refused");

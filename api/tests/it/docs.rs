@@ -1,13 +1,11 @@
 //! The OpenAPI document, the docs page and what schemathesis found in
 //! coupon creation, against real MariaDB and Redis.
 
-mod support;
-
 use std::collections::BTreeSet;
 
+use crate::{links, spawn_app, TOKEN};
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::{links, spawn_app, TOKEN};
 
 #[tokio::test]
 async fn the_openapi_document_lists_every_route_with_its_error_shape() {

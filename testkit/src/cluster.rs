@@ -12,8 +12,8 @@ use common::domain::CouponId;
 use common::queue::redis::RedisKeys;
 use uuid::Uuid;
 
-use super::servers::wait_until_listening;
-use super::{free_port, spawn_app_with, test_config, wait_until, TestApp};
+use crate::app::{free_port, spawn_app_with, test_config, wait_until, TestApp};
+use crate::servers::wait_until_listening;
 
 /// A Redis Cluster of three masters (no replicas, AOF `everysec`), each
 /// with its own port and data directory.

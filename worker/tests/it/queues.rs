@@ -2,8 +2,6 @@
 //! committed offsets after SIGTERM, a broker that dies, and malformed
 //! messages going to the dead-letter queue.
 
-mod helpers;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -11,9 +9,9 @@ use common::config::QueueType;
 use common::domain::{CouponId, IssueStatus};
 use common::queue::kafka::partition_for;
 use common::queue::{KafkaSettings, Producer, RedisQueue};
-use helpers::{free_port, scrape, spawn_app, terminate, wait_until, OwnedQueue};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
+use testkit::{free_port, scrape, spawn_app, terminate, wait_until, OwnedQueue};
 
 const DRAIN: Duration = Duration::from_secs(90);
 
@@ -246,8 +244,8 @@ async fn a_malformed_redis_entry_is_dead_lettered_and_the_events_behind_it_proce
 /// their results at once.
 async fn an_idle_redis_worker_wakes_when_work_arrives(cluster: bool) {
     let (app, _owned_cluster) = if cluster {
-        let (nodes, owned) = helpers::cluster::test_cluster().await;
-        (helpers::cluster::spawn_cluster_app_on(nodes).await, owned)
+        let (nodes, owned) = testkit::cluster::test_cluster().await;
+        (testkit::cluster::spawn_cluster_app_on(nodes).await, owned)
     } else {
         (spawn_app(QueueType::Redis).await, None)
     };

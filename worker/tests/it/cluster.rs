@@ -2,17 +2,15 @@
 //! worker processes against a real 3-master cluster. Every sale is audited
 //! with `common::audit`.
 
-mod helpers;
-
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::domain::{CouponId, IssueStatus};
 use common::queue::redis::RedisKeys;
-use helpers::cluster::{
+use testkit::cluster::{
     keys_on_node, master_urls, node_command, spawn_cluster_app_on, test_cluster, OwnedCluster,
 };
-use helpers::{kill9, users_with_repeats, wait_until, Accepted, TestApp};
+use testkit::{kill9, users_with_repeats, wait_until, Accepted, TestApp};
 
 const DRAIN: Duration = Duration::from_secs(120);
 
@@ -225,8 +223,8 @@ async fn start_up_error(app: &TestApp, nodes: &str) -> (std::process::ExitStatus
 async fn a_bad_or_unreachable_redis_cluster_nodes_stops_start_up_naming_it() {
     let (nodes, _owned) = test_cluster().await;
     let app = spawn_cluster_app_on(nodes).await;
-    let nobody = format!("redis://127.0.0.1:{}", helpers::free_port());
-    let not_a_cluster = common::testing::redis_url();
+    let nobody = format!("redis://127.0.0.1:{}", testkit::free_port());
+    let not_a_cluster = testkit::redis_url();
     for bad in [
         "127.0.0.1:7001",
         "redis://x:notaport",
@@ -238,7 +236,7 @@ async fn a_bad_or_unreachable_redis_cluster_nodes_stops_start_up_naming_it() {
         assert!(stderr.contains("REDIS_CLUSTER_NODES"), "{bad}: {stderr}");
     }
     // The api refuses the same way.
-    let mut config = api::ApiConfig::for_tests(app.common.clone(), helpers::ADMIN_TOKEN);
+    let mut config = testkit::api_config(app.common.clone(), testkit::ADMIN_TOKEN);
     config.common.redis_cluster_nodes = Some(nobody.parse().unwrap());
     let err = api::Application::build(config)
         .await

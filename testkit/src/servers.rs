@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::config::QueueType;
 use uuid::Uuid;
 
-use super::{free_port, spawn_app_with, test_config, TestApp};
+use crate::app::{free_port, spawn_app_with, test_config, TestApp};
 
 /// A server process owned by one test: its own port and data directory, so
 /// the test can kill and restart it without disturbing the others.
@@ -66,7 +66,7 @@ impl Drop for ScratchServer {
 /// Waits up to 10 s until `child`, just started, accepts connections on
 /// `port`. A server that exits first (its port taken, a bad flag) fails the
 /// test at once; either failure shows the server's log.
-pub(super) async fn wait_until_listening(
+pub(crate) async fn wait_until_listening(
     child: &mut std::process::Child,
     port: u16,
     log: &std::path::Path,

@@ -1,7 +1,7 @@
 //! The worker's heartbeat row, against real MariaDB.
 
 use common::config::QueueType;
-use common::testing::TestDb;
+use testkit::TestDb;
 use tokio_util::sync::CancellationToken;
 use worker::heartbeat::Heartbeat;
 

@@ -1,22 +1,20 @@
 //! Races through the real api and real worker processes. Every test checks
 //! the invariants of a finished sale with `common::audit`.
 
-mod helpers;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
 use common::config::QueueType;
 use common::domain::{queue_position_key, CouponId, IssueStatus};
-use helpers::{spawn_app, users_with_repeats};
+use testkit::{spawn_app, users_with_repeats};
 
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(90);
-/// The api's coupon cache reload interval in tests (`ApiConfig::for_tests`).
+/// The api's coupon cache reload interval in tests (`testkit::api_config`).
 const COUPON_CACHE_REFRESH: Duration = Duration::from_secs(1);
 
 /// An operator's restock by plain SQL, then the wait until the api has
 /// re-opened the coupon (its next cache reload).
-async fn restock(app: &helpers::TestApp, coupon: CouponId, stock: i32) {
+async fn restock(app: &testkit::TestApp, coupon: CouponId, stock: i32) {
     sqlx::query("UPDATE coupon SET stock = ? WHERE coupon_id = ?")
         .bind(stock)
         .bind(coupon.get())
@@ -157,7 +155,7 @@ async fn a_sold_out_coupon_is_refused_at_once_until_restocked(mode: QueueType) {
     assert_eq!((late.accepted.len(), late.refused), (0, 0));
     assert_eq!(late.sold_out, 100);
     // Kafka's figure is the group's lag, committed every second.
-    helpers::wait_until("an empty queue", DRAIN_TIMEOUT, || async {
+    testkit::wait_until("an empty queue", DRAIN_TIMEOUT, || async {
         app.queue_size(coupon).await == 0
     })
     .await;
@@ -190,7 +188,7 @@ async fn a_sold_out_coupon_is_refused_at_once_until_restocked(mode: QueueType) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_redis_worker_marks_the_coupon_it_sold_out_and_the_api_stops_queueing_at_once() {
     let app =
-        helpers::spawn_app_with_cache_refresh(QueueType::Redis, Duration::from_secs(60)).await;
+        testkit::spawn_app_with_cache_refresh(QueueType::Redis, Duration::from_secs(60)).await;
     let coupon = app.create_coupon(10).await;
     let _worker = app.spawn_worker();
     let mut accepted = app.fire(coupon, &(1..=10).collect::<Vec<_>>(), 10).await;

@@ -3,8 +3,7 @@
 //!
 //! Where the services are, per service, first found wins:
 //! 1. `DATABASE_URL`, `REDIS_URL`, `KAFKA_BROKERS` (`scripts/test.sh` sets them);
-//! 2. with the `testcontainers` feature, a container, when a Docker engine
-//!    answers (see [`containers`]);
+//! 2. a container, when a Docker engine answers (see [`crate::containers`]);
 //! 3. the local service on its default address, if it accepts connections
 //!    (what `scripts/up.sh` starts).
 //!
@@ -17,13 +16,12 @@ use std::time::Duration;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
-use crate::config::{CommonConfig, DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BROKERS, DEFAULT_REDIS_URL};
-use crate::domain::CouponId;
+use common::config::{
+    CommonConfig, DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BROKERS, DEFAULT_REDIS_URL,
+};
+use common::domain::CouponId;
 
-#[cfg(feature = "testcontainers")]
-pub mod containers;
-#[cfg(feature = "testcontainers")]
-mod docker_api;
+use crate::containers;
 
 /// The MySQL server tests use.
 pub fn database_url() -> String {
@@ -49,7 +47,7 @@ pub(crate) enum Service {
 }
 
 impl Service {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Mysql => "mysql",
             Self::Redis => "redis",
@@ -57,7 +55,7 @@ impl Service {
         }
     }
 
-    fn variable(self) -> &'static str {
+    pub(crate) fn variable(self) -> &'static str {
         match self {
             Self::Mysql => "DATABASE_URL",
             Self::Redis => "REDIS_URL",
@@ -66,7 +64,7 @@ impl Service {
     }
 
     /// The local default, as `scripts/up.sh` starts it.
-    fn default_address(self) -> &'static str {
+    pub(crate) fn default_address(self) -> &'static str {
         match self {
             Self::Mysql => DEFAULT_DATABASE_URL,
             Self::Redis => DEFAULT_REDIS_URL,
@@ -74,8 +72,7 @@ impl Service {
         }
     }
 
-    #[cfg_attr(not(feature = "testcontainers"), allow(dead_code))]
-    fn image_var(self) -> &'static str {
+    pub(crate) fn image_var(self) -> &'static str {
         match self {
             Self::Mysql => "MYSQL_IMAGE",
             Self::Redis => "REDIS_IMAGE",
@@ -85,8 +82,7 @@ impl Service {
 
     /// The container image for this service: `MYSQL_IMAGE`, `REDIS_IMAGE`,
     /// `KAFKA_IMAGE`, defaulting to the official images.
-    #[cfg_attr(not(feature = "testcontainers"), allow(dead_code))]
-    fn image(self) -> String {
+    pub(crate) fn image(self) -> String {
         let official = match self {
             Self::Mysql => "mysql:8.0",
             Self::Redis => "redis:7",
@@ -105,15 +101,10 @@ impl Service {
         if let Ok(v) = std::env::var(self.variable()) {
             return v;
         }
-        #[cfg(feature = "testcontainers")]
         let docker = match containers::engine() {
             Ok(_) => return containers::url(self),
             Err(why) => format!("no Docker engine answers ({why})"),
         };
-        #[cfg(not(feature = "testcontainers"))]
-        let docker =
-            "this build has no testcontainers support (feature `testcontainers` of common)"
-                .to_string();
         let default = self.default_address();
         if accepts_connections(default) {
             return default.into();
@@ -198,7 +189,7 @@ impl TestDb {
             .connect_with(options)
             .await
             .expect("connect to the test database");
-        crate::db::migrate(&pool).await.expect("migrations apply");
+        common::db::migrate(&pool).await.expect("migrations apply");
         Self { name, url, pool }
     }
 

@@ -1,14 +1,12 @@
 //! Waiting positions: `ahead` and `etaMs` in the `202` of an issue request
 //! and in every `PENDING` lookup, and the coupon's queue length and rate.
 
-mod helpers;
-
 use std::time::{Duration, Instant};
 
 use common::config::QueueType;
 use common::domain::CouponId;
-use helpers::{spawn_app, terminate, wait_until, TestApp};
 use serde_json::Value;
+use testkit::{spawn_app, terminate, wait_until, TestApp};
 use uuid::Uuid;
 
 const DRAIN: Duration = Duration::from_secs(90);
@@ -133,8 +131,8 @@ async fn redis_positions_are_exact_while_the_queue_stands_and_fall_as_it_moves()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn positions_on_a_redis_cluster_are_exact_while_the_queue_stands_and_fall_as_it_moves() {
-    let (nodes, _owned_cluster) = helpers::cluster::test_cluster().await;
-    let app = helpers::cluster::spawn_cluster_app_on(nodes).await;
+    let (nodes, _owned_cluster) = testkit::cluster::test_cluster().await;
+    let app = testkit::cluster::spawn_cluster_app_on(nodes).await;
     positions_are_exact_while_the_queue_stands_and_fall_as_it_moves(app).await;
 }
 

@@ -2,29 +2,24 @@
 //! processes (the `worker` binary), a fresh database and a unique Redis key
 //! prefix per test.
 
-#![allow(dead_code)]
-
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::services::{
+    common_config, kafka_brokers, kafka_names, key_prefix, parse_flags, redis_url, TestDb,
+};
 use api::{ApiConfig, Application};
 use common::audit::{audit_sale, AuditReport};
 use common::config::{CommonConfig, QueueType};
 use common::domain::CouponId;
-use common::testing::{common_config, kafka_brokers, kafka_names, key_prefix, redis_url, TestDb};
 use serde::Deserialize;
 use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-pub mod cluster;
-mod servers;
-
-#[allow(unused_imports)] // not every test binary uses every helper
-pub use servers::{CuttableProxy, OwnedQueue};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
@@ -49,6 +44,45 @@ pub struct Accepted {
     pub request_id: Uuid,
     pub user_id: i64,
     pub queue_position: String,
+}
+
+/// The api's configuration for a test: loopback, a free port, the given
+/// services and admin token, every other flag at its default (whatever the
+/// shell exports).
+pub fn api_config(common: CommonConfig, admin_token: &str) -> ApiConfig {
+    let flags = [
+        "api",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--admin-token",
+        admin_token,
+    ];
+    let mut config: ApiConfig = parse_flags(&flags).expect("test flags parse");
+    config.common = common;
+    config
+}
+
+/// The workspace's `worker` binary. nextest names it at run time for the
+/// worker package's tests (`NEXTEST_BIN_EXE_worker`); otherwise it is where
+/// cargo builds it, in the target folder above the test binary's `deps/`.
+pub fn worker_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("NEXTEST_BIN_EXE_worker") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join(format!("worker{}", std::env::consts::EXE_SUFFIX)))
+        .expect("the test binary is in a target folder");
+    assert!(
+        bin.exists(),
+        "no worker binary at {}: build it first (cargo build -p worker)",
+        bin.display()
+    );
+    bin
 }
 
 /// Services for one test in `mode`: a fresh database, a unique Redis prefix.
@@ -85,13 +119,13 @@ pub async fn spawn_app(mode: QueueType) -> TestApp {
 }
 
 pub async fn spawn_app_with(db: TestDb, common: CommonConfig) -> TestApp {
-    spawn_api(db, ApiConfig::for_tests(common, ADMIN_TOKEN)).await
+    spawn_api(db, api_config(common, ADMIN_TOKEN)).await
 }
 
 /// [`spawn_app`] with the api's coupon cache reloaded only every `refresh`.
 pub async fn spawn_app_with_cache_refresh(mode: QueueType, refresh: Duration) -> TestApp {
     let (db, common) = test_config(mode).await;
-    let mut config = ApiConfig::for_tests(common, ADMIN_TOKEN);
+    let mut config = api_config(common, ADMIN_TOKEN);
     config.coupon_cache_refresh_ms = refresh.as_millis() as u64;
     spawn_api(db, config).await
 }
@@ -122,7 +156,7 @@ impl TestApp {
     }
 
     pub fn worker_command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker"));
+        let mut cmd = Command::new(worker_bin());
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env(
@@ -265,14 +299,59 @@ impl TestApp {
         report
     }
 
-    /// `GET path` on the api, its body as JSON.
+    /// `GET path` on the api, its body as JSON, whatever the status.
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.get(path).await.json().await.unwrap()
+    }
+
+    /// `GET path` on the api.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.address))
             .send()
             .await
+            .expect("api answers")
+    }
+
+    /// `GET path`, which must answer `200`, and its body.
+    pub async fn text(&self, path: &str) -> String {
+        let res = self.get(path).await;
+        assert_eq!(res.status(), 200, "{path}");
+        res.text().await.unwrap()
+    }
+
+    /// `GET path`, which must answer `200`, and its body as JSON.
+    pub async fn json(&self, path: &str) -> serde_json::Value {
+        serde_json::from_str(&self.text(path).await).unwrap()
+    }
+
+    /// Status and `status` field of a JSON answer to `GET path`.
+    pub async fn json_status(&self, path: &str) -> (u16, String) {
+        let res = self.get(path).await;
+        let status = res.status().as_u16();
+        let body: serde_json::Value = res.json().await.unwrap();
+        (
+            status,
+            body["status"].as_str().unwrap_or_default().to_string(),
+        )
+    }
+
+    /// Every Redis key under this app's prefix.
+    pub async fn redis_keys(&self) -> Vec<String> {
+        // The test Redis, even when this app was given an unreachable one.
+        let client = redis::Client::open(redis_url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("KEYS")
+            .arg(format!("{}*", self.common.redis_key_prefix))
+            .query_async(&mut conn)
+            .await
             .unwrap()
-            .json()
+    }
+
+    /// Number of result rows in this app's database, of every coupon.
+    pub async fn result_rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM coupon_issue_result")
+            .fetch_one(&self.db.pool)
             .await
             .unwrap()
     }

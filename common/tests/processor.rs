@@ -19,6 +19,19 @@ fn events(coupon: CouponId, users: &[i64], first_position: u64) -> Vec<QueuedEve
         .collect()
 }
 
+/// Processes `users`' requests for `coupon` as one batch at positions from
+/// `first_position` on.
+async fn process(
+    db: &TestDb,
+    coupon: CouponId,
+    users: &[i64],
+    first_position: u64,
+) -> common::processor::BatchOutcome {
+    process_batch(&db.pool, &events(coupon, users, first_position))
+        .await
+        .unwrap()
+}
+
 fn statuses(outcome: &common::processor::BatchOutcome) -> Vec<IssueStatus> {
     outcome.results.iter().map(|r| r.status).collect()
 }
@@ -43,9 +56,7 @@ async fn holders(db: &TestDb, coupon: CouponId) -> Vec<i64> {
 async fn unknown_coupon_fails_validation_and_touches_no_stock() {
     let db = TestDb::new().await;
     let ghost = CouponId::try_from(987_654).unwrap();
-    let out = process_batch(&db.pool, &events(ghost, &[1, 2], 1))
-        .await
-        .unwrap();
+    let out = process(&db, ghost, &[1, 2], 1).await;
     assert_eq!(statuses(&out), [IssueStatus::ValidationFailed; 2]);
     assert!(out.results[0]
         .reason
@@ -74,9 +85,7 @@ async fn requests_outside_the_issue_window_fail_validation() {
         .await
         .unwrap();
     for coupon in [not_open, closed] {
-        let out = process_batch(&db.pool, &events(coupon, &[1], 1))
-            .await
-            .unwrap();
+        let out = process(&db, coupon, &[1], 1).await;
         assert_eq!(statuses(&out), [IssueStatus::ValidationFailed]);
         assert_eq!(stock(&db, coupon).await, 10);
         assert!(holders(&db, coupon).await.is_empty());
@@ -87,16 +96,12 @@ async fn requests_outside_the_issue_window_fail_validation() {
 async fn a_repeat_user_gets_duplicate_request_within_and_across_batches() {
     let db = TestDb::new().await;
     let coupon = db.coupon(10).await;
-    let first = process_batch(&db.pool, &events(coupon, &[7, 7], 1))
-        .await
-        .unwrap();
+    let first = process(&db, coupon, &[7, 7], 1).await;
     assert_eq!(
         statuses(&first),
         [IssueStatus::Success, IssueStatus::DuplicateRequest]
     );
-    let later = process_batch(&db.pool, &events(coupon, &[7], 3))
-        .await
-        .unwrap();
+    let later = process(&db, coupon, &[7], 3).await;
     assert_eq!(statuses(&later), [IssueStatus::DuplicateRequest]);
     assert_eq!(holders(&db, coupon).await, [7]);
     assert_eq!(stock(&db, coupon).await, 9);
@@ -106,9 +111,7 @@ async fn a_repeat_user_gets_duplicate_request_within_and_across_batches() {
 async fn a_batch_that_straddles_the_last_unit_issues_exactly_the_stock_in_order() {
     let db = TestDb::new().await;
     let coupon = db.coupon(3).await;
-    let out = process_batch(&db.pool, &events(coupon, &[1, 2, 3, 4, 5], 1))
-        .await
-        .unwrap();
+    let out = process(&db, coupon, &[1, 2, 3, 4, 5], 1).await;
     assert_eq!(
         statuses(&out),
         [
@@ -121,9 +124,7 @@ async fn a_batch_that_straddles_the_last_unit_issues_exactly_the_stock_in_order(
     );
     assert_eq!(stock(&db, coupon).await, 0);
     assert_eq!(holders(&db, coupon).await, [1, 2, 3]);
-    let after = process_batch(&db.pool, &events(coupon, &[6], 6))
-        .await
-        .unwrap();
+    let after = process(&db, coupon, &[6], 6).await;
     assert_eq!(statuses(&after), [IssueStatus::OutOfStock]);
 }
 
@@ -156,17 +157,13 @@ async fn the_same_batch_delivered_twice_changes_nothing() {
 async fn a_stock_set_by_plain_sql_is_honoured_by_the_next_batch() {
     let db = TestDb::new().await;
     let coupon = db.coupon(1).await;
-    process_batch(&db.pool, &events(coupon, &[1, 2], 1))
-        .await
-        .unwrap();
+    process(&db, coupon, &[1, 2], 1).await;
     sqlx::query("UPDATE coupon SET stock = 2 WHERE coupon_id = ?")
         .bind(coupon.get())
         .execute(&db.pool)
         .await
         .unwrap();
-    let out = process_batch(&db.pool, &events(coupon, &[2, 3, 4], 3))
-        .await
-        .unwrap();
+    let out = process(&db, coupon, &[2, 3, 4], 3).await;
     assert_eq!(
         statuses(&out),
         [

@@ -420,8 +420,13 @@ pub fn free_port() -> u16 {
 impl TestApp {
     /// Launches a worker whose health and metrics endpoint is on `port`.
     pub fn spawn_worker_on(&self, port: u16) -> Child {
+        self.spawn_worker_with(&[("WORKER_PORT", &port.to_string())])
+    }
+
+    /// Launches a worker with these variables on top of the test's.
+    pub fn spawn_worker_with(&self, vars: &[(&str, &str)]) -> Child {
         let mut cmd = self.worker_command();
-        cmd.env("WORKER_PORT", port.to_string());
+        cmd.envs(vars.iter().copied());
         cmd.spawn().expect("worker process starts")
     }
 

@@ -201,12 +201,7 @@ async fn an_accepted_request_reads_as_pending_until_processed() {
     assert_eq!(body["couponId"], coupon);
     assert_eq!(body["userId"], 42);
     let id = body["requestId"].as_str().unwrap();
-    let res = app
-        .client
-        .get(format!("{}/api/coupons/issue-requests/{id}", app.address))
-        .send()
-        .await
-        .unwrap();
+    let res = app.get(&format!("/api/coupons/issue-requests/{id}")).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     assert_eq!(res.json::<Value>().await.unwrap()["status"], "PENDING");
     let size = app
@@ -325,12 +320,7 @@ async fn an_unreachable_redis_gives_503_and_records_nothing() {
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(error_code(res).await, "QUEUE_UNAVAILABLE");
     }
-    let ready = app
-        .client
-        .get(format!("{}/ready", app.address))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.get("/ready").await;
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready.json::<Value>().await.unwrap()["queue"], "DOWN");
     assert_eq!(app.result_rows().await, 0);
@@ -341,12 +331,7 @@ async fn an_unreachable_redis_gives_503_and_records_nothing() {
 async fn health_ready_and_metrics_answer() {
     let app = spawn_app().await;
     for (path, want) in [("/health", 200), ("/ready", 200), ("/metrics", 200)] {
-        let res = app
-            .client
-            .get(format!("{}{path}", app.address))
-            .send()
-            .await
-            .unwrap();
+        let res = app.get(path).await;
         assert_eq!(res.status().as_u16(), want, "{path}");
     }
 }

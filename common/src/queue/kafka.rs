@@ -342,20 +342,15 @@ impl KafkaProducer {
     /// returns `partition:offset` and the offset as the request's target
     /// (see [`Enqueued`]).
     pub async fn enqueue(&self, event: &CouponIssueEvent) -> Result<Enqueued, QueueError> {
-        self.enqueue_raw(event.coupon_id, event.to_json().as_bytes())
-            .await
-    }
-
-    /// Sends a raw payload with the coupon's key, as a buggy producer might
-    /// (used to prove malformed messages are dead-lettered).
-    pub async fn enqueue_raw(
-        &self,
-        coupon: CouponId,
-        payload: &[u8],
-    ) -> Result<Enqueued, QueueError> {
-        let key = coupon.to_string();
+        let key = event.coupon_id.to_string();
+        let payload = event.to_json();
         let (partition, offset) = self
-            .deliver(&self.settings.topic, Some(key.as_bytes()), payload, None)
+            .deliver(
+                &self.settings.topic,
+                Some(key.as_bytes()),
+                payload.as_bytes(),
+                None,
+            )
             .await?;
         Ok(Enqueued {
             position: format!("{partition}:{offset}"),

@@ -79,12 +79,7 @@ async fn coupons_raced_on_a_cluster_survive_a_worker_killed_9_and_replaced() {
     for _ in 0..6 {
         coupons.push(app.create_coupon(150).await);
     }
-    let worker = || {
-        app.worker_command()
-            .env("BATCH_SIZE", "50")
-            .spawn()
-            .unwrap()
-    };
+    let worker = || app.spawn_worker_with(&[("BATCH_SIZE", "50")]);
     let mut running = vec![worker(), worker()];
     let users = users_with_repeats(800, 600);
     let total = coupons.len() * users.len();
@@ -161,11 +156,7 @@ async fn a_cluster_master_killed_9_and_restarted_mid_sale_loses_no_accepted_requ
         coupons.push(app.create_coupon(200).await);
     }
     let victim = cluster.master_of(&keys, coupons[0]).await;
-    let _worker = app
-        .worker_command()
-        .env("BATCH_SIZE", "20")
-        .spawn()
-        .unwrap();
+    let _worker = app.spawn_worker_with(&[("BATCH_SIZE", "20")]);
     let outage = async {
         wait_until("the sale to be under way", DRAIN, || async {
             app.result_count(coupons[0]).await >= 100

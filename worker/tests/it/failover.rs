@@ -31,10 +31,7 @@ struct Round {
 }
 
 fn start_worker(app: &TestApp) -> Child {
-    app.worker_command()
-        .env("BATCH_SIZE", "100")
-        .spawn()
-        .expect("worker process starts")
+    app.spawn_worker_with(&[("BATCH_SIZE", "100")])
 }
 
 /// One sale: fire `REQUESTS` for a new `STOCK` coupon, kill `workers[0]`

@@ -18,12 +18,7 @@ async fn a_worker_killed_mid_drain_loses_and_doubles_nothing(mode: QueueType, wo
     let app = spawn_app(mode).await;
     let coupon = app.create_coupon(5000).await;
     let mut running: Vec<_> = (0..workers)
-        .map(|_| {
-            app.worker_command()
-                .env("BATCH_SIZE", "100")
-                .spawn()
-                .unwrap()
-        })
+        .map(|_| app.spawn_worker_with(&[("BATCH_SIZE", "100")]))
         .collect();
     let users: Vec<i64> = (1..=20_000).collect();
     let killer = async {
@@ -34,12 +29,7 @@ async fn a_worker_killed_mid_drain_loses_and_doubles_nothing(mode: QueueType, wo
         kill9(&mut running[0]).await;
         let killed_at = app.result_count(coupon).await;
         if workers == 1 {
-            running.push(
-                app.worker_command()
-                    .env("BATCH_SIZE", "100")
-                    .spawn()
-                    .unwrap(),
-            );
+            running.push(app.spawn_worker_with(&[("BATCH_SIZE", "100")]));
         }
         killed_at
     };
@@ -245,11 +235,7 @@ async fn a_queue_killed_mid_sale_loses_no_accepted_request(mode: QueueType) {
     // Far more stock than sells before the kill, so the outage meets a sale
     // still open (not one answered SOLD_OUT by the api's cache).
     let coupon = app.create_coupon(1000).await;
-    let _worker = app
-        .worker_command()
-        .env("BATCH_SIZE", "20")
-        .spawn()
-        .unwrap();
+    let _worker = app.spawn_worker_with(&[("BATCH_SIZE", "20")]);
     let outage = async {
         wait_until("the sale to be under way", DRAIN, || async {
             app.result_count(coupon).await >= 100

@@ -11,9 +11,21 @@ use common::queue::kafka::partition_for;
 use common::queue::{KafkaSettings, Producer, RedisQueue};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use testkit::{free_port, scrape, spawn_app, terminate, wait_until, OwnedQueue};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use testkit::{free_port, scrape, spawn_app, terminate, wait_until, OwnedQueue, TestApp};
+use tokio::process::Child;
 
 const DRAIN: Duration = Duration::from_secs(90);
+
+/// 20 requests queued behind malformed entries of a 5-unit coupon, then one
+/// worker: every request gets its result and the sale passes the audit.
+async fn sale_behind_malformed_entries(app: &TestApp, coupon: CouponId) -> Child {
+    let accepted = app.fire(coupon, &(1..=20).collect::<Vec<_>>(), 20).await;
+    let worker = app.spawn_worker();
+    app.wait_for_results(coupon, 20, DRAIN).await;
+    app.audit(coupon, 5, &accepted).await;
+    worker
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_kafka_workers_share_the_partitions_and_keep_every_invariant() {
@@ -71,7 +83,7 @@ async fn a_stopped_worker_hands_over_at_its_committed_position(mode: QueueType) 
     let accepted = app.fire(coupon, &users, 200).await;
 
     // Small batches so the drain is still under way when SIGTERM arrives.
-    let mut first = app.worker_command().env("BATCH_SIZE", "5").spawn().unwrap();
+    let mut first = app.spawn_worker_with(&[("BATCH_SIZE", "5")]);
     let app_ref = &app;
     wait_until("the first worker to start draining", DRAIN, || async move {
         app_ref.result_count(coupon).await > 0
@@ -159,20 +171,27 @@ async fn a_dead_kafka_broker_gives_503_and_the_api_recovers_without_restart() {
 async fn a_malformed_kafka_message_is_dead_lettered_and_the_events_behind_it_processed() {
     let app = spawn_app(QueueType::Kafka).await;
     let coupon = app.create_coupon(5).await;
-    let Producer::Kafka(producer) = Producer::from_config(&app.common).await.unwrap() else {
-        unreachable!()
-    };
-    producer.enqueue_raw(coupon, b"{not json").await.unwrap();
+    // What a producer with a bug might send, keyed by the coupon like the
+    // api's messages.
+    let producer: FutureProducer = KafkaSettings::from_config(&app.common)
+        .producer_config(Duration::from_secs(10))
+        .create()
+        .unwrap();
     let mut v9 = common::domain::CouponIssueEvent::new(coupon, 77.try_into().unwrap());
     v9.version = 9;
-    producer
-        .enqueue_raw(coupon, v9.to_json().as_bytes())
-        .await
-        .unwrap();
-    let accepted = app.fire(coupon, &(1..=20).collect::<Vec<_>>(), 20).await;
-    let _worker = app.spawn_worker();
-    app.wait_for_results(coupon, 20, DRAIN).await;
-    app.audit(coupon, 5, &accepted).await;
+    let key = coupon.to_string();
+    for payload in [b"{not json".to_vec(), v9.to_json().into_bytes()] {
+        producer
+            .send(
+                FutureRecord::to(&app.common.kafka_topic)
+                    .key(&key)
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    let _worker = sale_behind_malformed_entries(&app, coupon).await;
 
     let dlq: StreamConsumer = KafkaSettings::from_config(&app.common)
         .dead_letter_reader_config()
@@ -226,10 +245,7 @@ async fn a_malformed_redis_entry_is_dead_lettered_and_the_events_behind_it_proce
         .enqueue_raw(coupon, stray.to_json().as_bytes())
         .await
         .unwrap();
-    let accepted = app.fire(coupon, &(1..=20).collect::<Vec<_>>(), 20).await;
-    let _worker = app.spawn_worker();
-    app.wait_for_results(coupon, 20, DRAIN).await;
-    app.audit(coupon, 5, &accepted).await;
+    let _worker = sale_behind_malformed_entries(&app, coupon).await;
     let letters = queue.dead_letters(None, 10).await.unwrap();
     assert_eq!(letters.len(), 2);
     assert!(letters[0].reason.contains("malformed"));
@@ -250,11 +266,7 @@ async fn an_idle_redis_worker_wakes_when_work_arrives(cluster: bool) {
         (spawn_app(QueueType::Redis).await, None)
     };
     let coupon = app.create_coupon(10).await;
-    let _worker = app
-        .worker_command()
-        .env("POLL_INTERVAL_MS", "600000")
-        .spawn()
-        .unwrap();
+    let _worker = app.spawn_worker_with(&[("POLL_INTERVAL_MS", "600000")]);
     // The worker's first poll runs at start; give it time to subscribe.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for round in 0..2 {

@@ -21,12 +21,7 @@ async fn issue(app: &TestApp, coupon: CouponId, user: i64) -> Value {
 /// Looks a request up: `Some(body)` while `PENDING` (`202`), `None` once
 /// it has its result (`200`).
 async fn pending(app: &TestApp, id: &str) -> Option<Value> {
-    let res = app
-        .client
-        .get(format!("{}/api/coupons/issue-requests/{id}", app.address))
-        .send()
-        .await
-        .unwrap();
+    let res = app.get(&format!("/api/coupons/issue-requests/{id}")).await;
     match res.status().as_u16() {
         202 => Some(res.json().await.unwrap()),
         200 => None,
@@ -70,7 +65,7 @@ async fn positions_are_exact_while_the_queue_stands_and_fall_as_it_moves(app: Te
 
     // A worker with small batches: the last request's position only falls,
     // until its result is there.
-    let mut worker = app.worker_command().env("BATCH_SIZE", "5").spawn().unwrap();
+    let mut worker = app.spawn_worker_with(&[("BATCH_SIZE", "5")]);
     let last = ids.last().unwrap();
     let mut seen = vec![n as u64 - 1];
     let start = Instant::now();

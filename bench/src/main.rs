@@ -4,12 +4,14 @@
 //!   fixed offered rate, waits for every result, audits the sale;
 //! * `drain`: times a worker through a backlog `sale --backlog` left;
 //! * `bare-http`, `enqueue`, `insert`: the ceilings measured in the same run;
-//! * `plot`: the per-second timeline of a run as SVG.
+//! * `plot`: the per-second timeline of a run as SVG;
+//! * `audit`: the invariant checks of a sale run by hand, printed for people.
 //!
 //! Every measuring subcommand prints one JSON line on stdout (progress goes
 //! to stderr) and exits non-zero when the run failed (an invariant broke, or
 //! requests were refused).
 
+mod audit;
 mod ceiling;
 mod load;
 mod plot;
@@ -44,6 +46,8 @@ enum Command {
     Insert(ceiling::InsertArgs),
     /// SVG of the per-second timelines in a results.json.
     Plot(plot::PlotArgs),
+    /// Check the invariants of a sale (exit status 1 when one broke).
+    Audit(audit::AuditArgs),
 }
 
 #[tokio::main]
@@ -55,6 +59,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Insert(a) => ceiling::insert(a).await?,
         Command::BareHttp { port } => return ceiling::bare_http(port).await,
         Command::Plot(a) => return plot::plot(a),
+        Command::Audit(a) => {
+            if audit::audit(a).await? {
+                return Ok(());
+            }
+            std::process::exit(1);
+        }
     };
     println!("{figures}");
     if figures["ok"] != true {

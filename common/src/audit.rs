@@ -45,6 +45,30 @@ pub async fn audit_sale(
     accepted: &HashSet<Uuid>,
     unconfirmed: &HashSet<Uuid>,
 ) -> Result<AuditReport, DbError> {
+    audit_sale_after(
+        pool,
+        coupon,
+        initial_stock,
+        accepted,
+        unconfirmed,
+        &HashSet::new(),
+    )
+    .await
+}
+
+/// [`audit_sale`] of a sale that followed earlier ones without a reset:
+/// `earlier` are the request ids that had a result before it began (their
+/// results and `user_coupon` rows are left out), and `initial_stock` is the
+/// stock when it began.
+pub async fn audit_sale_after(
+    pool: &MySqlPool,
+    coupon: CouponId,
+    initial_stock: i64,
+    accepted: &HashSet<Uuid>,
+    unconfirmed: &HashSet<Uuid>,
+    earlier: &HashSet<Uuid>,
+) -> Result<AuditReport, DbError> {
+    let is_earlier = |id: &str| Uuid::parse_str(id).is_ok_and(|id| earlier.contains(&id));
     let mut report = AuditReport::default();
     let v = &mut report.violations;
 
@@ -58,6 +82,14 @@ pub async fn audit_sale(
             .bind(coupon.get())
             .fetch_all(pool)
             .await?;
+    let distinct: HashSet<i64> = holders.iter().map(|h| h.0).collect();
+    if distinct.len() != holders.len() {
+        v.push(format!(
+            "{} users hold the coupon more than once",
+            holders.len() - distinct.len()
+        ));
+    }
+    let holders: Vec<(i64, String)> = holders.into_iter().filter(|h| !is_earlier(&h.1)).collect();
     report.remaining_stock = remaining;
     report.issued = holders.len() as i64;
     if report.issued != initial_stock - remaining {
@@ -69,15 +101,8 @@ pub async fn audit_sale(
     if report.issued > initial_stock {
         v.push(format!("issued {} > stock {initial_stock}", report.issued));
     }
-    let distinct: HashSet<i64> = holders.iter().map(|h| h.0).collect();
-    if distinct.len() != holders.len() {
-        v.push(format!(
-            "{} users hold the coupon more than once",
-            holders.len() - distinct.len()
-        ));
-    }
-
-    let results = db::results_for_coupon(pool, coupon).await?;
+    let mut results = db::results_for_coupon(pool, coupon).await?;
+    results.retain(|r| !earlier.contains(&r.request_id));
     report.results = results.len();
     let mut seen = HashSet::with_capacity(results.len());
     for r in &results {

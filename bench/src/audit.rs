@@ -1,0 +1,80 @@
+//! `loadgen audit`: the invariant checks of `common::audit` on a sale an
+//! operator ran by hand (`scripts/concurrency-test.sh`), printed for people.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use common::audit::audit_sale_after;
+use common::domain::CouponId;
+use uuid::Uuid;
+
+#[derive(clap::Args)]
+pub struct AuditArgs {
+    #[arg(long, env = "DATABASE_URL", default_value = common::config::DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    #[arg(long)]
+    pub coupon: i64,
+    /// The coupon's stock when the sale began.
+    #[arg(long)]
+    pub stock: i64,
+    /// Request ids answered `202`, one per line.
+    #[arg(long)]
+    pub accepted: PathBuf,
+    /// Request ids that had a result before the sale began, one per line.
+    #[arg(long)]
+    pub earlier: Option<PathBuf>,
+}
+
+fn ids(path: &Path) -> anyhow::Result<HashSet<Uuid>> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| Uuid::parse_str(l.trim()).with_context(|| format!("request id {l:?}")))
+        .collect()
+}
+
+/// Prints the sale's figures and every broken invariant; false when one
+/// broke.
+pub async fn audit(args: AuditArgs) -> anyhow::Result<bool> {
+    let pool = common::db::pool(&args.database_url, 1).context("DATABASE_URL")?;
+    let accepted = ids(&args.accepted)?;
+    let earlier = match &args.earlier {
+        Some(path) => ids(path)?,
+        None => HashSet::new(),
+    };
+    let coupon = CouponId::try_from(args.coupon)?;
+    let report = audit_sale_after(
+        &pool,
+        coupon,
+        args.stock,
+        &accepted,
+        &HashSet::new(),
+        &earlier,
+    )
+    .await?;
+    println!("  issued           {}", report.issued);
+    println!("  remaining stock  {}", report.remaining_stock);
+    println!("  results by status:");
+    for (status, n) in &report.by_status {
+        println!("    {status:<18} {n}");
+    }
+    println!("invariants (common::audit):");
+    for check in [
+        "issued = initial - remaining <= initial",
+        "no user holds the coupon twice",
+        "every accepted request has exactly one result, and no other result exists",
+        "every SUCCESS has its user_coupon row",
+        "first-come: every SUCCESS precedes every OUT_OF_STOCK in queue order",
+    ] {
+        println!("  checked  {check}");
+    }
+    if report.violations.is_empty() {
+        println!("  ok       all hold");
+    }
+    for v in &report.violations {
+        println!("  FAIL     {v}");
+    }
+    Ok(report.violations.is_empty())
+}

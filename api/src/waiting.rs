@@ -36,8 +36,10 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(10);
 /// A Redis lane nobody asked about for this long is no longer sampled; nor
 /// are Kafka's partitions when nobody asked about any of them.
 const TRACK_FOR: Duration = Duration::from_secs(120);
-/// Accepted requests remembered for lookups, and for how long.
-const INDEX_CAPACITY: u64 = 1_000_000;
+/// Accepted requests remembered for lookups, and for how long. An entry
+/// costs about 375 bytes (measured: RSS grew 37 MB per 100,000 accepted),
+/// so the index stays under about 40 MB.
+const INDEX_CAPACITY: u64 = 100_000;
 const INDEX_TTL: Duration = Duration::from_secs(30 * 60);
 
 /// `ahead` and `etaMs` of one request.

@@ -398,8 +398,14 @@ where
 /// connection before the server binds it (a cluster node once died of
 /// "Address already in use" on its bus port while the other tests ran).
 /// Falls back to `bind(0)` when the range starts too low to leave room.
+///
+/// A port is handed out once per process: a port checked free stays free
+/// until its server binds it, so without that record two nodes of one test
+/// cluster could be given the same port (a cluster node once died of it).
 pub fn free_port() -> u16 {
     use rand::Rng;
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
     let bind = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).ok();
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -409,12 +415,19 @@ pub fn free_port() -> u16 {
         let mut rng = rand::thread_rng();
         for _ in 0..1000 {
             let port = rng.gen_range(low - 10_000..low);
-            if bind(port).is_some() {
+            if !given.contains(&port) && bind(port).is_some() {
+                given.push(port);
                 return port;
             }
         }
     }
-    bind(0).unwrap().local_addr().unwrap().port()
+    loop {
+        let port = bind(0).unwrap().local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 impl TestApp {

@@ -13,9 +13,14 @@
 # host ports 19190 (api), 13306, 16379, 19092, so it runs beside
 # scripts/up.sh. Official images where present, else the local stand-ins of
 # scripts/images.sh (built if missing). A container that fails its health
-# check has its logs printed, and the check fails.
+# check has its logs printed, and the check fails. The audit is
+# `loadgen audit` (common::audit), built here first with cargo so that the
+# worker is killed during the race, not during that build.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT_DIR"
+
+log "building loadgen (the race's audit)"
+cargo build --release --quiet --bin loadgen
 
 docker_available || die "no Docker engine answers (docker info); install and start one, or set DOCKER_HOST"
 use_image_variables

@@ -107,7 +107,14 @@ log "race: 3,000 requests (1,000 repeat users) for 500 coupons; one worker kille
 export API_URL=$API MYSQL_HOST=127.0.0.1 MYSQL_PORT=$MYSQL_HOST_PORT REDIS_PORT=$REDIS_HOST_PORT
 scripts/concurrency-test.sh -c "$coupon" -n 3000 -r 1000 -s 500 -t 180 &
 race=$!
-sleep "${KILL_AFTER:-2}"
+# The kill lands mid-drain: once the workers have written the race's first
+# results (reset-db.sh removed the seed's), not after a fixed delay.
+for ((i = 0; i < 1200; i++)); do
+  kill -0 "$race" 2>/dev/null || break
+  done_count=$(mysql_app -N -e "SELECT COUNT(*) FROM coupon_issue_result WHERE coupon_id = $coupon" 2>/dev/null || echo 0)
+  ((done_count >= ${KILL_AT_RESULTS:-50})) && break
+  sleep 0.1
+done
 # Not `| head -1`: docker-compose v1 writing unbuffered (PYTHONUNBUFFERED)
 # dies of a broken pipe once head has exited, which pipefail makes fatal.
 workers=$(compose ps -q worker)

@@ -69,7 +69,7 @@ while [[ $# -gt 0 ]]; do
 done
 
 export DB_NAME=e_commerce_bench
-export DATABASE_URL="mysql://$DB_USER:$DB_PASSWORD@$MYSQL_HOST:$MYSQL_PORT/$DB_NAME"
+export DATABASE_URL="$(app_database_url)"
 # The application user may create coupon_test_* databases.
 SCRATCH_URL="mysql://$DB_USER:$DB_PASSWORD@$MYSQL_HOST:$MYSQL_PORT/coupon_test_bench_ceiling"
 export RUN_DIR="$ROOT_DIR/run/bench" ADMIN_TOKEN=bench-admin-token RUST_LOG=warn

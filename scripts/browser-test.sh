@@ -13,7 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT_DIR"
 
 export RUN_DIR="$ROOT_DIR/run/browser" DB_NAME=e_commerce_browser
-export DATABASE_URL="mysql://$DB_USER:$DB_PASSWORD@$MYSQL_HOST:$MYSQL_PORT/$DB_NAME"
+export DATABASE_URL="$(app_database_url)"
 export APP_QUEUE_TYPE=redis REDIS_KEY_PREFIX="browser-$$:" API_PORT=19290 WORKER_PORT=19281
 export ADMIN_TOKEN=browser-admin-token RUST_LOG=warn
 SCREENSHOT="${SCREENSHOT:-$RUN_DIR/dashboard.png}"

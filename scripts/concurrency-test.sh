@@ -90,7 +90,7 @@ echo "coupon $coupon: initial stock $initial, requests $requests, accepted $acce
 echo "  sent in $(awk -v a="$start" -v b="$sent" 'BEGIN{printf "%.2f", b-a}') s, drained in $(awk -v a="$start" -v b="$drained" 'BEGIN{printf "%.2f", b-a}') s"
 fail=0
 # The database mysql_app reads (compose-check points MYSQL_PORT elsewhere).
-"$LOADGEN" audit --database-url "mysql://$DB_USER:$DB_PASSWORD@$MYSQL_HOST:$MYSQL_PORT/$DB_NAME" \
+"$LOADGEN" audit --database-url "$(app_database_url)" \
   --coupon "$coupon" --stock "$initial" --accepted "$work/accepted" --earlier "$work/earlier" || fail=1
 if ((rejected > 0)); then
   echo "  FAIL     $rejected requests were neither accepted nor answered SOLD_OUT"

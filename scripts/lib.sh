@@ -16,7 +16,9 @@ MYSQL_PORT="${MYSQL_PORT:-3306}"
 REDIS_HOST="${REDIS_HOST:-127.0.0.1}"
 REDIS_PORT="${REDIS_PORT:-6379}"
 
-export DATABASE_URL="${DATABASE_URL:-mysql://$DB_USER:$DB_PASSWORD@$MYSQL_HOST:$MYSQL_PORT/$DB_NAME}"
+# The application's database as the variables name it now (what mysql_app reads).
+app_database_url() { echo "mysql://$DB_USER:$DB_PASSWORD@$MYSQL_HOST:$MYSQL_PORT/$DB_NAME"; }
+export DATABASE_URL="${DATABASE_URL:-$(app_database_url)}"
 export REDIS_URL="${REDIS_URL:-redis://$REDIS_HOST:$REDIS_PORT}"
 
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }

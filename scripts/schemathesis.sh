@@ -11,7 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT_DIR"
 
 export RUN_DIR="$ROOT_DIR/run/schemathesis" DB_NAME=e_commerce_schemathesis
-export DATABASE_URL="mysql://$DB_USER:$DB_PASSWORD@$MYSQL_HOST:$MYSQL_PORT/$DB_NAME"
+export DATABASE_URL="$(app_database_url)"
 export APP_QUEUE_TYPE=redis REDIS_KEY_PREFIX="schemathesis-$$:" API_PORT=19390
 export ADMIN_TOKEN=schemathesis-admin-token RUST_LOG=warn
 MAX_EXAMPLES="${SCHEMATHESIS_MAX_EXAMPLES:-50}"

@@ -4,12 +4,15 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use chrono::{DateTime, Datelike, Utc};
+use common::config::QueueType;
 use common::db::{self, NewCoupon};
+use common::switch::{self, Epoch, SwitchError};
 use serde::de::Error as _;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
+use crate::active_queue::Switched;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
 use crate::state::AppState;
@@ -152,4 +155,143 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     } else {
         Err(ApiError::unauthorized())
     }
+}
+
+/// Body of `PUT /api/admin/queue`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchQueue {
+    /// The queue new requests go to from now on.
+    #[serde(rename = "type")]
+    pub queue_type: QueueType,
+}
+
+/// The active queue and how far its switch has taken effect.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueAnswer {
+    /// Where new requests go.
+    #[serde(rename = "type")]
+    pub queue_type: QueueType,
+    /// Numbered from 1; each switch starts the next. Results record the
+    /// epoch their request was accepted in (`queueEpoch`).
+    #[schema(minimum = 1)]
+    pub epoch: i64,
+    /// When this queue became the active one.
+    pub since: DateTime<Utc>,
+    /// `start`, `switch` or `fallback`.
+    pub reason: String,
+    /// The queue before it; `null` in the first epoch.
+    pub previous: Option<QueueType>,
+    /// When every api had stopped enqueueing into the previous queue;
+    /// `null` until then (a next switch waits for it).
+    pub settled_at: Option<DateTime<Utc>>,
+    /// Live api instances and the epoch each enqueues into.
+    pub apis: Vec<ApiInstance>,
+    /// `PUT` only: whether this call changed the active queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed: Option<bool>,
+}
+
+/// One api instance following the record.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiInstance {
+    pub instance: String,
+    pub followed_epoch: i64,
+}
+
+async fn queue_answer(state: &AppState, epoch: Epoch) -> Result<QueueAnswer, ApiError> {
+    let apis = switch::live_instances(&state.pool)
+        .await?
+        .into_iter()
+        .map(|(instance, followed_epoch)| ApiInstance {
+            instance,
+            followed_epoch,
+        })
+        .collect();
+    Ok(QueueAnswer {
+        queue_type: epoch.queue_type,
+        epoch: epoch.epoch,
+        since: epoch.started_at,
+        previous: epoch.previous_queue(),
+        settled_at: epoch.settled_at,
+        reason: epoch.reason,
+        apis,
+        changed: None,
+    })
+}
+
+/// The active queue (no token needed: it holds nothing secret).
+#[utoipa::path(
+    get,
+    path = "/api/admin/queue",
+    tag = "admin",
+    responses(
+        (status = 200, description = "The active queue", body = QueueAnswer),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn active_queue(State(state): State<AppState>) -> Result<Json<QueueAnswer>, ApiError> {
+    let epoch = switch::active(&state.pool)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no active queue recorded yet"))?;
+    // Settling is checked on reads too, so the answer shows it as soon as
+    // it is true.
+    let epoch = switch::settle(&state.pool, state.queue.queues(), &epoch)
+        .await
+        .unwrap_or(epoch);
+    Ok(Json(queue_answer(&state, epoch).await?))
+}
+
+/// Switch the active queue of the whole service. Requests accepted from
+/// now on go to the new queue; each coupon's requests still in the old one
+/// are processed first.
+#[utoipa::path(
+    put,
+    path = "/api/admin/queue",
+    tag = "admin",
+    security(("adminToken" = [])),
+    request_body = SwitchQueue,
+    responses(
+        (status = 200, description = "Switched (`changed: true`) or already active", body = QueueAnswer),
+        (status = 400, description = "JSON syntax", body = ErrorBody),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Admin endpoints are disabled (no ADMIN_TOKEN)", body = ErrorBody),
+        (status = 409, description = "`SWITCH_IN_PROGRESS`: the previous switch has not reached every api yet; nothing changed", body = ErrorBody),
+        (status = 413, description = "Body over 16 kB", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+        (status = 422, description = "`type` is not `redis` or `kafka`", body = ErrorBody),
+        (status = 503, description = "`QUEUE_UNAVAILABLE`: the target queue does not answer; nothing changed. Or the database is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn switch_queue(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<ApiJson<SwitchQueue>, ApiError>,
+) -> Result<Json<QueueAnswer>, ApiError> {
+    authorize(&state, &headers)?;
+    let ApiJson(body) = body?;
+    let (epoch, changed) = match state.queue.switch_to(body.queue_type, "switch").await {
+        Ok(Switched::To(e)) => (e, true),
+        Ok(Switched::Already(e)) => (e, false),
+        Err(SwitchError::Db(e)) => return Err(e.into()),
+        Err(SwitchError::Unreachable { queue, error }) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "QUEUE_UNAVAILABLE",
+                format!("{queue} does not answer ({error}); the active queue is unchanged"),
+            ))
+        }
+        Err(e @ (SwitchError::NotSettled(_) | SwitchError::Concurrent(_))) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "SWITCH_IN_PROGRESS",
+                format!("{e}; nothing changed, try again in a second"),
+            ))
+        }
+    };
+    let mut answer = queue_answer(&state, epoch).await?;
+    answer.changed = Some(changed);
+    Ok(Json(answer))
 }

@@ -2,6 +2,7 @@
 //! Each is a plain struct with its OpenAPI schema, so a new field is one
 //! line here and shows up in `/api-docs/openapi.json` by itself.
 
+use common::config::QueueType;
 use common::db;
 use common::domain::IssueStatus;
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,8 @@ pub struct IssueAccepted {
     pub status: IssueStatus,
     /// Place in the queue: Redis entry id or Kafka `partition:offset`.
     pub queue_position: String,
+    /// The queue the request went to (the active one; see `GET /api/admin/queue`).
+    pub queue: QueueType,
     /// Accepted requests that will be processed before this one: in Redis
     /// mode those of its coupon's queue, in Kafka mode its partition's
     /// unprocessed messages before its offset. `null` only when the queue's

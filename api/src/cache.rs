@@ -6,10 +6,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use common::config::QueueType;
 use common::db;
 use common::domain::CouponId;
 use common::error::DbError;
-use common::queue::Producer;
+use common::queue::Queues;
 use sqlx::MySqlPool;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -162,7 +163,7 @@ impl CouponCache {
     pub fn spawn_refresher(
         &self,
         every: Duration,
-        producer: Producer,
+        queues: Queues,
         cancel: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let cache = self.clone();
@@ -175,8 +176,13 @@ impl CouponCache {
                 if let Err(e) = cache.reload().await {
                     tracing::warn!(error = ?e, "coupon cache reload failed");
                 }
-                for coupon in cache.take_reopened() {
-                    if let Err(e) = producer.reopen(coupon).await {
+                let reopened = cache.take_reopened();
+                // Only Redis has sold-out marks, and only once it was used.
+                let Some(redis) = queues.built(QueueType::Redis) else {
+                    continue;
+                };
+                for coupon in reopened {
+                    if let Err(e) = redis.reopen(coupon).await {
                         // The mark lapses by itself within a second.
                         tracing::warn!(error = ?e, %coupon, "could not lift a sold-out mark");
                     }

@@ -1,6 +1,7 @@
 //! The HTTP api: accepts issue requests and enqueues them, answers result,
 //! coupon and queue lookups, and lets an operator create coupons.
 
+pub mod active_queue;
 pub mod activity;
 pub mod admin;
 pub mod answers;

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{middleware, Json, Router};
 use common::db;
-use common::domain::{CouponId, CouponIssueEvent, IssueResult, IssueStatus, UserId};
+use common::domain::{CouponId, IssueResult, IssueStatus, UserId};
 use common::error::QueueError;
 use serde::Deserialize;
 use tower_http::timeout::TimeoutLayer;
@@ -37,6 +37,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(coupon))
         .routes(routes!(queue_size))
         .routes(routes!(admin::create_coupon))
+        .routes(routes!(admin::active_queue, admin::switch_queue))
         .merge(ops::routes())
         .merge(dashboard::routes())
 }
@@ -119,26 +120,29 @@ async fn issue(
             )));
         }
     }
-    let event = CouponIssueEvent::new(coupon, user);
-    tracing::Span::current().record("request_id", tracing::field::display(event.event_id));
-    let enqueued = match state.producer.enqueue(&event).await {
-        Ok(enqueued) => enqueued,
-        Err(QueueError::SoldOut(_)) => {
+    let (event, enqueued, queue) = match state.queue.enqueue(coupon, user).await {
+        Ok(done) => done,
+        Err((_, QueueError::SoldOut(_))) => {
             // A worker just took the last unit; the cache learns it now
             // rather than at its next reload.
             state.coupons.sold_out_by_queue(coupon);
             metrics::counter!("coupon_issue_requests_total", "outcome" => "sold_out").increment(1);
             return Err(ApiError::sold_out(coupon));
         }
-        Err(e) => {
+        Err((event, e)) => {
             metrics::counter!("coupon_issue_requests_total", "outcome" => "queue_unavailable")
                 .increment(1);
             return Err(ApiError::enqueue_failed(e, event.event_id));
         }
     };
+    tracing::Span::current().record("request_id", tracing::field::display(event.event_id));
     metrics::counter!("coupon_issue_requests_total", "outcome" => "accepted").increment(1);
     state.activity.accepted(coupon);
-    let standing = state.waiting.accepted(event.event_id, &enqueued).await;
+    let standing = state
+        .waiting
+        .of(&state.queue.producer_of(queue))
+        .accepted(event.event_id, &enqueued)
+        .await;
     Ok((
         StatusCode::ACCEPTED,
         Json(IssueAccepted {
@@ -147,6 +151,7 @@ async fn issue(
             user_id: user.get(),
             status: IssueStatus::Pending,
             queue_position: enqueued.position,
+            queue,
             ahead: standing.map(|s| s.ahead),
             eta_ms: standing.and_then(|s| s.eta_ms),
         }),
@@ -212,11 +217,13 @@ async fn coupon(
     let coupon = db::find_coupon(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("coupon {id} does not exist")))?;
+    let producer = state.queue.producer();
+    let waiting = state.waiting.of(&producer);
     let rate = async {
-        let lane = state.waiting.lane_of(id).await?;
-        state.waiting.rate(lane).await
+        let lane = waiting.lane_of(id).await?;
+        waiting.rate(lane).await
     };
-    let (size, processing_rate) = tokio::join!(state.producer.queue_size(id), rate);
+    let (size, processing_rate) = tokio::join!(producer.queue_size(id), rate);
     let size = size.ok();
     Ok(Json(CouponAnswer {
         coupon,
@@ -247,7 +254,7 @@ async fn queue_size(
     if !state.coupons.contains(id).await? {
         return Err(ApiError::not_found(format!("coupon {id} does not exist")));
     }
-    let size = state.producer.queue_size(id).await?;
+    let size = state.queue.producer().queue_size(id).await?;
     Ok(Json(QueueSizeAnswer {
         coupon_id: id.get(),
         queue_size: size.size,

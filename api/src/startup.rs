@@ -5,15 +5,17 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use common::backoff::Backoff;
-use common::{db, queue::Producer, telemetry};
+use common::queue::{Producer, Queues};
+use common::{db, telemetry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::active_queue::ActiveQueue;
 use crate::cache::CouponCache;
 use crate::config::ApiConfig;
 use crate::routes::router;
 use crate::state::AppState;
-use crate::waiting::Waiting;
+use crate::waiting::Waitings;
 
 /// A built api, bound to its port, not yet serving.
 pub struct Application {
@@ -34,9 +36,16 @@ impl Application {
             .context("applying migrations to DATABASE_URL")?;
         let coupons = CouponCache::new(pool.clone());
         coupons.reload().await.context("loading coupon ids")?;
-        let producer = Producer::from_config(&config.common)
-            .await
-            .context("preparing the queue producer")?;
+        let queues = Queues::new(&config.common);
+        let queue = ActiveQueue::start(
+            pool.clone(),
+            queues,
+            config.common.queue_type,
+            config.common.queue_fallback,
+        )
+        .await
+        .context("reading the active queue and preparing its producer")?;
+        let background = CancellationToken::new();
         let addr = format!("{}:{}", config.host, config.port);
         let listener = TcpListener::bind(&addr)
             .await
@@ -45,15 +54,15 @@ impl Application {
             listener,
             state: AppState {
                 pool,
-                waiting: Waiting::new(producer.clone()),
-                producer,
+                waiting: Waitings::new(background.clone()),
+                queue,
                 coupons,
                 admin_token: config.admin_token.as_deref().map(Into::into),
                 metrics: telemetry::metrics_handle(),
                 activity: Default::default(),
                 dashboard: Default::default(),
             },
-            background: CancellationToken::new(),
+            background,
             cache_refresh: config.coupon_cache_refresh(),
         })
     }
@@ -81,17 +90,21 @@ impl Application {
     ) -> anyhow::Result<()> {
         let refresher = self.state.coupons.spawn_refresher(
             self.cache_refresh,
-            self.state.producer.clone(),
+            self.state.queue.queues().clone(),
             self.background.clone(),
         );
-        let topics = spawn_topic_creation(self.state.producer.clone(), self.background.clone());
-        let sampler = self.state.waiting.spawn_sampler(self.background.clone());
+        let topics = spawn_topic_creation(self.state.queue.producer(), self.background.clone());
+        let follower = self.state.queue.spawn_follower(self.background.clone());
+        let queue = self.state.queue.clone();
+        let waiting = self.state.waiting.clone();
         tracing::info!(addr = %self.local_addr(), "api listening");
         let result = axum::serve(self.listener, router(self.state))
             .with_graceful_shutdown(shutdown)
             .await;
         self.background.cancel();
-        let _ = tokio::join!(refresher, topics, sampler);
+        let _ = tokio::join!(refresher, topics, follower, waiting.stopped());
+        // Every request in flight was answered: this api enqueues nothing more.
+        queue.leave().await;
         result.context("serving http")
     }
 }

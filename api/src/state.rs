@@ -3,21 +3,22 @@
 use std::sync::Arc;
 
 use axum::extract::FromRef;
-use common::queue::Producer;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ops::OpsState;
 use sqlx::MySqlPool;
 
+use crate::active_queue::ActiveQueue;
 use crate::activity::Activity;
 use crate::cache::CouponCache;
 use crate::dashboard::SnapshotCache;
-use crate::waiting::Waiting;
+use crate::waiting::Waitings;
 
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub pool: MySqlPool,
-    pub producer: Producer,
+    /// The active queue, followed from the shared record.
+    pub queue: ActiveQueue,
     pub coupons: CouponCache,
     /// `None`: admin endpoints are switched off.
     pub admin_token: Option<Arc<str>>,
@@ -27,14 +28,14 @@ pub struct AppState {
     /// The dashboard's last answer.
     pub dashboard: SnapshotCache,
     /// Where accepted requests stand (`ahead`, `etaMs`).
-    pub waiting: Waiting,
+    pub waiting: Waitings,
 }
 
 impl FromRef<AppState> for OpsState {
     fn from_ref(state: &AppState) -> Self {
         OpsState {
             pool: state.pool.clone(),
-            queue: state.producer.clone(),
+            queue: state.queue.producer(),
             metrics: state.metrics.clone(),
         }
     }

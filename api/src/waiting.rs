@@ -19,6 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::config::QueueType;
 use common::domain::CouponId;
 use common::queue::{kafka::partition_for, Enqueued, KafkaProducer, Lane, Producer};
 use futures::future::join_all;
@@ -322,6 +323,72 @@ impl Waiting {
                 }
             }
         })
+    }
+}
+
+/// The [`Waiting`] of each queue this api has enqueued into: after a
+/// switch, requests accepted before it keep their standing in the old queue.
+#[derive(Clone)]
+pub struct Waitings {
+    inner: Arc<WaitingsInner>,
+}
+
+struct WaitingsInner {
+    by_queue: Mutex<Vec<(QueueType, Waiting)>>,
+    samplers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    cancel: CancellationToken,
+}
+
+impl Waitings {
+    /// Samplers run until `cancel` fires.
+    pub fn new(cancel: CancellationToken) -> Self {
+        Self {
+            inner: Arc::new(WaitingsInner {
+                by_queue: Mutex::default(),
+                samplers: Mutex::default(),
+                cancel,
+            }),
+        }
+    }
+
+    /// The index of `producer`'s queue, made (and sampled) on first use.
+    pub fn of(&self, producer: &Producer) -> Waiting {
+        let queue = producer.queue_type();
+        let mut by_queue = self.inner.by_queue.lock().expect("waitings lock");
+        if let Some((_, w)) = by_queue.iter().find(|(q, _)| *q == queue) {
+            return w.clone();
+        }
+        let waiting = Waiting::new(producer.clone());
+        let sampler = waiting.spawn_sampler(self.inner.cancel.clone());
+        self.inner
+            .samplers
+            .lock()
+            .expect("samplers lock")
+            .push(sampler);
+        by_queue.push((queue, waiting.clone()));
+        waiting
+    }
+
+    /// Where a request accepted by this instance stands, in whichever queue.
+    pub async fn lookup(&self, request: Uuid) -> Option<Standing> {
+        let all: Vec<Waiting> = {
+            let by_queue = self.inner.by_queue.lock().expect("waitings lock");
+            by_queue.iter().map(|(_, w)| w.clone()).collect()
+        };
+        for w in all {
+            if let Some(s) = w.lookup(request).await {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Waits for the samplers (after `cancel` fired).
+    pub async fn stopped(&self) {
+        let samplers = std::mem::take(&mut *self.inner.samplers.lock().expect("samplers lock"));
+        for s in samplers {
+            s.await.ok();
+        }
     }
 }
 

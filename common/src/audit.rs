@@ -6,9 +6,11 @@ use std::collections::{BTreeMap, HashSet};
 use sqlx::MySqlPool;
 use uuid::Uuid;
 
+use crate::config::QueueType;
 use crate::db;
-use crate::domain::{queue_position_key, CouponId, IssueStatus};
+use crate::domain::{accept_order_key, CouponId, IssueStatus};
 use crate::error::DbError;
+use crate::switch;
 
 /// Figures of one coupon after a drained sale.
 #[derive(Debug, Clone, Default)]
@@ -36,8 +38,10 @@ impl AuditReport {
 /// before confirming, so they may or may not have a result.
 /// issued = initial − remaining ≤ initial; no user holds it twice; every
 /// accepted request has exactly one result and no other result exists; every
-/// `SUCCESS` comes before every `OUT_OF_STOCK` in queue order; every
-/// `SUCCESS` matches a `user_coupon` row of the same request.
+/// `SUCCESS` comes before every `OUT_OF_STOCK` in accept order (epoch, then
+/// queue position: across queue switches too), and every request went
+/// through its epoch's queue; every `SUCCESS` matches a `user_coupon` row of
+/// the same request.
 pub async fn audit_sale(
     pool: &MySqlPool,
     coupon: CouponId,
@@ -137,21 +141,40 @@ pub async fn audit_sale_after(
         ));
     }
 
-    let position = |status: IssueStatus| {
-        results
-            .iter()
-            .filter(move |r| r.status == status)
-            .map(|r| (queue_position_key(&r.queue_position), r))
+    // Accept order across queue switches: epoch, then place in its queue.
+    let epochs: BTreeMap<i64, QueueType> = switch::history(pool)
+        .await?
+        .into_iter()
+        .map(|e| (e.epoch, e.queue_type))
+        .collect();
+    if let Some(r) = results.iter().find(|r| {
+        epochs
+            .get(&r.queue_epoch)
+            .is_some_and(|q| *q != r.queue_type)
+    }) {
+        v.push(format!(
+            "request {} went through {} in epoch {}, whose queue is {}",
+            r.request_id, r.queue_type, r.queue_epoch, epochs[&r.queue_epoch]
+        ));
+    }
+    let order = |status: IssueStatus| {
+        results.iter().filter(move |r| r.status == status).map(|r| {
+            (
+                accept_order_key(r.queue_epoch.max(0) as u64, &r.queue_position),
+                r,
+            )
+        })
     };
-    if let Some((_, r)) = position(IssueStatus::Success).find(|(k, _)| k.is_none()) {
+    if let Some((_, r)) = order(IssueStatus::Success).find(|(k, _)| k.is_none()) {
         v.push(format!("unreadable queue position {:?}", r.queue_position));
     }
-    let last_success = position(IssueStatus::Success).filter_map(|p| p.0).max();
-    let first_out = position(IssueStatus::OutOfStock).filter_map(|p| p.0).min();
+    let last_success = order(IssueStatus::Success).filter_map(|p| p.0).max();
+    let first_out = order(IssueStatus::OutOfStock).filter_map(|p| p.0).min();
     if let (Some(s), Some(o)) = (last_success, first_out) {
         if s > o {
             v.push(format!(
-                "first-come broken: a SUCCESS at {s:?} comes after an OUT_OF_STOCK at {o:?}"
+                "first-come broken: a SUCCESS at (epoch, position) {s:?} comes after an \
+                 OUT_OF_STOCK at {o:?}"
             ));
         }
     }

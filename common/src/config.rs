@@ -15,11 +15,59 @@ pub const DEFAULT_KAFKA_TOPIC: &str = "coupon-issue-events";
 pub const DEFAULT_KAFKA_GROUP_ID: &str = "coupon-issue-consumer-group";
 
 /// Which broker carries issue events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum QueueType {
     Redis,
     Kafka,
 }
+
+impl QueueType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Redis => "redis",
+            QueueType::Kafka => "kafka",
+        }
+    }
+
+    /// The queue a switch from this one goes to.
+    pub fn other(self) -> Self {
+        match self {
+            QueueType::Redis => QueueType::Kafka,
+            QueueType::Kafka => QueueType::Redis,
+        }
+    }
+}
+
+impl std::fmt::Display for QueueType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for QueueType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "redis" => Ok(QueueType::Redis),
+            "kafka" => Ok(QueueType::Kafka),
+            _ => Err(format!("unknown queue type {s:?}: redis or kafka")),
+        }
+    }
+}
+
+crate::domain::sql_text!(QueueType);
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -73,6 +121,12 @@ pub struct CommonConfig {
     /// Partitions of the topics when they are created at start-up.
     #[arg(long, env = "KAFKA_PARTITIONS", value_name = "KAFKA_PARTITIONS", default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub kafka_partitions: i32,
+
+    /// When the active queue refuses a request or cannot be reached, switch
+    /// the service to the other queue (as `PUT /api/admin/queue` does)
+    /// instead of answering `503`.
+    #[arg(long, env = "QUEUE_FALLBACK", value_name = "QUEUE_FALLBACK", default_value_t = false, action = clap::ArgAction::Set)]
+    pub queue_fallback: bool,
 
     /// `text` for people, `json` for log collectors.
     #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

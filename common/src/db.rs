@@ -113,7 +113,7 @@ pub async fn insert_coupon(pool: &MySqlPool, new: &NewCoupon) -> Result<Coupon, 
 }
 
 const SELECT_RESULTS: &str = "SELECT request_id, coupon_id, user_id, status, reason, \
-     queue_position, requested_at, processed_at FROM coupon_issue_result";
+     queue_position, queue_type, queue_epoch, requested_at, processed_at FROM coupon_issue_result";
 
 /// The stored result of one request, or `None` while it is pending.
 pub async fn find_result(

@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::config::QueueType;
+
 /// Version of the [`CouponIssueEvent`] wire format this build writes and reads.
 pub const EVENT_VERSION: u32 = 1;
 
@@ -96,18 +98,32 @@ pub struct CouponIssueEvent {
     pub coupon_id: CouponId,
     pub user_id: UserId,
     pub requested_at: DateTime<Utc>,
+    /// The queue epoch the request was accepted in (see `common::switch`);
+    /// events written before epochs existed belong to the first.
+    #[serde(default = "first_epoch")]
+    pub epoch: u64,
     /// Wire format version; readers refuse versions they do not know.
     pub version: u32,
 }
 
+fn first_epoch() -> u64 {
+    crate::switch::FIRST_EPOCH
+}
+
 impl CouponIssueEvent {
-    /// A new event for a request accepted now.
+    /// A new event for a request accepted now, in the first epoch.
     pub fn new(coupon_id: CouponId, user_id: UserId) -> Self {
+        Self::in_epoch(coupon_id, user_id, crate::switch::FIRST_EPOCH)
+    }
+
+    /// A new event for a request accepted now, in queue epoch `epoch`.
+    pub fn in_epoch(coupon_id: CouponId, user_id: UserId, epoch: u64) -> Self {
         Self {
             event_id: Uuid::now_v7(),
             coupon_id,
             user_id,
             requested_at: Utc::now(),
+            epoch,
             version: EVENT_VERSION,
         }
     }
@@ -141,8 +157,18 @@ pub enum DecodeError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedEvent {
     pub event: CouponIssueEvent,
+    /// The queue it was read from.
+    pub queue: QueueType,
     /// `1700000000000-3` (Redis stream entry id) or `2:1534` (Kafka partition:offset).
     pub position: String,
+}
+
+impl QueuedEvent {
+    /// Where the request stands in its coupon's accept order: its epoch,
+    /// then its place in that epoch's queue (see [`accept_order_key`]).
+    pub fn accept_order(&self) -> Option<AcceptOrder> {
+        accept_order_key(self.event.epoch, &self.position)
+    }
 }
 
 /// The outcome of an issue request.
@@ -200,32 +226,41 @@ impl FromStr for IssueStatus {
     }
 }
 
-/// Stored as its wire name in `VARCHAR` columns: the SQL boundary reads and
-/// writes the enum, never a bare string.
-impl sqlx::Type<sqlx::MySql> for IssueStatus {
-    fn type_info() -> sqlx::mysql::MySqlTypeInfo {
-        <str as sqlx::Type<sqlx::MySql>>::type_info()
-    }
+/// Stores an enum with `as_str` and `FromStr` as its wire name in `VARCHAR`
+/// columns: the SQL boundary reads and writes the enum, never a bare string.
+macro_rules! sql_text {
+    ($name:ty) => {
+        impl sqlx::Type<sqlx::MySql> for $name {
+            fn type_info() -> sqlx::mysql::MySqlTypeInfo {
+                <str as sqlx::Type<sqlx::MySql>>::type_info()
+            }
 
-    fn compatible(ty: &sqlx::mysql::MySqlTypeInfo) -> bool {
-        <str as sqlx::Type<sqlx::MySql>>::compatible(ty)
-    }
-}
+            fn compatible(ty: &sqlx::mysql::MySqlTypeInfo) -> bool {
+                <str as sqlx::Type<sqlx::MySql>>::compatible(ty)
+            }
+        }
 
-impl sqlx::Encode<'_, sqlx::MySql> for IssueStatus {
-    fn encode_by_ref(
-        &self,
-        buf: &mut Vec<u8>,
-    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-        <&str as sqlx::Encode<'_, sqlx::MySql>>::encode(self.as_str(), buf)
-    }
-}
+        impl sqlx::Encode<'_, sqlx::MySql> for $name {
+            fn encode_by_ref(
+                &self,
+                buf: &mut Vec<u8>,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<'_, sqlx::MySql>>::encode(self.as_str(), buf)
+            }
+        }
 
-impl<'r> sqlx::Decode<'r, sqlx::MySql> for IssueStatus {
-    fn decode(value: sqlx::mysql::MySqlValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        Ok(<&str as sqlx::Decode<'r, sqlx::MySql>>::decode(value)?.parse()?)
-    }
+        impl<'r> sqlx::Decode<'r, sqlx::MySql> for $name {
+            fn decode(
+                value: sqlx::mysql::MySqlValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                Ok(<&str as sqlx::Decode<'r, sqlx::MySql>>::decode(value)?.parse()?)
+            }
+        }
+    };
 }
+pub(crate) use sql_text;
+
+sql_text!(IssueStatus);
 
 /// The final result of one processed request, as stored in `coupon_issue_result`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
@@ -241,6 +276,11 @@ pub struct IssueResult {
     pub reason: Option<String>,
     /// Place in the queue: Redis entry id `1700000000000-3` or Kafka `partition:offset`.
     pub queue_position: String,
+    /// The queue the request went through.
+    pub queue_type: QueueType,
+    /// The queue epoch it was accepted in: with `queuePosition`, its place in
+    /// the coupon's accept order across queue switches.
+    pub queue_epoch: i64,
     pub requested_at: DateTime<Utc>,
     pub processed_at: DateTime<Utc>,
 }
@@ -250,6 +290,17 @@ pub struct IssueResult {
 pub fn queue_position_key(position: &str) -> Option<(u64, u64)> {
     let (a, b) = position.split_once(['-', ':'])?;
     Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// A request's place in its coupon's accept order: (epoch, queue position).
+pub type AcceptOrder = (u64, (u64, u64));
+
+/// The accept order of one coupon's requests across queue switches: by
+/// epoch first (every request of an earlier epoch was accepted before the
+/// switch that ended it took effect, and is processed first), then by
+/// position within that epoch's queue (a coupon's stream, or its partition).
+pub fn accept_order_key(epoch: u64, position: &str) -> Option<AcceptOrder> {
+    Some((epoch, queue_position_key(position)?))
 }
 
 #[cfg(test)]

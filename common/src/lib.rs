@@ -11,4 +11,5 @@ pub mod error;
 pub mod processor;
 pub mod queue;
 pub mod shutdown;
+pub mod switch;
 pub mod telemetry;

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use chrono::{Duration, Utc};
+use common::config::QueueType;
 use common::domain::{CouponId, CouponIssueEvent, IssueStatus, QueuedEvent, UserId};
 use common::processor::process_batch;
 use testkit::TestDb;
@@ -14,6 +15,7 @@ fn events(coupon: CouponId, users: &[i64], first_position: u64) -> Vec<QueuedEve
         .enumerate()
         .map(|(i, u)| QueuedEvent {
             event: CouponIssueEvent::new(coupon, UserId::try_from(*u).unwrap()),
+            queue: QueueType::Redis,
             position: format!("1-{}", first_position + i as u64),
         })
         .collect()

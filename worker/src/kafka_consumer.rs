@@ -6,9 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::backoff::Backoff;
+use common::config::QueueType;
 use common::domain::{CouponId, QueuedEvent};
 use common::error::QueueError;
 use common::processor::RetryPolicy;
@@ -27,6 +29,7 @@ use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::barrier::{self, Barrier};
 use crate::pipeline::{drain_batch, DeadLetters, DrainError};
 
 /// The Kafka consumer of one worker process.
@@ -41,6 +44,8 @@ pub struct KafkaWorker {
     pub retry: RetryPolicy,
     /// librdkafka debug contexts (`cgrp`, `fetch`, ...), logged at debug level.
     pub debug: Option<String>,
+    /// Holds events of a coupon until a queue switch allows them.
+    pub barrier: Arc<Barrier>,
 }
 
 /// Logs rebalances and exposes the assigned partition count as the gauge
@@ -104,6 +109,7 @@ fn batches(records: &[Record]) -> Vec<Batch> {
                 .or_default()
                 .push(QueuedEvent {
                     event,
+                    queue: QueueType::Kafka,
                     position: r.position(),
                 }),
             Err(reason) => rejects.push(Reject {
@@ -297,15 +303,37 @@ impl KafkaWorker {
         records: &[Record],
         cancel: &CancellationToken,
     ) -> Result<(), DrainError> {
-        for batch in batches(records) {
-            drain_batch(
-                &TopicDeadLetters(dlq),
-                &self.pool,
-                &batch,
-                self.retry,
-                cancel,
-            )
-            .await?;
+        // Coupons a queue switch holds wait; the others go first. The
+        // partition's offset moves only once all of them are done.
+        let mut waiting = batches(records);
+        loop {
+            let mut held = Vec::new();
+            for mut batch in waiting {
+                let passable = self.barrier.passable(&batch.events).await;
+                let rest = batch.events.split_off(passable);
+                drain_batch(
+                    &TopicDeadLetters(dlq),
+                    &self.pool,
+                    &batch,
+                    self.retry,
+                    cancel,
+                )
+                .await?;
+                if !rest.is_empty() {
+                    held.push(Batch {
+                        events: rest,
+                        rejects: Vec::new(),
+                    });
+                }
+            }
+            if held.is_empty() {
+                break;
+            }
+            waiting = held;
+            tokio::select! {
+                _ = tokio::time::sleep(barrier::RECHECK) => {}
+                _ = cancel.cancelled() => return Err(DrainError::Held),
+            }
         }
         let last = records.last().map_or(0, |r| r.offset);
         let mut tpl = TopicPartitionList::new();

@@ -2,6 +2,7 @@
 //! feeds them, one coupon's batch at a time, to the shared processor. Any
 //! number of workers may run at once, on any host.
 
+pub mod barrier;
 pub mod config;
 pub mod health;
 pub mod heartbeat;
@@ -17,13 +18,14 @@ use std::time::Duration;
 use anyhow::Context;
 use common::config::QueueType;
 use common::processor::RetryPolicy;
-use common::queue::{KafkaSettings, Producer, RedisQueue};
+use common::queue::{KafkaSettings, Producer, Queues, RedisQueue};
 use common::{db, telemetry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::WorkerConfig;
 
+use crate::barrier::Barrier;
 use crate::kafka_consumer::KafkaWorker;
 use crate::redis_poller::RedisPoller;
 
@@ -85,6 +87,8 @@ impl Worker {
         let heartbeat =
             heartbeat::Heartbeat::for_this_process(worker_id.clone(), common.queue_type)
                 .spawn(self.pool.clone(), cancel.clone());
+        let queues = Queues::with(common, self.queue.clone());
+        let barrier = Arc::new(Barrier::new(self.pool.clone(), queues));
         let result = match &self.queue {
             Producer::Redis(queue) => {
                 let holder = worker_id;
@@ -100,6 +104,7 @@ impl Worker {
                     retry: RetryPolicy::default(),
                     holder,
                     wake,
+                    barrier,
                 };
                 poller.run(cancel.clone()).await;
                 listener.await.ok();
@@ -116,6 +121,7 @@ impl Worker {
                     ),
                     retry: RetryPolicy::default(),
                     debug: self.config.kafka_debug.clone(),
+                    barrier,
                 };
                 consumer.run(cancel.clone()).await
             }

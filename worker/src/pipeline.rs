@@ -18,6 +18,9 @@ pub enum DrainError {
     Queue(#[from] common::error::QueueError),
     #[error(transparent)]
     Db(#[from] common::error::DbError),
+    /// Shutdown came while a queue switch held some of the events.
+    #[error("stopped while the switch barrier held events")]
+    Held,
 }
 
 /// The outcome of a batch whose queue position may now be acknowledged.

@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::domain::{CouponId, QueuedEvent};
+use common::domain::{queue_position_key, CouponId, QueuedEvent};
 use common::error::QueueError;
 use common::processor::RetryPolicy;
-use common::queue::{RedisQueue, Reject};
+use common::queue::{Batch, RedisQueue, Reject};
 use futures::StreamExt;
 use rand::seq::SliceRandom;
 use sqlx::MySqlPool;
@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
+use crate::barrier::{self, Barrier};
 use crate::pipeline::{drain_batch, DeadLetters, DrainError};
 
 /// Shortest time between the starts of two polls that a wake-up triggers.
@@ -35,7 +36,13 @@ pub struct RedisPoller {
     pub holder: String,
     /// Fired by the wake-up listener when work arrives in an empty queue.
     pub wake: Arc<Notify>,
+    /// Holds events of a coupon until a queue switch allows them.
+    pub barrier: Arc<Barrier>,
 }
+
+/// How long a drain waits in place for a held coupon before it gives the
+/// coupon back to the next poll.
+const HOLD_IN_PLACE: Duration = Duration::from_secs(1);
 
 impl RedisPoller {
     /// Polls until `cancel` fires; the batch in hand is finished and trimmed
@@ -136,18 +143,40 @@ impl RedisPoller {
         lost: &CancellationToken,
     ) -> Result<usize, DrainError> {
         let mut processed = 0;
+        let mut held_since: Option<tokio::time::Instant> = None;
         while !cancel.is_cancelled() {
             if lost.is_cancelled() {
                 warn!("lease lost; leaving the coupon to its new holder");
                 break;
             }
-            let Some((batch, last_id)) = self.queue.next_batch(coupon, self.batch_size).await?
+            let Some((mut batch, mut last_id)) =
+                self.queue.next_batch(coupon, self.batch_size).await?
             else {
                 if self.queue.forget_if_empty(coupon).await? {
                     break;
                 }
                 continue;
             };
+            let passable = self.barrier.passable(&batch.events).await;
+            if passable < batch.events.len() {
+                match keep_before(&mut batch, passable) {
+                    Some(last) => last_id = last,
+                    None => {
+                        // The head itself is held: wait here a little, then
+                        // leave the coupon to a later poll.
+                        let since = *held_since.get_or_insert_with(tokio::time::Instant::now);
+                        if since.elapsed() >= HOLD_IN_PLACE {
+                            break;
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(barrier::RECHECK) => {}
+                            _ = cancel.cancelled() => break,
+                        }
+                        continue;
+                    }
+                }
+            }
+            held_since = None;
             let dead_letters = StreamDeadLetters {
                 queue: &self.queue,
                 coupon,
@@ -165,6 +194,24 @@ impl RedisPoller {
         }
         Ok(processed)
     }
+}
+
+/// Cuts `batch` to the entries before its event `keep` (events and rejects
+/// alike, by stream position); returns the id of the last entry kept, or
+/// `None` when nothing comes before it.
+fn keep_before(batch: &mut Batch, keep: usize) -> Option<String> {
+    let cut = queue_position_key(&batch.events[keep].position);
+    batch.events.truncate(keep);
+    batch
+        .rejects
+        .retain(|r| queue_position_key(&r.position) < cut);
+    batch
+        .events
+        .iter()
+        .map(|e| &e.position)
+        .chain(batch.rejects.iter().map(|r| &r.position))
+        .max_by_key(|p| queue_position_key(p))
+        .cloned()
 }
 
 /// The dead-letter stream, for entries of one coupon's stream.

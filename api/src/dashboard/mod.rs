@@ -152,7 +152,7 @@ async fn build(state: &AppState) -> Result<Dashboard, ApiError> {
     // round trips), each bounded by QUEUE_TIMEOUT.
     let mut sizes = JoinSet::new();
     for &id in &ids {
-        let producer = state.producer.clone();
+        let producer = state.queue.producer();
         sizes.spawn(async move { (id, queue_size(&producer, id).await) });
     }
     let rows = query::coupons(&state.pool, &ids).await?;
@@ -190,11 +190,7 @@ async fn build(state: &AppState) -> Result<Dashboard, ApiError> {
     coupons.sort_by_key(|c| std::cmp::Reverse(c.coupon_id));
     Ok(Dashboard {
         generated_at: now,
-        queue_type: match state.producer {
-            Producer::Redis(_) => "redis",
-            Producer::Kafka(_) => "kafka",
-        }
-        .into(),
+        queue_type: state.queue.route().queue.as_str().into(),
         series_start: from,
         series_seconds: len as u32,
         coupons,

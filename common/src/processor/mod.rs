@@ -174,6 +174,8 @@ pub async fn process_batch(
             status,
             reason,
             queue_position: q.position.clone(),
+            queue_type: q.queue,
+            queue_epoch: q.event.epoch as i64,
             requested_at: q.event.requested_at,
             processed_at: now,
         })
@@ -280,7 +282,7 @@ where
 {
     let mut q = QueryBuilder::<MySql>::new(
         "INSERT INTO coupon_issue_result (request_id, coupon_id, user_id, status, reason, \
-         queue_position, requested_at, processed_at) ",
+         queue_position, queue_type, queue_epoch, requested_at, processed_at) ",
     );
     q.push_values(results, |mut b, r| {
         b.push_bind(r.request_id.to_string())
@@ -289,6 +291,8 @@ where
             .push_bind(r.status)
             .push_bind(r.reason.clone())
             .push_bind(r.queue_position.clone())
+            .push_bind(r.queue_type)
+            .push_bind(r.queue_epoch)
             .push_bind(r.requested_at.naive_utc())
             .push_bind(r.processed_at.naive_utc());
     });
@@ -321,6 +325,8 @@ pub async fn record_system_errors(
             status: IssueStatus::SystemError,
             reason: Some(reason.clone()),
             queue_position: q.position.clone(),
+            queue_type: q.queue,
+            queue_epoch: q.event.epoch as i64,
             requested_at: q.event.requested_at,
             processed_at: now,
         })
@@ -344,6 +350,7 @@ mod tests {
         e.requested_at = at;
         QueuedEvent {
             event: e,
+            queue: crate::config::QueueType::Redis,
             position: format!("1-{user}"),
         }
     }

@@ -6,6 +6,7 @@
 //! use, so [`partition_for`] can tell which partition a coupon lives on (for
 //! the queue size) and any Kafka client agrees.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -480,6 +481,38 @@ impl KafkaProducer {
                     })
                 })
                 .collect::<Result<Vec<_>, QueueError>>()
+        })
+        .await?
+    }
+
+    /// The high watermark (next offset) of every partition of the topic.
+    pub async fn high_watermarks(&self) -> Result<BTreeMap<i32, i64>, QueueError> {
+        let inspector = self.inspector.clone();
+        let topic = self.settings.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            let timeout = Duration::from_secs(2);
+            let metadata = inspector
+                .fetch_metadata(Some(&topic), timeout)
+                .map_err(kafka_err)?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .first()
+                .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+                .unwrap_or_default();
+            if partitions.is_empty() {
+                return Err(QueueError::Unavailable(format!(
+                    "topic {topic} has no partitions"
+                )));
+            }
+            partitions
+                .into_iter()
+                .map(|p| {
+                    let (_, high) = inspector
+                        .fetch_watermarks(&topic, p, timeout)
+                        .map_err(kafka_err)?;
+                    Ok((p, high))
+                })
+                .collect()
         })
         .await?
     }

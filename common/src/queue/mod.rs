@@ -5,9 +5,11 @@ pub mod batch;
 pub mod kafka;
 pub mod redis;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::OnceCell;
 
 use crate::config::{CommonConfig, QueueType};
 use crate::domain::{CouponId, CouponIssueEvent};
@@ -19,6 +21,11 @@ pub use self::redis::RedisQueue;
 
 /// How long the api waits for the broker to acknowledge an event.
 pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest an enqueue can take before it returns, whatever the broker
+/// does: Kafka's own delivery timeout is [`ENQUEUE_TIMEOUT`]; this guards
+/// against a client that never answers.
+pub const ENQUEUE_LIMIT: Duration = Duration::from_secs(5);
 
 /// Requests not yet processed, and what the number covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -76,7 +83,12 @@ impl Producer {
     /// Cluster must answer now, so a wrong `REDIS_CLUSTER_NODES` stops
     /// start-up.
     pub async fn from_config(config: &CommonConfig) -> anyhow::Result<Self> {
-        match config.queue_type {
+        Self::for_queue(config, config.queue_type).await
+    }
+
+    /// Builds the producer of `queue` from the configuration.
+    pub async fn for_queue(config: &CommonConfig, queue: QueueType) -> anyhow::Result<Self> {
+        match queue {
             QueueType::Redis => Ok(Producer::Redis(
                 RedisQueue::from_config(config, ENQUEUE_TIMEOUT).await?,
             )),
@@ -84,6 +96,14 @@ impl Producer {
                 KafkaSettings::from_config(config),
                 ENQUEUE_TIMEOUT,
             )?)),
+        }
+    }
+
+    /// Which queue this produces to.
+    pub fn queue_type(&self) -> QueueType {
+        match self {
+            Producer::Redis(_) => QueueType::Redis,
+            Producer::Kafka(_) => QueueType::Kafka,
         }
     }
 
@@ -96,9 +116,7 @@ impl Producer {
                 Producer::Kafka(k) => k.enqueue(event).await,
             }
         };
-        // Kafka's own delivery timeout is ENQUEUE_TIMEOUT; this one only
-        // guards against a client that never answers.
-        let limit = ENQUEUE_TIMEOUT + Duration::from_secs(3);
+        let limit = ENQUEUE_LIMIT;
         tokio::time::timeout(limit, fut)
             .await
             .map_err(|_| QueueError::Timeout(limit))?
@@ -140,6 +158,73 @@ impl Producer {
         match self {
             Producer::Redis(_) => Ok(()),
             Producer::Kafka(k) => k.settings().ensure_topics().await,
+        }
+    }
+}
+
+/// Both queues, each built from the configuration the first time it is
+/// needed: a service that never switches never connects to the other one.
+#[derive(Clone)]
+pub struct Queues {
+    config: Arc<CommonConfig>,
+    redis: Arc<OnceCell<Producer>>,
+    kafka: Arc<OnceCell<Producer>>,
+}
+
+impl Queues {
+    pub fn new(config: &CommonConfig) -> Self {
+        Self {
+            config: Arc::new(config.clone()),
+            redis: Default::default(),
+            kafka: Default::default(),
+        }
+    }
+
+    /// Starts with `producer` already built for its queue.
+    pub fn with(config: &CommonConfig, producer: Producer) -> Self {
+        let queues = Self::new(config);
+        let cell = match producer.queue_type() {
+            QueueType::Redis => &queues.redis,
+            QueueType::Kafka => &queues.kafka,
+        };
+        cell.set(producer).ok();
+        queues
+    }
+
+    /// The producer of `queue`, built now if it is the first call. Building
+    /// a Redis Cluster client needs the cluster to answer.
+    pub async fn producer(&self, queue: QueueType) -> Result<&Producer, QueueError> {
+        let cell = match queue {
+            QueueType::Redis => &self.redis,
+            QueueType::Kafka => &self.kafka,
+        };
+        cell.get_or_try_init(|| async {
+            Producer::for_queue(&self.config, queue)
+                .await
+                .map_err(|e| QueueError::Unavailable(format!("{e:#}")))
+        })
+        .await
+    }
+
+    /// The producer of `queue` if it was built already.
+    pub fn built(&self, queue: QueueType) -> Option<&Producer> {
+        match queue {
+            QueueType::Redis => self.redis.get(),
+            QueueType::Kafka => self.kafka.get(),
+        }
+    }
+
+    pub async fn redis(&self) -> Result<&RedisQueue, QueueError> {
+        match self.producer(QueueType::Redis).await? {
+            Producer::Redis(q) => Ok(q),
+            Producer::Kafka(_) => unreachable!("the Redis cell holds a Redis producer"),
+        }
+    }
+
+    pub async fn kafka(&self) -> Result<&KafkaProducer, QueueError> {
+        match self.producer(QueueType::Kafka).await? {
+            Producer::Kafka(k) => Ok(k),
+            Producer::Redis(_) => unreachable!("the Kafka cell holds a Kafka producer"),
         }
     }
 }

@@ -25,7 +25,7 @@ use anyhow::Context;
 use redis::aio::ConnectionLike;
 use redis::{Script, Value};
 
-use crate::config::{ClusterNodes, CommonConfig};
+use crate::config::{ClusterNodes, CommonConfig, QueueType};
 use crate::domain::{CouponId, CouponIssueEvent, QueuedEvent};
 use crate::error::QueueError;
 use crate::queue::batch::{self, Batch, Reject};
@@ -459,6 +459,7 @@ impl RedisQueue {
             match batch::decode(&payload, Some(coupon)) {
                 Ok(event) => batch.events.push(QueuedEvent {
                     event,
+                    queue: QueueType::Redis,
                     position: entry.id,
                 }),
                 Err(reason) => batch.rejects.push(Reject {

@@ -1,0 +1,206 @@
+//! The per-coupon barrier of a queue switch (see `common::switch`): an event
+//! of coupon `c` accepted in epoch `e > 1` waits until `e` is settled and the
+//! previous queue holds nothing of `c` from before `e`. Released pairs are
+//! remembered, so the check costs one look at the old queue per coupon and
+//! switch, and nothing at all while the service has never switched.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::config::QueueType;
+use common::domain::{CouponId, CouponIssueEvent, QueuedEvent};
+use common::queue::kafka::partition_for;
+use common::queue::Queues;
+use common::switch::{self, Epoch, SwitchError, FIRST_EPOCH};
+use sqlx::MySqlPool;
+use tracing::{info, warn};
+
+/// How often a held coupon is checked again.
+pub const RECHECK: Duration = Duration::from_millis(50);
+
+/// The barrier of one worker process.
+pub struct Barrier {
+    pool: MySqlPool,
+    queues: Queues,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Settled epochs.
+    settled: HashMap<u64, Epoch>,
+    released: HashSet<(u64, CouponId)>,
+    /// When each held pair was first held.
+    held: HashMap<(u64, CouponId), Instant>,
+    /// When a failed check was last logged.
+    last_warning: Option<Instant>,
+}
+
+impl Barrier {
+    pub fn new(pool: MySqlPool, queues: Queues) -> Self {
+        Self {
+            pool,
+            queues,
+            state: Mutex::default(),
+        }
+    }
+
+    /// How many of `events` (one coupon's, in queue order) may be processed
+    /// now: the index of the first one the barrier holds, or the length.
+    pub async fn passable(&self, events: &[QueuedEvent]) -> usize {
+        for (i, q) in events.iter().enumerate() {
+            if !self.released(&q.event).await {
+                return i;
+            }
+        }
+        events.len()
+    }
+
+    async fn released(&self, event: &CouponIssueEvent) -> bool {
+        let key = (event.epoch, event.coupon_id);
+        if event.epoch <= FIRST_EPOCH {
+            return true;
+        }
+        if self.state().released.contains(&key) {
+            return true;
+        }
+        match self.check(event.epoch, event.coupon_id).await {
+            Ok(true) => {
+                let mut state = self.state();
+                state.released.insert(key);
+                let waited = state
+                    .held
+                    .remove(&key)
+                    .map_or(Duration::ZERO, |t| t.elapsed());
+                metrics::histogram!("coupon_switch_barrier_wait_seconds")
+                    .record(waited.as_secs_f64());
+                metrics::gauge!("coupon_switch_barrier_held_coupons").set(state.held.len() as f64);
+                info!(coupon = %event.coupon_id, epoch = event.epoch, waited_ms = waited.as_millis() as u64,
+                    "switch barrier released: the previous queue holds nothing earlier of this coupon");
+                true
+            }
+            Ok(false) => {
+                let mut state = self.state();
+                if state.held.insert(key, Instant::now()).is_none() {
+                    info!(coupon = %event.coupon_id, epoch = event.epoch,
+                        "switch barrier holds this coupon until the previous queue has processed its earlier requests");
+                }
+                metrics::gauge!("coupon_switch_barrier_held_coupons").set(state.held.len() as f64);
+                false
+            }
+            Err(e) => {
+                let mut state = self.state();
+                state.held.entry(key).or_insert_with(Instant::now);
+                if state
+                    .last_warning
+                    .is_none_or(|t| t.elapsed() > Duration::from_secs(5))
+                {
+                    state.last_warning = Some(Instant::now());
+                    warn!(error = %e, coupon = %event.coupon_id, epoch = event.epoch,
+                        "cannot check the switch barrier; holding the coupon");
+                }
+                false
+            }
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("barrier lock")
+    }
+
+    /// Whether `epoch` is settled and the previous queue has nothing of
+    /// `coupon` from before it.
+    async fn check(&self, epoch: u64, coupon: CouponId) -> Result<bool, SwitchError> {
+        let Some(e) = self.settled_epoch(epoch).await? else {
+            return Ok(false);
+        };
+        match e.previous_queue() {
+            None => Ok(true),
+            Some(QueueType::Redis) => {
+                let redis = self
+                    .queues
+                    .redis()
+                    .await
+                    .map_err(unreachable(QueueType::Redis))?;
+                let head = redis
+                    .read_head(coupon, 1)
+                    .await
+                    .map_err(unreachable(QueueType::Redis))?;
+                Ok(match head.first() {
+                    None => true,
+                    // An undecodable head is dead-lettered by the Redis
+                    // workers first.
+                    Some(entry) => entry
+                        .payload
+                        .as_deref()
+                        .and_then(|p| CouponIssueEvent::from_json(p).ok())
+                        .is_some_and(|ev| ev.epoch >= epoch),
+                })
+            }
+            Some(QueueType::Kafka) => {
+                let marks = e.marks()?;
+                let Ok(partitions) = i32::try_from(marks.len()) else {
+                    return Ok(false);
+                };
+                if partitions == 0 {
+                    return Ok(true);
+                }
+                let partition = partition_for(coupon, partitions);
+                let mark = marks.get(&partition).copied().unwrap_or(0);
+                let kafka = self
+                    .queues
+                    .kafka()
+                    .await
+                    .map_err(unreachable(QueueType::Kafka))?;
+                let progress = kafka
+                    .partition_progress(Some(partitions))
+                    .await
+                    .map_err(unreachable(QueueType::Kafka))?;
+                Ok(progress
+                    .iter()
+                    .find(|p| p.partition == partition)
+                    .is_some_and(|p| p.committed as i64 >= mark))
+            }
+        }
+    }
+
+    /// The epoch's row once it is settled (settling it if it can be);
+    /// `None` while it is not.
+    async fn settled_epoch(&self, epoch: u64) -> Result<Option<Epoch>, SwitchError> {
+        if let Some(e) = self.state().settled.get(&epoch) {
+            return Ok(Some(e.clone()));
+        }
+        let Some(row) = switch::epoch(&self.pool, epoch).await? else {
+            // An epoch the record does not know (the record was reset):
+            // nothing to wait for.
+            warn!(
+                epoch,
+                "event of an epoch the queue record does not hold; not held"
+            );
+            return Ok(Some(first_epoch_like(epoch)));
+        };
+        let row = switch::settle(&self.pool, &self.queues, &row).await?;
+        if !row.is_settled() {
+            return Ok(None);
+        }
+        self.state().settled.insert(epoch, row.clone());
+        Ok(Some(row))
+    }
+}
+
+/// A stand-in for an epoch the record lost: settled, with no previous queue.
+fn first_epoch_like(epoch: u64) -> Epoch {
+    Epoch {
+        epoch: FIRST_EPOCH as i64,
+        queue_type: QueueType::Redis,
+        reason: format!("unknown epoch {epoch}"),
+        started_at: chrono::Utc::now(),
+        settled_at: Some(chrono::Utc::now()),
+        previous_marks: None,
+    }
+}
+
+fn unreachable(queue: QueueType) -> impl Fn(common::error::QueueError) -> SwitchError {
+    move |error| SwitchError::Unreachable { queue, error }
+}

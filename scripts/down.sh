@@ -16,6 +16,6 @@ shopt -s nullglob
 for pidfile in "$RUN_DIR"/worker-*.pid "$RUN_DIR"/api.pid; do
   stop_process "$(basename "$pidfile" .pid)"
 done
-rm -f "$RUN_DIR/queue" "$RUN_DIR/redis-cluster-nodes"
+rm -f "$RUN_DIR/queue" "$RUN_DIR/redis-cluster-nodes" "$RUN_DIR"/worker-*.queue
 [[ -n "$services" ]] && stop_nisshi
 [[ -n "$quiet" ]] || log "stopped"

@@ -45,6 +45,7 @@ BIN="$ROOT_DIR/target/release"
 start_process api "$BIN/api"
 wait_for_http "http://127.0.0.1:$API_PORT/ready" 60 || die "api not ready; see $RUN_DIR/api.log"
 start_process worker-1 "$BIN/worker"
+echo "$QUEUE" >"$RUN_DIR/worker-1.queue"
 wait_for_http "http://127.0.0.1:$WORKER_PORT/health" 60 || die "worker not up; see $RUN_DIR/worker-1.log"
 if [[ "$QUEUE" == kafka ]]; then
   log "waiting for the worker to join consumer group ${KAFKA_GROUP_ID:-coupon-issue-consumer-group}"
@@ -72,5 +73,6 @@ cat <<MSG
 
   Race 1,000 users for it:   scripts/concurrency-test.sh -n 1000
   Another worker:            scripts/add-worker.sh
+  Move the live sale:        scripts/switch-queue.sh $( [[ $QUEUE == redis ]] && echo kafka || echo redis)
   Stop everything:           scripts/down.sh
 MSG

@@ -44,6 +44,8 @@ pub struct Accepted {
     pub request_id: Uuid,
     pub user_id: i64,
     pub queue_position: String,
+    /// The queue the request went to.
+    pub queue: QueueType,
 }
 
 /// The api's configuration for a test: loopback, a free port, the given
@@ -112,6 +114,14 @@ pub async fn test_config(mode: QueueType) -> (TestDb, CommonConfig) {
     (db, common)
 }
 
+/// Services for a test that uses both queues, starting on `mode`: a fresh
+/// database, a unique Redis prefix, its own Kafka topics.
+pub async fn test_config_both(mode: QueueType) -> (TestDb, CommonConfig) {
+    let (db, mut common) = test_config(QueueType::Kafka).await;
+    common.queue_type = mode;
+    (db, common)
+}
+
 /// Starts the api in this process on a free port.
 pub async fn spawn_app(mode: QueueType) -> TestApp {
     let (db, common) = test_config(mode).await;
@@ -156,16 +166,15 @@ impl TestApp {
     }
 
     pub fn worker_command(&self) -> Command {
+        self.worker_command_for(self.common.queue_type)
+    }
+
+    /// A `worker` of `queue`, against this app's services.
+    pub fn worker_command_for(&self, queue: QueueType) -> Command {
         let mut cmd = Command::new(worker_bin());
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env(
-                "APP_QUEUE_TYPE",
-                match self.common.queue_type {
-                    QueueType::Redis => "redis",
-                    QueueType::Kafka => "kafka",
-                },
-            )
+            .env("APP_QUEUE_TYPE", queue.as_str())
             .env("DATABASE_URL", &self.common.database_url)
             .env("REDIS_URL", &self.common.redis_url)
             .env("REDIS_KEY_PREFIX", &self.common.redis_key_prefix)
@@ -196,6 +205,17 @@ impl TestApp {
                 "{}/api/coupons/{coupon}/issue?userId={user}",
                 self.address
             ))
+            .send()
+            .await
+            .expect("api answers")
+    }
+
+    /// `PUT /api/admin/queue` with the admin token.
+    pub async fn switch_queue(&self, to: QueueType) -> reqwest::Response {
+        self.client
+            .put(format!("{}/api/admin/queue", self.address))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({ "type": to }))
             .send()
             .await
             .expect("api answers")

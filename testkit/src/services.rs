@@ -161,6 +161,8 @@ pub fn kafka_names() -> (String, String) {
 }
 
 /// A database created for one test (`coupon_test_<random>`), migrated.
+/// Clones share it (two apis of one deployment).
+#[derive(Clone)]
 pub struct TestDb {
     pub name: String,
     pub url: String,

@@ -38,6 +38,8 @@ async fn the_openapi_document_lists_every_route_with_its_error_shape() {
         "GET /api/coupons/{couponId}",
         "GET /api/coupons/{couponId}/queue-size",
         "POST /api/admin/coupons",
+        "GET /api/admin/queue",
+        "PUT /api/admin/queue",
         "GET /api/dashboard",
         "GET /dashboard",
         "GET /dashboard/dashboard.js",

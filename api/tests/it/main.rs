@@ -4,6 +4,7 @@ mod dashboard;
 mod docs;
 mod http;
 mod shutdown;
+mod switch;
 
 use common::config::QueueType;
 use testkit::TestApp;

@@ -8,4 +8,5 @@ mod faults;
 mod heartbeat;
 mod queues;
 mod race;
+mod switch;
 mod waiting;

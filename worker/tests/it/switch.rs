@@ -1,0 +1,343 @@
+//! Switching a live sale between Redis and Kafka (`PUT /api/admin/queue`,
+//! `QUEUE_FALLBACK`): every accepted request gets exactly one result, stock
+//! is exact, nobody holds a coupon twice, and first-come holds across the
+//! switch: each coupon's requests of the old queue are processed before any
+//! of the new one.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::config::QueueType;
+use common::domain::{CouponId, IssueStatus};
+use futures::future::join_all;
+use testkit::servers::OwnedBroker;
+use testkit::{
+    kill9, spawn_app_with, test_config, test_config_both, wait_until, Accepted, TestApp,
+};
+
+const DRAIN: Duration = Duration::from_secs(240);
+
+/// One coupon of the sale: its stock, the users who ask before the switch
+/// and those who ask after it.
+struct Plan {
+    stock: i64,
+    before: std::ops::RangeInclusive<i64>,
+    after: std::ops::RangeInclusive<i64>,
+}
+
+/// 20,000 requests on three coupons: stock that straddles the switch (with
+/// 500 users asking in both queues), a coupon that sells out in the old
+/// queue, and a smaller straddling one.
+fn plans() -> [Plan; 3] {
+    [
+        Plan {
+            stock: 2000,
+            before: 1..=1500,
+            after: 1001..=10500,
+        },
+        Plan {
+            stock: 500,
+            before: 1..=3000,
+            after: 3001..=5000,
+        },
+        Plan {
+            stock: 1000,
+            before: 1..=500,
+            after: 501..=4000,
+        },
+    ]
+}
+
+/// What the sale of one coupon looked like in the database.
+struct Figures {
+    old_results: usize,
+    new_results: usize,
+    last_old: Option<DateTime<Utc>>,
+    first_new: Option<DateTime<Utc>>,
+}
+
+async fn figures(app: &TestApp, coupon: CouponId) -> Figures {
+    let rows: Vec<(i64, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT queue_epoch, processed_at FROM coupon_issue_result WHERE coupon_id = ?",
+    )
+    .bind(coupon.get())
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    Figures {
+        old_results: rows.iter().filter(|r| r.0 == 1).count(),
+        new_results: rows.iter().filter(|r| r.0 == 2).count(),
+        last_old: rows.iter().filter(|r| r.0 == 1).map(|r| r.1).max(),
+        first_new: rows.iter().filter(|r| r.0 == 2).map(|r| r.1).min(),
+    }
+}
+
+fn users(range: std::ops::RangeInclusive<i64>) -> Vec<i64> {
+    range.collect()
+}
+
+async fn fire_all(app: &TestApp, sales: &[(CouponId, Vec<i64>)]) -> Vec<Vec<Accepted>> {
+    join_all(sales.iter().map(|(c, u)| app.fire(*c, u, 24))).await
+}
+
+/// Checks every coupon once all its accepted requests have a result, and
+/// prints the switch's figures.
+async fn check_sale(
+    app: &TestApp,
+    coupons: &[CouponId],
+    accepted: &[Vec<Accepted>],
+    switched_at: DateTime<Utc>,
+    from: QueueType,
+) {
+    for (i, (coupon, plan)) in coupons.iter().zip(plans()).enumerate() {
+        app.wait_for_requests(*coupon, &accepted[i], DRAIN).await;
+        let report = app.audit(*coupon, plan.stock, &accepted[i]).await;
+        assert_eq!(
+            report.issued, plan.stock,
+            "coupon {coupon} sold out exactly"
+        );
+        let f = figures(app, *coupon).await;
+        // The barrier: nothing of the new queue before the old one is done.
+        if let (Some(last_old), Some(first_new)) = (f.last_old, f.first_new) {
+            assert!(
+                last_old <= first_new,
+                "coupon {coupon}: a request of the new queue was processed at {first_new} \
+                 before the old queue's last at {last_old}"
+            );
+        }
+        let ms = |t: Option<DateTime<Utc>>| t.map(|t| (t - switched_at).num_milliseconds());
+        println!(
+            "switch {from}->{}: coupon {coupon} (stock {}): {} results via {from}, {} via {}; \
+             old queue done {:?} ms after the switch, first new result at {:?} ms; {:?}",
+            from.other(),
+            plan.stock,
+            f.old_results,
+            f.new_results,
+            from.other(),
+            ms(f.last_old),
+            ms(f.first_new),
+            report.by_status
+        );
+    }
+}
+
+/// The old queue holds a backlog at the switch (its worker starts only a
+/// second after it), the new queue's worker runs throughout: the barrier
+/// must hold every coupon's new requests until its old ones are done.
+async fn a_mid_sale_switch_keeps_first_come(from: QueueType) {
+    let to = from.other();
+    let (db, common) = test_config_both(from).await;
+    let app = spawn_app_with(db, common).await;
+    let mut coupons = Vec::new();
+    for plan in plans() {
+        coupons.push(app.create_coupon(plan.stock).await);
+    }
+    let _new_worker = app.worker_command_for(to).spawn().unwrap();
+
+    let before: Vec<(CouponId, Vec<i64>)> = coupons
+        .iter()
+        .zip(plans())
+        .map(|(c, p)| (*c, users(p.before)))
+        .collect();
+    let mut accepted = fire_all(&app, &before).await;
+    let in_flight: usize = accepted.iter().map(Vec::len).sum();
+    assert!(accepted.iter().flatten().all(|a| a.queue == from));
+
+    let switched_at = Utc::now();
+    let res = app.switch_queue(to).await;
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["type"], to.as_str(), "{body}");
+    assert_eq!(body["changed"], true, "{body}");
+    assert_eq!(body["epoch"], 2, "{body}");
+    println!("switch {from}->{to}: {in_flight} requests waiting in {from} at the switch");
+
+    let after: Vec<(CouponId, Vec<i64>)> = coupons
+        .iter()
+        .zip(plans())
+        .map(|(c, p)| (*c, users(p.after)))
+        .collect();
+    let old_worker = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        app.worker_command_for(from).spawn().unwrap()
+    };
+    let (later, _old_worker) = tokio::join!(fire_all(&app, &after), old_worker);
+    assert!(later.iter().flatten().all(|a| a.queue == to));
+    for (all, more) in accepted.iter_mut().zip(later) {
+        all.extend(more);
+    }
+    check_sale(&app, &coupons, &accepted, switched_at, from).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn switch_redis_to_kafka_mid_sale_keeps_first_come() {
+    a_mid_sale_switch_keeps_first_come(QueueType::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn switch_kafka_to_redis_mid_sale_keeps_first_come() {
+    a_mid_sale_switch_keeps_first_come(QueueType::Kafka).await;
+}
+
+/// A switch from Redis to Kafka while things die around it:
+/// * an api that died just before the switch (its row stops being
+///   written) holds the switch from settling until its row goes stale, and
+///   a second switch meanwhile is refused with `409`;
+/// * the new queue's worker is killed -9 while the barrier holds it, the
+///   old queue's worker is killed -9 mid-drain; both are replaced;
+/// * a second api is restarted during the switch and follows the record,
+///   not its `APP_QUEUE_TYPE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn switch_redis_to_kafka_through_killed_workers_and_an_api_restart() {
+    let from = QueueType::Redis;
+    let to = QueueType::Kafka;
+    let (db, common) = test_config_both(from).await;
+    let app = spawn_app_with(db.clone(), common.clone()).await;
+    let second = spawn_app_with(db.clone(), common.clone()).await;
+    let mut coupons = Vec::new();
+    for plan in plans() {
+        coupons.push(app.create_coupon(plan.stock).await);
+    }
+    let mut new_worker = app.worker_command_for(to).spawn().unwrap();
+    let before: Vec<(CouponId, Vec<i64>)> = coupons
+        .iter()
+        .zip(plans())
+        .map(|(c, p)| (*c, users(p.before)))
+        .collect();
+    let mut accepted = fire_all(&app, &before).await;
+
+    // An api that enqueued into epoch 1 and then died: its row stays fresh
+    // for a few seconds more.
+    sqlx::query(
+        "INSERT INTO api_instance (instance_id, followed_epoch, last_seen_at) \
+         VALUES ('api-killed-9', 1, NOW(6))",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let switched_at = Utc::now();
+    let res = app.switch_queue(to).await;
+    assert_eq!(res.status(), 200);
+    let refused = app.switch_queue(from).await;
+    assert_eq!(refused.status(), 409);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "SWITCH_IN_PROGRESS", "{body}");
+
+    let after: Vec<(CouponId, Vec<i64>)> = coupons
+        .iter()
+        .zip(plans())
+        .map(|(c, p)| (*c, users(p.after)))
+        .collect();
+    let chaos = async {
+        // The new worker is held (the switch is not settled): kill it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        kill9(&mut new_worker).await;
+        let new_worker = app.worker_command_for(to).spawn().unwrap();
+        // Restart the second api: it comes back on the record's queue.
+        drop(second);
+        let restarted = spawn_app_with(db.clone(), common.clone()).await;
+        // Small batches, so that the kill lands mid-drain.
+        let mut old_worker = app
+            .worker_command_for(from)
+            .env("BATCH_SIZE", "20")
+            .spawn()
+            .unwrap();
+        wait_until("the old queue's drain to be under way", DRAIN, || async {
+            figures(&app, coupons[0]).await.old_results >= 300
+        })
+        .await;
+        kill9(&mut old_worker).await;
+        let old_worker = app.worker_command_for(from).spawn().unwrap();
+        (restarted, new_worker, old_worker)
+    };
+    let (later, (restarted, _new_worker, _old_worker)) =
+        tokio::join!(fire_all(&app, &after), chaos);
+    assert!(later.iter().flatten().all(|a| a.queue == to));
+    for (all, more) in accepted.iter_mut().zip(later) {
+        all.extend(more);
+    }
+    // Requests through the restarted api go to the active queue.
+    let res = restarted.issue(coupons[2].get(), "777777").await;
+    let status = res.status().as_u16();
+    if status == 202 {
+        let a: Accepted = res.json().await.unwrap();
+        assert_eq!(a.queue, to);
+        accepted[2].push(a);
+    } else {
+        assert_eq!(status, 409, "sold out is the only other answer");
+    }
+    let queue = restarted.get_json("/api/admin/queue").await;
+    assert_eq!(queue["type"], to.as_str(), "{queue}");
+    check_sale(&app, &coupons, &accepted, switched_at, from).await;
+    let queue = app.get_json("/api/admin/queue").await;
+    let settled: DateTime<Utc> = queue["settledAt"].as_str().unwrap().parse().unwrap();
+    assert!(
+        settled - switched_at >= chrono::Duration::seconds(5),
+        "the dead api's row held the switch: settled {settled}, switched {switched_at}"
+    );
+}
+
+/// Kafka is active with `QUEUE_FALLBACK=true` and its broker dies mid-sale:
+/// the api moves the service to Redis instead of answering 503 for the
+/// rest of the outage; Redis requests wait for the Kafka ones accepted
+/// before, which are processed once the broker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_broker_down_falls_back_to_redis_and_keeps_first_come() {
+    const STOCK: i64 = 8000;
+    let mut broker = OwnedBroker::start().await;
+    let (db, mut common) = test_config(QueueType::Redis).await;
+    common.kafka_brokers = broker.brokers();
+    common.queue_type = QueueType::Kafka;
+    common.queue_fallback = true;
+    common::queue::KafkaSettings::from_config(&common)
+        .ensure_topics()
+        .await
+        .expect("test topics are created");
+    let app = spawn_app_with(db, common).await;
+    // Acceptance runs ahead of processing: far more stock than the requests
+    // accepted before the kill, so the sale is still open after it.
+    let coupon = app.create_coupon(STOCK).await;
+    let _kafka_worker = app.worker_command_for(QueueType::Kafka).spawn().unwrap();
+    let _redis_worker = app.worker_command_for(QueueType::Redis).spawn().unwrap();
+    let outage = async {
+        wait_until("the sale to be under way", DRAIN, || async {
+            app.result_count(coupon).await >= 100
+        })
+        .await;
+        broker.kill();
+        wait_until("the api to fall back to Redis", DRAIN, || async {
+            app.get_json("/api/admin/queue").await["type"] == "redis"
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        broker.restart().await;
+    };
+    let sale = app.fire_through_outage(coupon, outage).await;
+    let via_redis = sale
+        .accepted
+        .iter()
+        .filter(|a| a.queue == QueueType::Redis)
+        .count();
+    assert!(via_redis > 0, "requests were accepted into Redis");
+    let queue = app.get_json("/api/admin/queue").await;
+    assert_eq!(queue["reason"], "fallback", "{queue}");
+    app.wait_for_requests(coupon, &sale.accepted, DRAIN).await;
+    let report = app
+        .audit_with_unconfirmed(coupon, STOCK, &sale.accepted, &sale.unconfirmed)
+        .await;
+    assert_eq!(report.count(IssueStatus::Success), STOCK as usize);
+    let f = figures(&app, coupon).await;
+    if let (Some(last_old), Some(first_new)) = (f.last_old, f.first_new) {
+        assert!(last_old <= first_new, "{last_old} > {first_new}");
+    }
+    let accepted: HashSet<_> = sale.accepted.iter().map(|a| a.request_id).collect();
+    println!(
+        "fallback kafka->redis: {} accepted ({via_redis} via redis), {} refused during the \
+         fail-over; {} results via kafka, {} via redis",
+        accepted.len(),
+        sale.refused,
+        f.old_results,
+        f.new_results
+    );
+}

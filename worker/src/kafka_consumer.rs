@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::backoff::Backoff;
 use common::config::QueueType;
-use common::domain::{CouponId, QueuedEvent};
+use common::domain::{queue_position_key, CouponId, QueuedEvent};
 use common::error::QueueError;
 use common::processor::RetryPolicy;
 use common::queue::batch;
@@ -303,8 +303,10 @@ impl KafkaWorker {
         records: &[Record],
         cancel: &CancellationToken,
     ) -> Result<(), DrainError> {
-        // Coupons a queue switch holds wait; the others go first. The
-        // partition's offset moves only once all of them are done.
+        // Coupons a queue switch holds wait; the others go first. While they
+        // wait, the offset moves up to the earliest held event: everything
+        // before it is done, and the other queue's workers may be waiting
+        // for exactly that (a coupon switched back and forth).
         let mut waiting = batches(records);
         loop {
             let mut held = Vec::new();
@@ -329,6 +331,15 @@ impl KafkaWorker {
             if held.is_empty() {
                 break;
             }
+            if let Some(first) = held
+                .iter()
+                .filter_map(|b| b.events.first())
+                .filter_map(|e| queue_position_key(&e.position))
+                .map(|(_, offset)| offset)
+                .min()
+            {
+                self.store_offset(consumer, partition, first as i64)?;
+            }
             waiting = held;
             tokio::select! {
                 _ = tokio::time::sleep(barrier::RECHECK) => {}
@@ -336,16 +347,28 @@ impl KafkaWorker {
             }
         }
         let last = records.last().map_or(0, |r| r.offset);
+        self.store_offset(consumer, partition, last + 1)?;
+        metrics::counter!("coupon_issue_events_acknowledged_total", "queue" => "kafka")
+            .increment(records.len() as u64);
+        Ok(())
+    }
+
+    /// Stores `next` as the partition's offset to commit: every record
+    /// before it has its result.
+    fn store_offset(
+        &self,
+        consumer: &WorkerConsumer,
+        partition: i32,
+        next: i64,
+    ) -> Result<(), DrainError> {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.settings.topic, partition, Offset::Offset(last + 1))
+        tpl.add_partition_offset(&self.settings.topic, partition, Offset::Offset(next))
             .map_err(|e| DrainError::Queue(kafka_err(e)))?;
         if let Err(e) = consumer.store_offsets(&tpl) {
             // The partition was revoked meanwhile; its new owner resumes from
             // the last commit and the processor skips what is already done.
             warn!(error = ?e, partition, "could not store offset");
         }
-        metrics::counter!("coupon_issue_events_acknowledged_total", "queue" => "kafka")
-            .increment(records.len() as u64);
         Ok(())
     }
 }

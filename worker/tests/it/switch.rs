@@ -341,3 +341,54 @@ async fn kafka_broker_down_falls_back_to_redis_and_keeps_first_come() {
         f.new_results
     );
 }
+
+/// Kafka, then Redis, then Kafka again, each with requests waiting and no
+/// worker running; then workers of both queues start. Each epoch's requests
+/// wait for the one before: the third epoch's Kafka events wait for the
+/// Redis ones, which wait for the first epoch's Kafka events, which share
+/// a partition (and a fetch) with the third's. The Kafka worker must let
+/// the group's offset move past what it did while it holds the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn switch_kafka_redis_kafka_back_and_forth_keeps_first_come() {
+    const STOCK: i64 = 2000;
+    let (db, common) = test_config_both(QueueType::Kafka).await;
+    let app = spawn_app_with(db, common).await;
+    let coupon = app.create_coupon(STOCK).await;
+    let mut accepted = app.fire(coupon, &users(1..=750), 24).await;
+    for (to, range) in [
+        (QueueType::Redis, 751..=1750),
+        (QueueType::Kafka, 1751..=2500),
+    ] {
+        wait_until("the last switch to settle", DRAIN, || async {
+            !app.get_json("/api/admin/queue").await["settledAt"].is_null()
+        })
+        .await;
+        let res = app.switch_queue(to).await;
+        assert_eq!(res.status(), 200);
+        let more = app.fire(coupon, &users(range), 24).await;
+        assert!(more.iter().all(|a| a.queue == to));
+        accepted.extend(more);
+    }
+    let _kafka = app.worker_command_for(QueueType::Kafka).spawn().unwrap();
+    let _redis = app.worker_command_for(QueueType::Redis).spawn().unwrap();
+    app.wait_for_requests(coupon, &accepted, DRAIN).await;
+    let report = app.audit(coupon, STOCK, &accepted).await;
+    assert_eq!(report.issued, STOCK);
+    let epochs: Vec<(i64, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT queue_epoch, MIN(processed_at), MAX(processed_at) FROM coupon_issue_result \
+         WHERE coupon_id = ? GROUP BY queue_epoch ORDER BY queue_epoch",
+    )
+    .bind(coupon.get())
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(epochs.len(), 3, "{epochs:?}");
+    for pair in epochs.windows(2) {
+        assert!(
+            pair[0].2 <= pair[1].1,
+            "epoch {} was still processed after epoch {} began: {epochs:?}",
+            pair[0].0,
+            pair[1].0
+        );
+    }
+}

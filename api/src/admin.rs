@@ -229,6 +229,7 @@ async fn queue_answer(state: &AppState, epoch: Epoch) -> Result<QueueAnswer, Api
     tag = "admin",
     responses(
         (status = 200, description = "The active queue", body = QueueAnswer),
+        (status = 404, description = "No queue recorded yet (no api has started on this database)", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]

@@ -178,7 +178,9 @@ impl Barrier {
                 epoch,
                 "event of an epoch the queue record does not hold; not held"
             );
-            return Ok(Some(first_epoch_like(epoch)));
+            let stand_in = first_epoch_like(epoch);
+            self.state().settled.insert(epoch, stand_in.clone());
+            return Ok(Some(stand_in));
         };
         let row = switch::settle(&self.pool, &self.queues, &row).await?;
         if !row.is_settled() {

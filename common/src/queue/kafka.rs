@@ -485,7 +485,8 @@ impl KafkaProducer {
         .await?
     }
 
-    /// The high watermark (next offset) of every partition of the topic.
+    /// The high watermark (next offset) of every partition of the topic;
+    /// empty when the broker answers that the topic does not exist.
     pub async fn high_watermarks(&self) -> Result<BTreeMap<i32, i64>, QueueError> {
         let inspector = self.inspector.clone();
         let topic = self.settings.topic.clone();
@@ -500,9 +501,10 @@ impl KafkaProducer {
                 .map(|t| t.partitions().iter().map(|p| p.id()).collect())
                 .unwrap_or_default();
             if partitions.is_empty() {
-                return Err(QueueError::Unavailable(format!(
-                    "topic {topic} has no partitions"
-                )));
+                // The broker answered: the topic does not exist, so nothing
+                // was ever enqueued under this name.
+                tracing::warn!(%topic, "the topic does not exist; it holds nothing");
+                return Ok(BTreeMap::new());
             }
             partitions
                 .into_iter()

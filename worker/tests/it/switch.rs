@@ -392,3 +392,28 @@ async fn switch_kafka_redis_kafka_back_and_forth_keeps_first_come() {
         );
     }
 }
+
+/// The record says the previous epoch was Kafka, but the Kafka topic this
+/// deployment is configured with was never created (the record outlived
+/// another deployment on the same database, as a benchmark's runs do): the
+/// topic holds nothing, so a Redis sale is not held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_previous_kafka_topic_that_does_not_exist_holds_nothing() {
+    let (db, mut common) = test_config_both(QueueType::Redis).await;
+    common.kafka_topic = format!("never-created-{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(
+        "INSERT INTO queue_epoch (epoch, queue_type, reason, started_at, settled_at) VALUES \
+         (1, 'kafka', 'start', NOW(6), NOW(6)), (2, 'redis', 'start', NOW(6), NULL)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let app = spawn_app_with(db, common).await;
+    let coupon = app.create_coupon(100).await;
+    let accepted = app.fire(coupon, &users(1..=300), 24).await;
+    assert!(accepted.iter().all(|a| a.queue == QueueType::Redis));
+    let _worker = app.spawn_worker();
+    app.wait_for_requests(coupon, &accepted, DRAIN).await;
+    let report = app.audit(coupon, 100, &accepted).await;
+    assert_eq!(report.issued, 100);
+}

@@ -132,14 +132,6 @@ impl ActiveQueue {
         self.route().producer
     }
 
-    /// The producer of `queue`, which this api has enqueued into.
-    pub fn producer_of(&self, queue: QueueType) -> Producer {
-        match self.inner.queues.built(queue) {
-            Some(p) => p.clone(),
-            None => self.producer(),
-        }
-    }
-
     pub fn queues(&self) -> &Queues {
         &self.inner.queues
     }
@@ -151,10 +143,10 @@ impl ActiveQueue {
         &self,
         coupon: CouponId,
         user: UserId,
-    ) -> Result<(CouponIssueEvent, Enqueued, QueueType), (CouponIssueEvent, QueueError)> {
+    ) -> Result<(CouponIssueEvent, Enqueued, Route), (CouponIssueEvent, QueueError)> {
         let (event, result, route) = self.enqueue_once(coupon, user).await;
         let error = match result {
-            Ok(enqueued) => return Ok((event, enqueued, route.queue)),
+            Ok(enqueued) => return Ok((event, enqueued, route)),
             Err(e) => e,
         };
         if !self.inner.fallback || matches!(error, QueueError::SoldOut(_)) {
@@ -167,7 +159,7 @@ impl ActiveQueue {
         }
         let (event, result, route) = self.enqueue_once(coupon, user).await;
         match result {
-            Ok(enqueued) => Ok((event, enqueued, route.queue)),
+            Ok(enqueued) => Ok((event, enqueued, route)),
             Err(e) => Err((event, e)),
         }
     }

@@ -120,7 +120,7 @@ async fn issue(
             )));
         }
     }
-    let (event, enqueued, queue) = match state.queue.enqueue(coupon, user).await {
+    let (event, enqueued, route) = match state.queue.enqueue(coupon, user).await {
         Ok(done) => done,
         Err((_, QueueError::SoldOut(_))) => {
             // A worker just took the last unit; the cache learns it now
@@ -140,7 +140,7 @@ async fn issue(
     state.activity.accepted(coupon);
     let standing = state
         .waiting
-        .of(&state.queue.producer_of(queue))
+        .of(&route.producer)
         .accepted(event.event_id, &enqueued)
         .await;
     Ok((
@@ -151,7 +151,7 @@ async fn issue(
             user_id: user.get(),
             status: IssueStatus::Pending,
             queue_position: enqueued.position,
-            queue,
+            queue: route.queue,
             ahead: standing.map(|s| s.ahead),
             eta_ms: standing.and_then(|s| s.eta_ms),
         }),

@@ -238,6 +238,22 @@ pub struct PartitionProgress {
     pub committed: u64,
 }
 
+/// The ids of the topic's partitions, as the broker's metadata lists them;
+/// empty when the topic does not exist. Blocking: call it off the runtime.
+fn topic_partitions(
+    inspector: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, QueueError> {
+    Ok(inspector
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(kafka_err)?
+        .topics()
+        .first()
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default())
+}
+
 /// The producing side of the Kafka queue (the api's enqueue, the worker's
 /// dead letters), plus the lag query behind the queue size.
 #[derive(Clone)]
@@ -396,13 +412,7 @@ impl KafkaProducer {
         let topic = self.settings.topic.clone();
         tokio::task::spawn_blocking(move || {
             let timeout = Duration::from_secs(2);
-            let metadata = inspector
-                .fetch_metadata(Some(&topic), timeout)
-                .map_err(kafka_err)?;
-            let partitions = metadata
-                .topics()
-                .first()
-                .map(|t| t.partitions().len() as i32)
+            let partitions = Some(topic_partitions(&inspector, &topic, timeout)?.len() as i32)
                 .filter(|n| *n > 0)
                 .ok_or_else(|| {
                     QueueError::Unavailable(format!("topic {topic} has no partitions"))
@@ -442,13 +452,7 @@ impl KafkaProducer {
             let timeout = Duration::from_secs(2);
             let partitions: Vec<i32> = match partitions {
                 Some(n) => (0..n).collect(),
-                None => inspector
-                    .fetch_metadata(Some(&topic), timeout)
-                    .map_err(kafka_err)?
-                    .topics()
-                    .first()
-                    .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-                    .unwrap_or_default(),
+                None => topic_partitions(&inspector, &topic, timeout)?,
             };
             let mut tpl = TopicPartitionList::new();
             for p in &partitions {
@@ -492,14 +496,7 @@ impl KafkaProducer {
         let topic = self.settings.topic.clone();
         tokio::task::spawn_blocking(move || {
             let timeout = Duration::from_secs(2);
-            let metadata = inspector
-                .fetch_metadata(Some(&topic), timeout)
-                .map_err(kafka_err)?;
-            let partitions: Vec<i32> = metadata
-                .topics()
-                .first()
-                .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-                .unwrap_or_default();
+            let partitions = topic_partitions(&inspector, &topic, timeout)?;
             if partitions.is_empty() {
                 // The broker answered: the topic does not exist, so nothing
                 // was ever enqueued under this name.

@@ -77,6 +77,18 @@ fn users(range: std::ops::RangeInclusive<i64>) -> Vec<i64> {
     range.collect()
 }
 
+/// Each coupon with the users of one phase of its plan (`before` or `after`).
+fn phase(
+    coupons: &[CouponId],
+    users_of: fn(Plan) -> std::ops::RangeInclusive<i64>,
+) -> Vec<(CouponId, Vec<i64>)> {
+    coupons
+        .iter()
+        .zip(plans())
+        .map(|(c, p)| (*c, users(users_of(p))))
+        .collect()
+}
+
 async fn fire_all(app: &TestApp, sales: &[(CouponId, Vec<i64>)]) -> Vec<Vec<Accepted>> {
     join_all(sales.iter().map(|(c, u)| app.fire(*c, u, 24))).await
 }
@@ -135,11 +147,7 @@ async fn a_mid_sale_switch_keeps_first_come(from: QueueType) {
     }
     let _new_worker = app.worker_command_for(to).spawn().unwrap();
 
-    let before: Vec<(CouponId, Vec<i64>)> = coupons
-        .iter()
-        .zip(plans())
-        .map(|(c, p)| (*c, users(p.before)))
-        .collect();
+    let before = phase(&coupons, |p| p.before);
     let mut accepted = fire_all(&app, &before).await;
     let in_flight: usize = accepted.iter().map(Vec::len).sum();
     assert!(accepted.iter().flatten().all(|a| a.queue == from));
@@ -153,11 +161,7 @@ async fn a_mid_sale_switch_keeps_first_come(from: QueueType) {
     assert_eq!(body["epoch"], 2, "{body}");
     println!("switch {from}->{to}: {in_flight} requests waiting in {from} at the switch");
 
-    let after: Vec<(CouponId, Vec<i64>)> = coupons
-        .iter()
-        .zip(plans())
-        .map(|(c, p)| (*c, users(p.after)))
-        .collect();
+    let after = phase(&coupons, |p| p.after);
     let old_worker = async {
         tokio::time::sleep(Duration::from_secs(1)).await;
         app.worker_command_for(from).spawn().unwrap()
@@ -200,11 +204,7 @@ async fn switch_redis_to_kafka_through_killed_workers_and_an_api_restart() {
         coupons.push(app.create_coupon(plan.stock).await);
     }
     let mut new_worker = app.worker_command_for(to).spawn().unwrap();
-    let before: Vec<(CouponId, Vec<i64>)> = coupons
-        .iter()
-        .zip(plans())
-        .map(|(c, p)| (*c, users(p.before)))
-        .collect();
+    let before = phase(&coupons, |p| p.before);
     let mut accepted = fire_all(&app, &before).await;
 
     // An api that enqueued into epoch 1 and then died: its row stays fresh
@@ -224,11 +224,7 @@ async fn switch_redis_to_kafka_through_killed_workers_and_an_api_restart() {
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "SWITCH_IN_PROGRESS", "{body}");
 
-    let after: Vec<(CouponId, Vec<i64>)> = coupons
-        .iter()
-        .zip(plans())
-        .map(|(c, p)| (*c, users(p.after)))
-        .collect();
+    let after = phase(&coupons, |p| p.after);
     let chaos = async {
         // The new worker is held (the switch is not settled): kill it.
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -188,7 +188,7 @@ NISSHI_VERSION="0.8.1"
 export NISSHI_BIN="${NISSHI_BIN:-$CACHE_DIR/nisshi/bin/nisshi}"
 NISSHI_DATA="${NISSHI_DATA:-$CACHE_DIR/nisshi-data}"
 # Storage engine of the broker: sqlite (a file in $NISSHI_DATA) or postgres
-# (database nisshi on the local PostgreSQL); see README, "Kafka without Docker".
+# (database nisshi on the local PostgreSQL); see docs/architecture.md, "Kafka without Docker".
 NISSHI_STORAGE="${NISSHI_STORAGE:-sqlite}"
 
 # Builds nisshi once (about 14 minutes on 2 cores) and caches it. Both storage

@@ -1,20 +1,21 @@
 //! Which queue this api enqueues into: it follows the shared record of
-//! `common::switch`, switches it for `PUT /api/admin/queue`, and, with
-//! `QUEUE_FALLBACK=true`, when the active queue fails.
+//! `common::switch` (invariants S1, S2), switches it for
+//! `PUT /api/admin/queue`, and, with `QUEUE_FALLBACK=true`, when the active
+//! queue fails. While MySQL cannot be read it keeps its last view: the door
+//! stays open, and a Redis fence it meets tells it the newer epoch (S3).
 //!
-//! Every enqueue holds the read side of a gate; following a switch takes the
+//! Every enqueue holds the read side of a gate; changing the route takes the
 //! write side, so by the time this instance reports the new epoch in its
-//! `api_instance` row, every enqueue into the old queue has returned.
+//! `api_instance` row, every enqueue into the old queue has returned (S2).
 
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
-use common::config::QueueType;
+use common::domain::QueueType;
 use common::domain::{CouponId, CouponIssueEvent, UserId};
 use common::error::{DbError, QueueError};
 use common::queue::{Enqueued, Producer, Queues};
-use common::switch::{self, Epoch, SwitchError, FOLLOW_EVERY, VIEW_LEASE};
+use common::switch::{self, Epoch, SwitchError, FOLLOW_EVERY};
 use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;
 
@@ -41,9 +42,6 @@ struct Inner {
     route: RwLock<Route>,
     /// Held (read) across every enqueue; taken (write) to change the route.
     gate: tokio::sync::RwLock<()>,
-    /// When the last read of the record began whose follow-up write also
-    /// succeeded: enqueues stop [`VIEW_LEASE`] after it.
-    confirmed: Mutex<Instant>,
     /// One switch attempt of this instance at a time.
     switching: tokio::sync::Mutex<()>,
 }
@@ -55,11 +53,10 @@ pub enum Switched {
 }
 
 impl ActiveQueue {
-    /// Registers this instance, reads (or creates) the record and builds the
-    /// active queue's producer. When no other api is running, the service
-    /// starts on `configured` (`APP_QUEUE_TYPE`): the record is switched to
-    /// it if it says otherwise and the switch can be made now; while other
-    /// apis run, the record wins.
+    /// Registers this instance, reads the record (creating it on
+    /// `configured`, `APP_QUEUE_TYPE`, when it is empty: invariant S1) and
+    /// builds the active queue's producer. The record wins over
+    /// `APP_QUEUE_TYPE`: a restarted api never switches the service.
     pub async fn start(
         pool: MySqlPool,
         queues: Queues,
@@ -74,8 +71,11 @@ impl ActiveQueue {
         // The row exists before the first read: a switch made meanwhile
         // waits for this instance too.
         switch::follow(&pool, &instance, 0).await?;
-        let before = Instant::now();
         let epoch = switch::active_or_first(&pool, configured).await?;
+        if epoch.queue_type != configured {
+            tracing::info!(configured = %configured, active = %epoch.queue_type, epoch = epoch.epoch,
+                "APP_QUEUE_TYPE only seeds an empty record; following the active queue (scripts/switch-queue.sh switches it)");
+        }
         let producer = queues
             .producer(epoch.queue_type)
             .await
@@ -95,29 +95,9 @@ impl ActiveQueue {
                     producer,
                 }),
                 gate: tokio::sync::RwLock::new(()),
-                confirmed: Mutex::new(before),
                 switching: tokio::sync::Mutex::new(()),
             }),
         };
-        if epoch.queue_type != configured {
-            let others = switch::live_instances(&this.inner.pool)
-                .await?
-                .into_iter()
-                .filter(|(id, _)| *id != this.inner.instance)
-                .count();
-            if others == 0 {
-                match this.switch_to(configured, "start").await {
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, configured = %configured, active = %epoch.queue_type,
-                        "APP_QUEUE_TYPE differs from the active queue and the switch failed; following the active queue")
-                    }
-                }
-            } else {
-                tracing::warn!(configured = %configured, active = %epoch.queue_type,
-                    "APP_QUEUE_TYPE differs from the active queue other apis use; following the active queue");
-            }
-        }
         metrics_for(&this.route());
         Ok(this)
     }
@@ -136,15 +116,23 @@ impl ActiveQueue {
         &self.inner.queues
     }
 
-    /// Enqueues a new request into the active queue; with fallback on, a
-    /// failing queue switches the service to the other one and the request
-    /// goes there (unless the failed queue may have taken it).
+    /// Enqueues a new request into the active queue. A Redis fence moves
+    /// this api to the epoch it names and the request goes there; with
+    /// fallback on, a failing queue switches the service to the other one
+    /// and the request goes there (unless the failed queue may have taken it).
     pub async fn enqueue(
         &self,
         coupon: CouponId,
         user: UserId,
     ) -> Result<(CouponIssueEvent, Enqueued, Route), (CouponIssueEvent, QueueError)> {
-        let (event, result, route) = self.enqueue_once(coupon, user).await;
+        let (mut event, mut result, mut route) = self.enqueue_once(coupon, user).await;
+        // A fence is only ever raised to a newer epoch, so this ends.
+        while let Err(QueueError::Fenced(epoch)) = result {
+            if let Err(e) = self.adopt_fence(&route, epoch).await {
+                return Err((event, e));
+            }
+            (event, result, route) = self.enqueue_once(coupon, user).await;
+        }
         let error = match result {
             Ok(enqueued) => return Ok((event, enqueued, route)),
             Err(e) => e,
@@ -172,20 +160,36 @@ impl ActiveQueue {
         let _in_flight = self.inner.gate.read().await;
         let route = self.route();
         let event = CouponIssueEvent::in_epoch(coupon, user, route.epoch);
-        let age = self
-            .inner
-            .confirmed
-            .lock()
-            .expect("confirmed lock")
-            .elapsed();
-        if age > VIEW_LEASE {
-            let e = QueueError::Unavailable(format!(
-                "the active queue could not be confirmed for {age:?} (MySQL unreachable)"
-            ));
-            return (event, Err(e), route);
-        }
         let result = route.producer.enqueue(&event).await;
         (event, result, route)
+    }
+
+    /// Takes the route of epoch `fence`, which moved the service off
+    /// `route`'s queue (invariant S3: the fence epoch's queue is the other
+    /// one), unless this api already follows that epoch or a later one.
+    async fn adopt_fence(&self, route: &Route, fence: u64) -> Result<(), QueueError> {
+        if fence <= route.epoch {
+            return Err(QueueError::BadReply(format!(
+                "fenced at epoch {fence}, not after this api's epoch {}",
+                route.epoch
+            )));
+        }
+        let queue = route.queue.other();
+        let producer = self.inner.queues.producer(queue).await?.clone();
+        let _no_enqueues = self.inner.gate.write().await;
+        let mut current = self.inner.route.write().expect("route lock");
+        if current.epoch < fence {
+            tracing::info!(epoch = fence, from = %current.queue, to = %queue,
+                "the queue is fenced at a newer epoch; following it");
+            *current = Route {
+                epoch: fence,
+                queue,
+                since: Utc::now(),
+                producer,
+            };
+            metrics_for(&current);
+        }
+        Ok(())
     }
 
     /// Switches to the other queue after `route`'s failed; true if the
@@ -247,6 +251,15 @@ impl ActiveQueue {
         if let Err(e) = self.follow_once().await {
             tracing::warn!(error = %e, "following the switch just made failed; the follower retries");
         }
+        // Raising the fences now (S3, S4) lets the new queue's workers start
+        // at once; the workers' barrier settles it otherwise.
+        let next = match switch::settle(pool, &self.inner.queues, &next).await {
+            Ok(settled) => settled,
+            Err(e) => {
+                tracing::warn!(error = %e, epoch = next.epoch, "the switch is not settled yet; the workers retry");
+                next
+            }
+        };
         Ok(Switched::To(next))
     }
 
@@ -254,7 +267,6 @@ impl ActiveQueue {
     /// takes the new route; then writes this instance's row.
     async fn follow_once(&self) -> Result<(), anyhow::Error> {
         let pool = &self.inner.pool;
-        let before = Instant::now();
         let epoch = switch::active(pool)
             .await?
             .ok_or_else(|| anyhow::anyhow!("queue_epoch is empty"))?;
@@ -280,7 +292,6 @@ impl ActiveQueue {
         }
         let followed = self.route().epoch;
         switch::follow(pool, &self.inner.instance, followed).await?;
-        *self.inner.confirmed.lock().expect("confirmed lock") = before;
         Ok(())
     }
 
@@ -301,7 +312,7 @@ impl ActiveQueue {
                     Ok(()) => failing = false,
                     Err(e) if !failing => {
                         failing = true;
-                        tracing::warn!(error = %e, "cannot read the active queue; enqueues stop if this lasts {VIEW_LEASE:?}");
+                        tracing::warn!(error = %e, "cannot read the active queue; enqueueing on the last known one");
                     }
                     Err(_) => {}
                 }

@@ -2,9 +2,9 @@
 //! Each is a plain struct with its OpenAPI schema, so a new field is one
 //! line here and shows up in `/api-docs/openapi.json` by itself.
 
-use common::config::QueueType;
 use common::db;
 use common::domain::IssueStatus;
+use common::domain::QueueType;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;

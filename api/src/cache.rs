@@ -6,9 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use common::config::QueueType;
 use common::db;
 use common::domain::CouponId;
+use common::domain::QueueType;
 use common::error::DbError;
 use common::queue::Queues;
 use sqlx::MySqlPool;

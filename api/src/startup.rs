@@ -36,7 +36,7 @@ impl Application {
             .context("applying migrations to DATABASE_URL")?;
         let coupons = CouponCache::new(pool.clone());
         coupons.reload().await.context("loading coupon ids")?;
-        let queues = Queues::new(&config.common);
+        let queues = Queues::new(config.common.queue_settings());
         let queue = ActiveQueue::start(
             pool.clone(),
             queues,

@@ -19,10 +19,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::config::QueueType;
 use common::domain::CouponId;
+use common::domain::QueueType;
 use common::queue::{kafka::partition_for, Enqueued, KafkaProducer, Lane, Producer};
 use futures::future::join_all;
+use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -125,15 +126,23 @@ fn eta_ms(ahead: u64, rate: Option<f64>) -> Option<u64> {
     rate.map(|r| (ahead as f64 * 1000.0 / r).ceil() as u64)
 }
 
+/// The index of accepted requests: it keeps the latest `capacity`. Every
+/// new request is admitted and the least recently used goes; the default
+/// TinyLFU admission would refuse newcomers once a flood filled the index.
+fn index(capacity: u64) -> Cache<Uuid, (Lane, u64)> {
+    Cache::builder()
+        .max_capacity(capacity)
+        .eviction_policy(EvictionPolicy::lru())
+        .time_to_live(INDEX_TTL)
+        .build()
+}
+
 impl Waiting {
     pub fn new(producer: Producer) -> Self {
         Self {
             inner: Arc::new(Inner {
                 producer,
-                index: Cache::builder()
-                    .max_capacity(INDEX_CAPACITY)
-                    .time_to_live(INDEX_TTL)
-                    .build(),
+                index: index(INDEX_CAPACITY),
                 lanes: Mutex::default(),
                 sampling: tokio::sync::Mutex::new(()),
             }),
@@ -395,6 +404,25 @@ impl Waitings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_index_keeps_the_latest_requests_past_its_capacity() {
+        let index = index(1_000);
+        let lane = Lane::Partition(0);
+        let ids: Vec<Uuid> = (0..5_000).map(|_| Uuid::now_v7()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            index.insert(*id, (lane, i as u64));
+            // Lookups of the early ones, as a crowd polling would make.
+            if i < 1_000 {
+                index.get(id);
+            }
+        }
+        index.run_pending_tasks();
+        assert!(index.entry_count() <= 1_000, "{}", index.entry_count());
+        let latest = &ids[ids.len() - 200..];
+        let missing = latest.iter().filter(|id| index.get(*id).is_none()).count();
+        assert_eq!(missing, 0, "of the latest 200 accepted requests");
+    }
 
     #[test]
     fn no_rate_without_progress_or_span() {

@@ -107,6 +107,7 @@ pub async fn enqueue(args: EnqueueArgs) -> anyhow::Result<Value> {
         topic: args.scratch.clone(),
         group_id: format!("{}-group", args.scratch),
         partitions: args.kafka_partitions,
+        replication_factor: 1,
     };
     let producer: Option<FutureProducer> = match args.queue {
         Queue::Redis => None,

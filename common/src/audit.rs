@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashSet};
 use sqlx::MySqlPool;
 use uuid::Uuid;
 
-use crate::config::QueueType;
 use crate::db;
+use crate::domain::QueueType;
 use crate::domain::{accept_order_key, CouponId, IssueStatus};
 use crate::error::DbError;
 use crate::switch;

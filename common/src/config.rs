@@ -1,10 +1,17 @@
-//! Typed configuration shared by both binaries. Every setting is an
-//! environment variable and a CLI flag; clap names the variable when a value
-//! is bad, so start-up fails with a message an operator can act on.
+//! Typed configuration shared by both binaries, the top layer: every setting
+//! is an environment variable and a CLI flag (clap names the variable when a
+//! value is bad, so start-up fails with a message an operator can act on),
+//! and [`CommonConfig`] converts them into each module's own settings
+//! ([`RedisSettings`], [`KafkaSettings`]).
 
 use std::str::FromStr;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
+
+use crate::domain::QueueType;
+use crate::queue::redis::{check_key_prefix, check_url, ClusterNodes, RedisSettings};
+use crate::queue::{KafkaSettings, QueueSettings};
+use crate::telemetry::LogFormat;
 
 /// Default MySQL url: the `application` user of `docker-compose.yml` and `scripts/`.
 pub const DEFAULT_DATABASE_URL: &str =
@@ -14,73 +21,11 @@ pub const DEFAULT_KAFKA_BROKERS: &str = "127.0.0.1:9092";
 pub const DEFAULT_KAFKA_TOPIC: &str = "coupon-issue-events";
 pub const DEFAULT_KAFKA_GROUP_ID: &str = "coupon-issue-consumer-group";
 
-/// Which broker carries issue events.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    ValueEnum,
-    serde::Serialize,
-    serde::Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum QueueType {
-    Redis,
-    Kafka,
-}
-
-impl QueueType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            QueueType::Redis => "redis",
-            QueueType::Kafka => "kafka",
-        }
-    }
-
-    /// The queue a switch from this one goes to.
-    pub fn other(self) -> Self {
-        match self {
-            QueueType::Redis => QueueType::Kafka,
-            QueueType::Kafka => QueueType::Redis,
-        }
-    }
-}
-
-impl std::fmt::Display for QueueType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for QueueType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "redis" => Ok(QueueType::Redis),
-            "kafka" => Ok(QueueType::Kafka),
-            _ => Err(format!("unknown queue type {s:?}: redis or kafka")),
-        }
-    }
-}
-
-crate::domain::sql_text!(QueueType);
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
 /// Settings both the api and the worker need.
 #[derive(Debug, Clone, Args)]
 pub struct CommonConfig {
     /// Queue backend.
-    #[arg(long = "queue", env = "APP_QUEUE_TYPE", value_name = "APP_QUEUE_TYPE", value_enum, default_value_t = QueueType::Redis)]
+    #[arg(long = "queue", env = "APP_QUEUE_TYPE", value_name = "APP_QUEUE_TYPE", default_value_t = QueueType::Redis, value_parser = parse_queue_type)]
     pub queue_type: QueueType,
 
     /// MySQL / MariaDB connection url.
@@ -102,7 +47,8 @@ pub struct CommonConfig {
         long,
         env = "REDIS_KEY_PREFIX",
         value_name = "REDIS_KEY_PREFIX",
-        default_value = ""
+        default_value = "",
+        value_parser = parse_key_prefix
     )]
     pub redis_key_prefix: String,
 
@@ -122,6 +68,11 @@ pub struct CommonConfig {
     #[arg(long, env = "KAFKA_PARTITIONS", value_name = "KAFKA_PARTITIONS", default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub kafka_partitions: i32,
 
+    /// Replication factor of the topics when they are created at start-up
+    /// (1 for a single broker; 3 for a production cluster).
+    #[arg(long, env = "KAFKA_REPLICATION_FACTOR", value_name = "KAFKA_REPLICATION_FACTOR", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=16))]
+    pub kafka_replication_factor: i32,
+
     /// When the active queue refuses a request or cannot be reached, switch
     /// the service to the other queue (as `PUT /api/admin/queue` does)
     /// instead of answering `503`.
@@ -131,6 +82,36 @@ pub struct CommonConfig {
     /// `text` for people, `json` for log collectors.
     #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+impl CommonConfig {
+    /// The Redis queue's settings.
+    pub fn redis_settings(&self) -> RedisSettings {
+        RedisSettings {
+            url: self.redis_url.clone(),
+            cluster_nodes: self.redis_cluster_nodes.clone(),
+            key_prefix: self.redis_key_prefix.clone(),
+        }
+    }
+
+    /// The Kafka queue's settings.
+    pub fn kafka_settings(&self) -> KafkaSettings {
+        KafkaSettings {
+            brokers: self.kafka_brokers.clone(),
+            topic: self.kafka_topic.clone(),
+            group_id: self.kafka_group_id.clone(),
+            partitions: self.kafka_partitions,
+            replication_factor: self.kafka_replication_factor,
+        }
+    }
+
+    /// Both queues' settings.
+    pub fn queue_settings(&self) -> QueueSettings {
+        QueueSettings {
+            redis: self.redis_settings(),
+            kafka: self.kafka_settings(),
+        }
+    }
 }
 
 fn parse_mysql_url(raw: &str) -> Result<String, String> {
@@ -143,48 +124,15 @@ fn parse_mysql_url(raw: &str) -> Result<String, String> {
 }
 
 fn parse_redis_url(raw: &str) -> Result<String, String> {
-    redis::Client::open(raw)
-        .map(|_| raw.to_string())
-        .map_err(|e| format!("not a redis:// url: {e}"))
+    check_url(raw).map(|()| raw.to_string())
 }
 
-/// Seed nodes of a Redis Cluster: at least one `redis://` url; the client
-/// learns the other nodes from them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterNodes(Vec<String>);
-
-impl ClusterNodes {
-    pub fn urls(&self) -> &[String] {
-        &self.0
-    }
+fn parse_key_prefix(raw: &str) -> Result<String, String> {
+    check_key_prefix(raw).map(|()| raw.to_string())
 }
 
-impl std::fmt::Display for ClusterNodes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0.join(","))
-    }
-}
-
-impl FromStr for ClusterNodes {
-    type Err = String;
-
-    fn from_str(raw: &str) -> Result<Self, String> {
-        let urls: Vec<String> = raw
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|u| {
-                if !u.starts_with("redis://") {
-                    return Err(format!("{u:?} must start with redis://"));
-                }
-                parse_redis_url(u)
-            })
-            .collect::<Result<_, _>>()?;
-        if urls.is_empty() {
-            return Err("needs at least one redis://host:port".into());
-        }
-        Ok(Self(urls))
-    }
+fn parse_queue_type(raw: &str) -> Result<QueueType, String> {
+    raw.parse()
 }
 
 fn parse_cluster_nodes(raw: &str) -> Result<ClusterNodes, String> {

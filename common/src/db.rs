@@ -9,7 +9,7 @@ use serde::Serialize;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use uuid::Uuid;
 
-use crate::domain::{CouponId, IssueResult};
+use crate::domain::{CouponId, IssueResult, IssueStatus, QueueType};
 use crate::error::DbError;
 
 /// The schema migrations shipped with this build.
@@ -140,3 +140,38 @@ pub async fn results_for_coupon(
             .await?,
     )
 }
+
+/// Stores an enum with `as_str` and `FromStr` as its wire name in `VARCHAR`
+/// columns: the SQL boundary reads and writes the enum, never a bare string.
+macro_rules! sql_text {
+    ($name:ty) => {
+        impl sqlx::Type<sqlx::MySql> for $name {
+            fn type_info() -> sqlx::mysql::MySqlTypeInfo {
+                <str as sqlx::Type<sqlx::MySql>>::type_info()
+            }
+
+            fn compatible(ty: &sqlx::mysql::MySqlTypeInfo) -> bool {
+                <str as sqlx::Type<sqlx::MySql>>::compatible(ty)
+            }
+        }
+
+        impl sqlx::Encode<'_, sqlx::MySql> for $name {
+            fn encode_by_ref(
+                &self,
+                buf: &mut Vec<u8>,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<'_, sqlx::MySql>>::encode(self.as_str(), buf)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::MySql> for $name {
+            fn decode(
+                value: sqlx::mysql::MySqlValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                Ok(<&str as sqlx::Decode<'r, sqlx::MySql>>::decode(value)?.parse()?)
+            }
+        }
+    };
+}
+sql_text!(IssueStatus);
+sql_text!(QueueType);

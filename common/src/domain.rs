@@ -1,4 +1,6 @@
-//! Domain types: ids, the queued issue event and the result statuses.
+//! Domain types: ids, queues and epochs, the queued issue event and the
+//! result statuses. The bottom layer: it depends on no other module of this
+//! crate (the SQL and schema conversions of these types live in `db`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,10 +9,55 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::config::QueueType;
-
 /// Version of the [`CouponIssueEvent`] wire format this build writes and reads.
 pub const EVENT_VERSION: u32 = 1;
+
+/// The queue epoch a new deployment starts in (see `common::switch`).
+pub const FIRST_EPOCH: u64 = 1;
+
+/// Which broker carries issue events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    Redis,
+    Kafka,
+}
+
+impl QueueType {
+    /// Both queues, in the order `APP_QUEUE_TYPE` lists them.
+    pub const ALL: [QueueType; 2] = [QueueType::Redis, QueueType::Kafka];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Redis => "redis",
+            QueueType::Kafka => "kafka",
+        }
+    }
+
+    /// The queue a switch from this one goes to.
+    pub fn other(self) -> Self {
+        match self {
+            QueueType::Redis => QueueType::Kafka,
+            QueueType::Kafka => QueueType::Redis,
+        }
+    }
+}
+
+impl fmt::Display for QueueType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for QueueType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|q| q.as_str() == s)
+            .ok_or_else(|| format!("unknown queue type {s:?}: redis or kafka"))
+    }
+}
 
 /// Why an id from the outside world was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,13 +154,13 @@ pub struct CouponIssueEvent {
 }
 
 fn first_epoch() -> u64 {
-    crate::switch::FIRST_EPOCH
+    FIRST_EPOCH
 }
 
 impl CouponIssueEvent {
     /// A new event for a request accepted now, in the first epoch.
     pub fn new(coupon_id: CouponId, user_id: UserId) -> Self {
-        Self::in_epoch(coupon_id, user_id, crate::switch::FIRST_EPOCH)
+        Self::in_epoch(coupon_id, user_id, FIRST_EPOCH)
     }
 
     /// A new event for a request accepted now, in queue epoch `epoch`.
@@ -225,42 +272,6 @@ impl FromStr for IssueStatus {
             .ok_or_else(|| format!("unknown issue status {s:?}"))
     }
 }
-
-/// Stores an enum with `as_str` and `FromStr` as its wire name in `VARCHAR`
-/// columns: the SQL boundary reads and writes the enum, never a bare string.
-macro_rules! sql_text {
-    ($name:ty) => {
-        impl sqlx::Type<sqlx::MySql> for $name {
-            fn type_info() -> sqlx::mysql::MySqlTypeInfo {
-                <str as sqlx::Type<sqlx::MySql>>::type_info()
-            }
-
-            fn compatible(ty: &sqlx::mysql::MySqlTypeInfo) -> bool {
-                <str as sqlx::Type<sqlx::MySql>>::compatible(ty)
-            }
-        }
-
-        impl sqlx::Encode<'_, sqlx::MySql> for $name {
-            fn encode_by_ref(
-                &self,
-                buf: &mut Vec<u8>,
-            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-                <&str as sqlx::Encode<'_, sqlx::MySql>>::encode(self.as_str(), buf)
-            }
-        }
-
-        impl<'r> sqlx::Decode<'r, sqlx::MySql> for $name {
-            fn decode(
-                value: sqlx::mysql::MySqlValueRef<'r>,
-            ) -> Result<Self, sqlx::error::BoxDynError> {
-                Ok(<&str as sqlx::Decode<'r, sqlx::MySql>>::decode(value)?.parse()?)
-            }
-        }
-    };
-}
-pub(crate) use sql_text;
-
-sql_text!(IssueStatus);
 
 /// The final result of one processed request, as stored in `coupon_issue_result`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, sqlx::FromRow)]

@@ -106,11 +106,21 @@ pub enum QueueError {
     /// Refused, nothing enqueued: a worker marked the coupon sold out.
     #[error("coupon {0} is sold out")]
     SoldOut(crate::domain::CouponId),
+    /// Refused, nothing enqueued: a queue switch at this epoch moved the
+    /// service off this queue, and the event's epoch is earlier (see
+    /// `common::switch`, invariant S3).
+    #[error("the queue is fenced since epoch {0}")]
+    Fenced(u64),
 }
 
 impl From<redis::RedisError> for QueueError {
     fn from(e: redis::RedisError) -> Self {
         use redis::ErrorKind;
+        if e.code() == Some("FENCED") {
+            if let Some(epoch) = e.detail().and_then(|d| d.trim().parse().ok()) {
+                return QueueError::Fenced(epoch);
+            }
+        }
         match e.kind() {
             ErrorKind::Parse | ErrorKind::UnexpectedReturnType => {
                 QueueError::BadReply(e.to_string())
@@ -134,7 +144,8 @@ impl QueueError {
             QueueError::BadReply(_)
             | QueueError::TaskFailed(_)
             | QueueError::Decode(_)
-            | QueueError::SoldOut(_) => false,
+            | QueueError::SoldOut(_)
+            | QueueError::Fenced(_) => false,
         }
     }
 }

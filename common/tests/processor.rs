@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use chrono::{Duration, Utc};
-use common::config::QueueType;
+use common::domain::QueueType;
 use common::domain::{CouponId, CouponIssueEvent, IssueStatus, QueuedEvent, UserId};
 use common::processor::process_batch;
 use testkit::TestDb;

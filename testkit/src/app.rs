@@ -13,8 +13,9 @@ use crate::services::{
 };
 use api::{ApiConfig, Application};
 use common::audit::{audit_sale, AuditReport};
-use common::config::{CommonConfig, QueueType};
+use common::config::CommonConfig;
 use common::domain::CouponId;
+use common::domain::QueueType;
 use serde::Deserialize;
 use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
@@ -89,7 +90,11 @@ pub fn worker_bin() -> PathBuf {
 
 /// Services for one test in `mode`: a fresh database, a unique Redis prefix.
 pub async fn test_config(mode: QueueType) -> (TestDb, CommonConfig) {
-    let db = TestDb::new().await;
+    test_config_on(TestDb::new().await, mode).await
+}
+
+/// [`test_config`] with the database `db` (on a server the test owns).
+pub async fn test_config_on(db: TestDb, mode: QueueType) -> (TestDb, CommonConfig) {
     let (topic, group) = kafka_names();
     let common = CommonConfig {
         queue_type: mode,
@@ -106,7 +111,8 @@ pub async fn test_config(mode: QueueType) -> (TestDb, CommonConfig) {
         ..common_config()
     };
     if mode == QueueType::Kafka {
-        common::queue::KafkaSettings::from_config(&common)
+        common
+            .kafka_settings()
             .ensure_topics()
             .await
             .expect("test topics are created");
@@ -599,6 +605,18 @@ impl TestApp {
         coupon: CouponId,
         outage: impl std::future::Future<Output = ()>,
     ) -> Refusals {
+        self.fire_through_outage_every(coupon, Duration::from_millis(20), outage)
+            .await
+    }
+
+    /// [`TestApp::fire_through_outage`] with a volley every `every` (at
+    /// least): a long outage with a bounded number of calls.
+    pub async fn fire_through_outage_every(
+        &self,
+        coupon: CouponId,
+        every: Duration,
+        outage: impl std::future::Future<Output = ()>,
+    ) -> Refusals {
         let over = std::sync::atomic::AtomicBool::new(false);
         let mut next_user = 1i64;
         let mut fresh = |n: usize| {
@@ -609,8 +627,9 @@ impl TestApp {
         let mut all = Refusals::default();
         let firing = async {
             while !over.load(std::sync::atomic::Ordering::SeqCst) {
+                let volley = tokio::time::sleep(every);
                 all.absorb(self.fire_tolerant(coupon, &fresh(100), 50).await);
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                volley.await;
             }
         };
         let outage = async {
@@ -626,10 +645,23 @@ impl TestApp {
                 all.accepted.len(),
                 all.refused
             );
+            let volley = tokio::time::sleep(every);
             all.absorb(self.fire_tolerant(coupon, &fresh(100), 50).await);
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            volley.await;
         }
         all
+    }
+
+    /// Seconds since the coupon's newest result was written (by MySQL's clock).
+    pub async fn seconds_since_last_result(&self, coupon: CouponId) -> f64 {
+        sqlx::query_scalar(
+            "SELECT CAST(TIMESTAMPDIFF(MICROSECOND, MAX(processed_at), UTC_TIMESTAMP(6)) AS DOUBLE) / 1e6 \
+             FROM coupon_issue_result WHERE coupon_id = ?",
+        )
+        .bind(coupon.get())
+        .fetch_one(&self.db.pool)
+        .await
+        .unwrap()
     }
 }
 

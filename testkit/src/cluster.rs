@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::config::{ClusterNodes, QueueType};
 use common::domain::CouponId;
+use common::domain::QueueType;
+use common::queue::redis::ClusterNodes;
 use common::queue::redis::RedisKeys;
 use uuid::Uuid;
 

@@ -17,7 +17,7 @@ pub mod servers;
 pub mod services;
 
 pub use app::*;
-pub use servers::{CuttableProxy, OwnedQueue};
+pub use servers::{CuttableProxy, OwnedMysql, OwnedQueue};
 pub use services::{
     common_config, database_url, kafka_brokers, kafka_names, key_prefix, parse_flags, redis_url,
     TestDb,

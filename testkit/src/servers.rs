@@ -1,11 +1,11 @@
-//! Servers a test owns and may kill: scratch Redis and nisshi (Kafka protocol) brokers, and
-//! a TCP proxy that can cut connections.
+//! Servers a test owns and may kill: scratch Redis and nisshi (Kafka protocol) brokers, a
+//! scratch MariaDB it may also pause, and a TCP proxy that can cut connections.
 
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::config::QueueType;
+use common::domain::QueueType;
 use uuid::Uuid;
 
 use crate::app::{free_port, spawn_app_with, test_config, TestApp};
@@ -53,6 +53,16 @@ impl ScratchServer {
             c.kill().ok();
             c.wait().ok();
         }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the running server.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("the server runs").id();
+        let ok = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{signal} {pid}");
     }
 }
 
@@ -141,6 +151,79 @@ impl OwnedBroker {
         self.server.launch(cmd).await;
     }
 
+    pub fn kill(&mut self) {
+        self.server.kill();
+    }
+}
+
+/// A MariaDB server owned by one test (the machine's `mariadbd`, its own data
+/// directory and port, no grant checks), so that the test can pause it, kill
+/// it and start it again under a running service.
+pub struct OwnedMysql {
+    server: ScratchServer,
+}
+
+impl OwnedMysql {
+    pub async fn start() -> Self {
+        let mut m = Self {
+            server: ScratchServer::new("mariadb"),
+        };
+        let data = m.server.dir.join("data");
+        let out = std::process::Command::new("mariadb-install-db")
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .args([
+                "--user=root",
+                "--skip-test-db",
+                "--auth-root-authentication-method=normal",
+            ])
+            .output()
+            .expect("mariadb-install-db runs (MariaDB is installed)");
+        assert!(
+            out.status.success(),
+            "mariadb-install-db failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        m.restart().await;
+        m
+    }
+
+    /// The server's url, without a database; [`crate::TestDb::on`] makes one.
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.server.port)
+    }
+
+    /// Starts the server (again) on the same port and data.
+    pub async fn restart(&mut self) {
+        let dir = &self.server.dir;
+        let mut cmd = std::process::Command::new("mariadbd");
+        cmd.arg("--no-defaults")
+            .arg(format!("--datadir={}", dir.join("data").display()))
+            .arg(format!("--socket={}", dir.join("mysqld.sock").display()))
+            .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
+            .arg(format!("--port={}", self.server.port))
+            .args([
+                "--user=root",
+                "--bind-address=127.0.0.1",
+                "--skip-grant-tables",
+                "--skip-name-resolve",
+                "--innodb-buffer-pool-size=64M",
+                "--max-connections=500",
+            ]);
+        self.server.launch(cmd).await;
+    }
+
+    /// SIGSTOP: every connection stays open and nothing answers.
+    pub fn pause(&self) {
+        self.server.signal("STOP");
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&self) {
+        self.server.signal("CONT");
+    }
+
+    /// SIGKILL: connections drop; what InnoDB committed survives a restart.
     pub fn kill(&mut self) {
         self.server.kill();
     }
@@ -290,7 +373,8 @@ impl OwnedQueue {
             OwnedQueue::Redis(r) => common.redis_url = r.url(),
             OwnedQueue::Kafka(b) => {
                 common.kafka_brokers = b.brokers();
-                common::queue::KafkaSettings::from_config(&common)
+                common
+                    .kafka_settings()
                     .ensure_topics()
                     .await
                     .expect("test topics are created");

@@ -172,8 +172,12 @@ pub struct TestDb {
 impl TestDb {
     /// Creates and migrates a fresh database on the test server.
     pub async fn new() -> Self {
-        let base = database_url();
-        let options = MySqlConnectOptions::from_str(&base).expect("DATABASE_URL parses");
+        Self::on(&database_url()).await
+    }
+
+    /// Creates and migrates a fresh database on the server at `base`.
+    pub async fn on(base: &str) -> Self {
+        let options = MySqlConnectOptions::from_str(base).expect("the server url parses");
         let name = format!("coupon_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = options
             .connect()

@@ -1,18 +1,21 @@
-//! The per-coupon barrier of a queue switch (see `common::switch`): an event
-//! of coupon `c` accepted in epoch `e > 1` waits until `e` is settled and the
-//! previous queue holds nothing of `c` from before `e`. Released pairs are
-//! remembered, so the check costs one look at the old queue per coupon and
-//! switch, and nothing at all while the service has never switched.
+//! The per-coupon barrier of a queue switch (invariant S5 of
+//! `common::switch`): an event of coupon `c` accepted in epoch `e > 1` waits
+//! until `e` is settled and the previous queue holds nothing of `c` from
+//! before `e`. The decision is `switch::barrier_releases`; this module reads
+//! what it decides on. Released pairs are remembered, so the check costs one
+//! look at the old queue per coupon and switch, and nothing at all while the
+//! service has never switched.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::config::QueueType;
-use common::domain::{CouponId, CouponIssueEvent, QueuedEvent};
+use common::domain::FIRST_EPOCH;
+use common::domain::{CouponId, CouponIssueEvent, QueueType, QueuedEvent};
+use common::error::DbError;
 use common::queue::kafka::partition_for;
 use common::queue::Queues;
-use common::switch::{self, Epoch, SwitchError, FIRST_EPOCH};
+use common::switch::{self, barrier_releases, unreachable, Epoch, PreviousQueue, SwitchError};
 use sqlx::MySqlPool;
 use tracing::{info, warn};
 
@@ -59,7 +62,8 @@ impl Barrier {
 
     async fn released(&self, event: &CouponIssueEvent) -> bool {
         let key = (event.epoch, event.coupon_id);
-        if event.epoch <= FIRST_EPOCH {
+        if barrier_releases(event.epoch, false, PreviousQueue::None) {
+            // The first epoch: nothing to look at.
             return true;
         }
         if self.state().released.contains(&key) {
@@ -105,6 +109,54 @@ impl Barrier {
         }
     }
 
+    /// Forwards late events (invariant S6 of `common::switch`), in order, to
+    /// the active queue, each stamped with the active epoch; a Redis fence
+    /// met on the way sends it to the newer epoch. `Err` leaves them where
+    /// they are, unacknowledged, to be forwarded again (the processor skips
+    /// a request id that already has its result).
+    pub async fn forward(&self, late: &[QueuedEvent]) -> Result<(), SwitchError> {
+        let Some(first) = late.first() else {
+            return Ok(());
+        };
+        let mut active = switch::active(&self.pool)
+            .await?
+            .ok_or_else(|| DbError::BadRow("queue_epoch is empty".into()))?;
+        for q in late {
+            loop {
+                let mut event = q.event.clone();
+                event.epoch = active.number();
+                let queue = active.queue_type;
+                let producer = self
+                    .queues
+                    .producer(queue)
+                    .await
+                    .map_err(unreachable(queue))?;
+                match producer.forward(&event).await {
+                    Ok(_) => {
+                        metrics::counter!("coupon_issue_forwarded_total", "from" => q.queue.as_str(), "to" => queue.as_str())
+                            .increment(1);
+                        break;
+                    }
+                    Err(common::error::QueueError::Fenced(fence)) => {
+                        let newer = switch::active(&self.pool).await?;
+                        match newer {
+                            Some(e) if e.number() >= fence => active = e,
+                            _ => {
+                                return Err(SwitchError::Db(DbError::BadRow(format!(
+                                    "fenced at epoch {fence}, which the record does not hold"
+                                ))))
+                            }
+                        }
+                    }
+                    Err(e) => return Err(unreachable(queue)(e)),
+                }
+            }
+        }
+        info!(coupon = %first.event.coupon_id, events = late.len(), epoch = active.epoch, queue = %active.queue_type,
+            "late events forwarded to the active queue");
+        Ok(())
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("barrier lock")
     }
@@ -113,10 +165,10 @@ impl Barrier {
     /// `coupon` from before it.
     async fn check(&self, epoch: u64, coupon: CouponId) -> Result<bool, SwitchError> {
         let Some(e) = self.settled_epoch(epoch).await? else {
-            return Ok(false);
+            return Ok(barrier_releases(epoch, false, PreviousQueue::None));
         };
-        match e.previous_queue() {
-            None => Ok(true),
+        let previous = match e.previous_queue() {
+            None => PreviousQueue::None,
             Some(QueueType::Redis) => {
                 let redis = self
                     .queues
@@ -127,42 +179,45 @@ impl Barrier {
                     .read_head(coupon, 1)
                     .await
                     .map_err(unreachable(QueueType::Redis))?;
-                Ok(match head.first() {
-                    None => true,
-                    // An undecodable head is dead-lettered by the Redis
-                    // workers first.
-                    Some(entry) => entry
-                        .payload
-                        .as_deref()
-                        .and_then(|p| CouponIssueEvent::from_json(p).ok())
-                        .is_some_and(|ev| ev.epoch >= epoch),
-                })
+                match head.first() {
+                    None => PreviousQueue::RedisEmpty,
+                    Some(entry) => PreviousQueue::RedisHead(
+                        entry
+                            .payload
+                            .as_deref()
+                            .and_then(|p| CouponIssueEvent::from_json(p).ok())
+                            .map(|ev| ev.epoch),
+                    ),
+                }
             }
             Some(QueueType::Kafka) => {
                 let marks = e.marks()?;
-                let Ok(partitions) = i32::try_from(marks.len()) else {
-                    return Ok(false);
-                };
+                let partitions = i32::try_from(marks.len())
+                    .map_err(|_| DbError::BadRow("queue_epoch.previous_marks: too many".into()))?;
                 if partitions == 0 {
-                    return Ok(true);
+                    PreviousQueue::None
+                } else {
+                    let partition = partition_for(coupon, partitions);
+                    let kafka = self
+                        .queues
+                        .kafka()
+                        .await
+                        .map_err(unreachable(QueueType::Kafka))?;
+                    let progress = kafka
+                        .partition_progress(Some(partitions))
+                        .await
+                        .map_err(unreachable(QueueType::Kafka))?;
+                    PreviousQueue::Kafka {
+                        committed: progress
+                            .iter()
+                            .find(|p| p.partition == partition)
+                            .map(|p| p.committed as i64),
+                        mark: marks.get(&partition).copied().unwrap_or(0),
+                    }
                 }
-                let partition = partition_for(coupon, partitions);
-                let mark = marks.get(&partition).copied().unwrap_or(0);
-                let kafka = self
-                    .queues
-                    .kafka()
-                    .await
-                    .map_err(unreachable(QueueType::Kafka))?;
-                let progress = kafka
-                    .partition_progress(Some(partitions))
-                    .await
-                    .map_err(unreachable(QueueType::Kafka))?;
-                Ok(progress
-                    .iter()
-                    .find(|p| p.partition == partition)
-                    .is_some_and(|p| p.committed as i64 >= mark))
             }
-        }
+        };
+        Ok(barrier_releases(epoch, true, previous))
     }
 
     /// The epoch's row once it is settled (settling it if it can be);
@@ -201,8 +256,4 @@ fn first_epoch_like(epoch: u64) -> Epoch {
         settled_at: Some(chrono::Utc::now()),
         previous_marks: None,
     }
-}
-
-fn unreachable(queue: QueueType) -> impl Fn(common::error::QueueError) -> SwitchError {
-    move |error| SwitchError::Unreachable { queue, error }
 }

@@ -3,14 +3,21 @@
 //! hands them to the shared processor, and stores a partition's offset only
 //! after every event before it is committed in MySQL. Stored offsets are
 //! committed every second, when partitions are revoked, and at shutdown.
+//!
+//! It never stops polling: records are buffered per partition while one
+//! partition's batch is processed, and a partition whose buffer is full is
+//! paused until it drains. So a database outage or a switch barrier that
+//! lasts longer than `max.poll.interval.ms` costs no rebalance.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::backoff::Backoff;
-use common::config::QueueType;
+use common::domain::QueueType;
 use common::domain::{queue_position_key, CouponId, QueuedEvent};
 use common::error::QueueError;
 use common::processor::RetryPolicy;
@@ -49,11 +56,15 @@ pub struct KafkaWorker {
 }
 
 /// Logs rebalances and exposes the assigned partition count as the gauge
-/// `kafka_assigned_partitions`.
+/// `kafka_assigned_partitions` and the revocations as the counter
+/// `kafka_partitions_revoked_total`.
 #[derive(Default)]
 pub struct WorkerContext {
     /// Partitions held now.
     assigned: AtomicUsize,
+    /// Revocations so far: records buffered before one are dropped (their
+    /// partitions restart from the committed offsets).
+    revocations: AtomicU64,
 }
 
 impl ClientContext for WorkerContext {}
@@ -73,7 +84,9 @@ impl ConsumerContext for WorkerContext {
                     "partitions revoked; stored offsets are committed"
                 );
                 self.assigned.store(0, Ordering::Relaxed);
+                self.revocations.fetch_add(1, Ordering::Relaxed);
                 metrics::gauge!("kafka_assigned_partitions").set(0.0);
+                metrics::counter!("kafka_partitions_revoked_total").increment(tpl.count() as u64);
             }
             Rebalance::Error(e) => warn!(error = ?e, "rebalance error"),
         }
@@ -191,6 +204,85 @@ impl Record {
     }
 }
 
+/// One partition's batch being processed while the consumer keeps polling;
+/// false when shutdown interrupted it.
+type Job<'a> = Pin<Box<dyn Future<Output = bool> + 'a>>;
+
+/// Records polled but not processed yet, per partition in offset order.
+struct Buffers {
+    batch_size: usize,
+    by_partition: BTreeMap<i32, VecDeque<Record>>,
+    /// Partitions paused because their buffer is full.
+    paused: Vec<i32>,
+    /// Where the round-robin over partitions stands.
+    next: i32,
+}
+
+impl Buffers {
+    fn new(batch_size: usize) -> Self {
+        Self {
+            batch_size: batch_size.max(1),
+            by_partition: BTreeMap::new(),
+            paused: Vec::new(),
+            next: 0,
+        }
+    }
+
+    /// A partition holding this many records is paused.
+    fn pause_at(&self) -> usize {
+        4 * self.batch_size
+    }
+
+    fn push(&mut self, r: Record) {
+        self.by_partition
+            .entry(r.partition)
+            .or_default()
+            .push_back(r);
+    }
+
+    /// Drops every buffered record after a rebalance; the new assignment
+    /// starts unpaused.
+    fn clear(&mut self) {
+        self.by_partition.clear();
+        self.paused.clear();
+    }
+
+    /// Up to a batch of the next partition's records, partitions taken in
+    /// turn so that a busy one does not starve the others.
+    fn next_batch(&mut self) -> Option<(i32, Vec<Record>)> {
+        let partition = self
+            .by_partition
+            .range(self.next..)
+            .chain(self.by_partition.range(..self.next))
+            .find(|(_, records)| !records.is_empty())
+            .map(|(p, _)| *p)?;
+        self.next = partition + 1;
+        let records = self.by_partition.get_mut(&partition).expect("found above");
+        let n = records.len().min(self.batch_size);
+        Some((partition, records.drain(..n).collect()))
+    }
+
+    fn to_pause(&self) -> Vec<i32> {
+        self.by_partition
+            .iter()
+            .filter(|(p, r)| r.len() >= self.pause_at() && !self.paused.contains(p))
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    fn to_resume(&self) -> Vec<i32> {
+        self.paused
+            .iter()
+            .copied()
+            .filter(|p| {
+                self.by_partition
+                    .get(p)
+                    .is_none_or(|r| r.len() < self.batch_size)
+            })
+            .collect()
+    }
+}
+
 impl KafkaWorker {
     fn consumer(&self) -> Result<WorkerConsumer, DrainError> {
         let mut config = self
@@ -225,9 +317,45 @@ impl KafkaWorker {
         // that never gets partitions may face a stuck group: say so.
         let mut idle_check = tokio::time::interval(IDLE_WARNING);
         idle_check.tick().await;
+        let mut buffers = Buffers::new(self.batch_size);
+        let mut revocations = consumer.context().revocations.load(Ordering::Relaxed);
+        // The batch being processed: its partition and the work, which keeps
+        // going while the loop polls.
+        let mut work: Option<(i32, Job<'_>)> = None;
         loop {
-            let chunk = tokio::select! {
-                c = stream.next() => c,
+            if work.is_none() {
+                if let Some((partition, records)) = buffers.next_batch() {
+                    let job = self
+                        .handle_partition_retrying(&consumer, &dlq, partition, records, &cancel);
+                    work = Some((partition, Box::pin(job)));
+                }
+            }
+            tokio::select! {
+                chunk = stream.next() => {
+                    let Some(chunk) = chunk else { break };
+                    let now = consumer.context().revocations.load(Ordering::Relaxed);
+                    if now != revocations {
+                        // Partitions were taken away: their records come
+                        // again from the committed offsets to whoever holds
+                        // them now.
+                        revocations = now;
+                        buffers.clear();
+                    }
+                    for m in chunk {
+                        match m {
+                            Ok(m) => buffers.push(Record::from_message(&m)),
+                            Err(e) => warn!(error = ?e, "consumer error"),
+                        }
+                    }
+                    self.pause_full(&consumer, &mut buffers);
+                }
+                done = async { work.as_mut().expect("guarded").1.as_mut().await }, if work.is_some() => {
+                    work = None;
+                    if !done {
+                        break;
+                    }
+                    self.resume_drained(&consumer, &mut buffers);
+                }
                 _ = idle_check.tick() => {
                     if consumer.context().assigned.load(Ordering::Relaxed) == 0 {
                         warn!(
@@ -236,22 +364,17 @@ impl KafkaWorker {
                              check the group's lag (queue-size) and the other workers' logs"
                         );
                     }
-                    continue;
                 }
-                _ = cancel.cancelled() => break,
-            };
-            let Some(chunk) = chunk else { break };
-            let mut records = Vec::with_capacity(chunk.len());
-            for m in chunk {
-                match m {
-                    Ok(m) => records.push(Record::from_message(&m)),
-                    Err(e) => warn!(error = ?e, "consumer error"),
+                _ = cancel.cancelled() => {
+                    // The batch in hand finishes (its waits end at once).
+                    if let Some((_, job)) = work.take() {
+                        job.await;
+                    }
+                    break;
                 }
-            }
-            if !self.handle_records(&consumer, &dlq, records, &cancel).await {
-                break;
             }
         }
+        drop(work);
         drop(stream);
         match consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => info!("offsets committed; leaving the group"),
@@ -260,39 +383,67 @@ impl KafkaWorker {
         Ok(())
     }
 
-    /// Processes records partition by partition. A partition whose batch
-    /// cannot be committed (database down) is retried in place with backoff,
-    /// never skipped. Returns false if shutdown interrupted it.
-    async fn handle_records(
+    /// Pauses the partitions whose buffer is full: polling goes on (the
+    /// group keeps this member) without fetching more of them.
+    fn pause_full(&self, consumer: &WorkerConsumer, buffers: &mut Buffers) {
+        let full = buffers.to_pause();
+        if full.is_empty() {
+            return;
+        }
+        match consumer.pause(&self.partition_list(&full)) {
+            Ok(()) => buffers.paused.extend(full),
+            Err(e) => warn!(error = ?e, "could not pause partitions"),
+        }
+    }
+
+    /// Resumes the paused partitions whose buffer has drained.
+    fn resume_drained(&self, consumer: &WorkerConsumer, buffers: &mut Buffers) {
+        let drained = buffers.to_resume();
+        if drained.is_empty() {
+            return;
+        }
+        match consumer.resume(&self.partition_list(&drained)) {
+            Ok(()) => buffers.paused.retain(|p| !drained.contains(p)),
+            Err(e) => warn!(error = ?e, "could not resume partitions"),
+        }
+    }
+
+    fn partition_list(&self, partitions: &[i32]) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for &p in partitions {
+            tpl.add_partition(&self.settings.topic, p);
+        }
+        tpl
+    }
+
+    /// Processes one partition's records until they are done. A batch that
+    /// cannot be committed (database down, broker down for dead letters or
+    /// forwarding) is retried in place with backoff, never skipped. Returns
+    /// false if shutdown interrupted it.
+    async fn handle_partition_retrying(
         &self,
         consumer: &WorkerConsumer,
         dlq: &KafkaProducer,
+        partition: i32,
         records: Vec<Record>,
         cancel: &CancellationToken,
     ) -> bool {
-        let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
-        for r in records {
-            by_partition.entry(r.partition).or_default().push(r);
-        }
-        for (partition, records) in by_partition {
-            let mut backoff = retry_backoff();
-            loop {
-                match self
-                    .handle_partition(consumer, dlq, partition, &records, cancel)
-                    .await
-                {
-                    Ok(()) => break,
-                    Err(_) if cancel.is_cancelled() => return false,
-                    Err(e) => {
-                        warn!(error = ?e, partition, wait = ?backoff.current(), "batch not committed; retrying it");
-                        if !backoff.wait(cancel).await {
-                            return false;
-                        }
+        let mut backoff = retry_backoff();
+        loop {
+            match self
+                .handle_partition(consumer, dlq, partition, &records, cancel)
+                .await
+            {
+                Ok(()) => return true,
+                Err(_) if cancel.is_cancelled() => return false,
+                Err(e) => {
+                    warn!(error = ?e, partition, wait = ?backoff.current(), "batch not committed; retrying it");
+                    if !backoff.wait(cancel).await {
+                        return false;
                     }
                 }
             }
         }
-        true
     }
 
     async fn handle_partition(
@@ -315,6 +466,7 @@ impl KafkaWorker {
                 let rest = batch.events.split_off(passable);
                 drain_batch(
                     &TopicDeadLetters(dlq),
+                    &self.barrier,
                     &self.pool,
                     &batch,
                     self.retry,
@@ -416,5 +568,49 @@ mod tests {
         assert_eq!(only_garbage.len(), 1);
         assert!(only_garbage[0].events.is_empty());
         assert!(batches(&[]).is_empty());
+    }
+
+    fn on(partition: i32, offset: i64) -> Record {
+        Record {
+            partition,
+            ..record(offset, event(1, offset + 1))
+        }
+    }
+
+    #[test]
+    fn buffers_hand_out_batches_in_offset_order_taking_partitions_in_turn() {
+        let mut b = Buffers::new(2);
+        for (p, o) in [(0, 1), (0, 2), (0, 3), (1, 7), (2, 9)] {
+            b.push(on(p, o));
+        }
+        let mut got = Vec::new();
+        while let Some((p, records)) = b.next_batch() {
+            got.push((p, records.iter().map(|r| r.offset).collect::<Vec<_>>()));
+        }
+        assert_eq!(
+            got,
+            [(0, vec![1, 2]), (1, vec![7]), (2, vec![9]), (0, vec![3])]
+        );
+    }
+
+    #[test]
+    fn a_full_partition_is_paused_until_its_buffer_drains() {
+        let mut b = Buffers::new(2);
+        for o in 0..8 {
+            b.push(on(3, o));
+        }
+        b.push(on(4, 0));
+        assert_eq!(b.to_pause(), [3]);
+        b.paused.extend(b.to_pause());
+        assert!(b.to_pause().is_empty(), "paused once");
+        assert!(b.to_resume().is_empty(), "still full");
+        for _ in 0..4 {
+            b.next_batch();
+        }
+        assert!(b.to_resume().is_empty(), "a batch is left");
+        b.next_batch();
+        assert_eq!(b.to_resume(), [3]);
+        b.clear();
+        assert!(b.paused.is_empty() && b.next_batch().is_none());
     }
 }

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use common::config::QueueType;
+use common::domain::QueueType;
 use common::processor::RetryPolicy;
-use common::queue::{KafkaSettings, Producer, Queues, RedisQueue};
+use common::queue::{Producer, Queues, RedisQueue};
 use common::{db, telemetry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -46,9 +46,10 @@ impl Worker {
         let pool = db::pool(&config.common.database_url, 8).context("DATABASE_URL")?;
         let queue = match config.common.queue_type {
             QueueType::Redis => Producer::Redis(
-                RedisQueue::from_config(&config.common, Duration::from_secs(5)).await?,
+                RedisQueue::connect(&config.common.redis_settings(), Duration::from_secs(5))
+                    .await?,
             ),
-            QueueType::Kafka => Producer::from_config(&config.common)
+            QueueType::Kafka => Producer::new(&config.common.queue_settings(), QueueType::Kafka)
                 .await
                 .context("queue settings")?,
         };
@@ -87,7 +88,7 @@ impl Worker {
         let heartbeat =
             heartbeat::Heartbeat::for_this_process(worker_id.clone(), common.queue_type)
                 .spawn(self.pool.clone(), cancel.clone());
-        let queues = Queues::with(common, self.queue.clone());
+        let queues = Queues::with(common.queue_settings(), self.queue.clone());
         let barrier = Arc::new(Barrier::new(self.pool.clone(), queues));
         let result = match &self.queue {
             Producer::Redis(queue) => {
@@ -112,7 +113,7 @@ impl Worker {
             }
             Producer::Kafka(_) => {
                 let consumer = KafkaWorker {
-                    settings: KafkaSettings::from_config(common),
+                    settings: common.kafka_settings(),
                     pool: self.pool.clone(),
                     batch_size: self.config.batch_size as usize,
                     session_timeout: Duration::from_millis(self.config.kafka_session_timeout_ms),

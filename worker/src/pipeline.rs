@@ -1,7 +1,9 @@
 //! What both queue modes do with a batch: dead-letter its rejects, process
-//! its events with retries (isolating the events that fail so the rest still
-//! get their results) and dead-letter the failures. Acknowledging is the
-//! caller's, once this returns `Ok`.
+//! its events (retrying while the database is down, however long; isolating
+//! the events that fail on their own so the rest still get their results),
+//! dead-letter the failures and forward the late events to the active queue
+//! (invariant S6 of `common::switch`). Acknowledging is the caller's, once
+//! this returns `Ok`.
 
 use common::domain::QueuedEvent;
 use common::error::{DbError, QueueError};
@@ -9,6 +11,8 @@ use common::processor::{self, RetryPolicy};
 use common::queue::{Batch, Reject};
 use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;
+
+use crate::barrier::Barrier;
 
 /// Why a batch was not acknowledged; its events stay queued and are read
 /// again (next poll in Redis mode, in place in Kafka mode).
@@ -21,6 +25,9 @@ pub enum DrainError {
     /// Shutdown came while a queue switch held some of the events.
     #[error("stopped while the switch barrier held events")]
     Held,
+    /// Late events could not be forwarded to the active queue.
+    #[error(transparent)]
+    Switch(#[from] common::switch::SwitchError),
 }
 
 /// The outcome of a batch whose queue position may now be acknowledged.
@@ -33,6 +40,9 @@ pub struct Handled {
     pub failed: Vec<(QueuedEvent, String)>,
     /// The coupon had no stock left when the batch committed.
     pub sold_out: bool,
+    /// Events of an earlier epoch than the coupon has processed: they are
+    /// forwarded to the active queue, not decided here.
+    pub late: Vec<QueuedEvent>,
 }
 
 /// Where a queue mode's dead letters go.
@@ -58,11 +68,12 @@ pub struct Drained {
     pub sold_out: bool,
 }
 
-/// Dead-letters the batch's rejects, processes its events and dead-letters
-/// those that failed. `Err` means the batch must not be acknowledged (it is
-/// read again).
+/// Dead-letters the batch's rejects, processes its events, dead-letters
+/// those that failed and forwards the late ones. `Err` means the batch must
+/// not be acknowledged (it is read again).
 pub async fn drain_batch<D: DeadLetters>(
     dead_letters: &D,
+    barrier: &Barrier,
     pool: &MySqlPool,
     batch: &Batch,
     retry: RetryPolicy,
@@ -77,14 +88,16 @@ pub async fn drain_batch<D: DeadLetters>(
     for (event, reason) in &handled.failed {
         dead_letters.failed(event, reason).await?;
     }
+    barrier.forward(&handled.late).await?;
     Ok(Drained {
         processed: handled.processed,
         sold_out: handled.sold_out,
     })
 }
 
-/// Processes `events` (one coupon, queue order). `Err` means nothing may be
-/// acknowledged: the database is unreachable or shutdown cut the retries.
+/// Processes `events` (one coupon, queue order). A transient database error
+/// is retried for as long as it lasts; `Err` means shutdown cut the retries
+/// and nothing may be acknowledged.
 pub async fn handle_batch(
     pool: &MySqlPool,
     events: &[QueuedEvent],
@@ -99,9 +112,11 @@ pub async fn handle_batch(
             processed: outcome.results.len(),
             failed: Vec::new(),
             sold_out: outcome.sold_out,
+            late: outcome.late,
         }),
-        Err(e) if cancel.is_cancelled() => Err(e),
-        Err(e) if events.len() > 1 && !e.is_transient() => {
+        // Only shutdown ends the retries of a transient error: keep it queued.
+        Err(e) if cancel.is_cancelled() || e.is_transient() => Err(e),
+        Err(e) if events.len() > 1 => {
             // One bad event must not sink its neighbours: go one by one, in order.
             tracing::warn!(error = ?e, events = events.len(), "batch refused; isolating the failing events");
             let mut handled = Handled::default();
@@ -111,8 +126,9 @@ pub async fn handle_batch(
                     Ok(o) => {
                         handled.processed += o.results.len();
                         handled.sold_out = o.sold_out;
+                        handled.late.extend(o.late);
                     }
-                    Err(e) if cancel.is_cancelled() => return Err(e),
+                    Err(e) if cancel.is_cancelled() || e.is_transient() => return Err(e),
                     Err(e) => {
                         fail(pool, one, &e).await?;
                         handled.failed.push((event.clone(), e.to_string()));
@@ -126,6 +142,7 @@ pub async fn handle_batch(
             Ok(Handled {
                 processed: 0,
                 sold_out: false,
+                late: Vec::new(),
                 failed: events
                     .iter()
                     .map(|ev| (ev.clone(), e.to_string()))
@@ -135,7 +152,8 @@ pub async fn handle_batch(
     }
 }
 
-/// Records `SYSTEM_ERROR`; if even that fails the database is gone and the
+/// Records `SYSTEM_ERROR` for events that failed on their own (a
+/// non-transient error); if even that fails the database is gone and the
 /// caller must not acknowledge.
 async fn fail(pool: &MySqlPool, events: &[QueuedEvent], e: &DbError) -> Result<(), DbError> {
     tracing::error!(error = ?e, events = events.len(), "giving up on events: SYSTEM_ERROR and dead-letter queue");

@@ -181,8 +181,15 @@ impl RedisPoller {
                 queue: &self.queue,
                 coupon,
             };
-            let drained =
-                drain_batch(&dead_letters, &self.pool, &batch, self.retry, cancel).await?;
+            let drained = drain_batch(
+                &dead_letters,
+                &self.barrier,
+                &self.pool,
+                &batch,
+                self.retry,
+                cancel,
+            )
+            .await?;
             // Only now, with every result committed, do the entries leave the
             // stream; a sold-out coupon is marked so the api stops queueing.
             self.queue

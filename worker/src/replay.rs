@@ -6,8 +6,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::config::QueueType;
 use common::domain::CouponIssueEvent;
+use common::domain::QueueType;
 use common::queue::{KafkaProducer, KafkaSettings, RedisQueue};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -30,10 +30,10 @@ pub async fn replay_dead_letters(config: &WorkerConfig) -> anyhow::Result<Replay
     let c = &config.common;
     match c.queue_type {
         QueueType::Redis => {
-            let queue = RedisQueue::from_config(c, Duration::from_secs(5)).await?;
+            let queue = RedisQueue::connect(&c.redis_settings(), Duration::from_secs(5)).await?;
             replay_redis(&queue).await
         }
-        QueueType::Kafka => replay_kafka(KafkaSettings::from_config(c)).await,
+        QueueType::Kafka => replay_kafka(c.kafka_settings()).await,
     }
 }
 
@@ -47,7 +47,7 @@ async fn replay_redis(queue: &RedisQueue) -> anyhow::Result<ReplaySummary> {
         for letter in &letters {
             match CouponIssueEvent::from_json(&letter.payload) {
                 Ok(event) => {
-                    queue.requeue(&event).await?;
+                    queue.requeue(&event, false).await?;
                     queue.delete_dead_letter(&letter.id).await?;
                     summary.replayed += 1;
                 }

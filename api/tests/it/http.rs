@@ -3,7 +3,8 @@
 
 use crate::{spawn_app, TOKEN};
 use api::Application;
-use common::config::{CommonConfig, QueueType};
+use common::config::CommonConfig;
+use common::domain::QueueType;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use testkit::{common_config, key_prefix, redis_url, TestDb};

@@ -6,7 +6,7 @@ mod http;
 mod shutdown;
 mod switch;
 
-use common::config::QueueType;
+use common::domain::QueueType;
 use testkit::TestApp;
 
 pub use testkit::ADMIN_TOKEN as TOKEN;

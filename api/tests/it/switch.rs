@@ -1,7 +1,7 @@
 //! `GET`/`PUT /api/admin/queue` without workers: what a switch that cannot
 //! be made answers, and that it changes nothing.
 
-use common::config::QueueType;
+use common::domain::QueueType;
 use testkit::{free_port, spawn_app_with, test_config, Accepted};
 
 use crate::TOKEN;
@@ -80,4 +80,72 @@ async fn a_switch_needs_the_token_and_a_known_queue() {
     }
     let queue = app.json("/api/admin/queue").await;
     assert_eq!(queue["epoch"], 1, "{queue}");
+}
+
+/// The record wins over `APP_QUEUE_TYPE` (invariant S1): after a switch to
+/// Kafka, the only api restarts with `APP_QUEUE_TYPE=redis` and stays on
+/// Kafka; a routine deploy is not a switch.
+#[tokio::test]
+async fn a_switch_survives_a_restart_of_the_only_api() {
+    let (db, common) = testkit::test_config_both(QueueType::Redis).await;
+    assert_eq!(common.queue_type, QueueType::Redis);
+    let app = spawn_app_with(db.clone(), common.clone()).await;
+    let coupon = app.create_coupon(10).await;
+    assert_eq!(app.switch_queue(QueueType::Kafka).await.status(), 200);
+    drop(app);
+
+    let restarted = spawn_app_with(db, common).await;
+    let queue = restarted.json("/api/admin/queue").await;
+    assert_eq!(queue["type"], "kafka", "{queue}");
+    assert_eq!(queue["epoch"], 2, "{queue}");
+    let res = restarted.issue(coupon.get(), "1").await;
+    assert_eq!(res.status(), 202);
+    let accepted: Accepted = res.json().await.unwrap();
+    assert_eq!(accepted.queue, QueueType::Kafka);
+    let epochs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue_epoch")
+        .fetch_one(&restarted.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(epochs, 2, "the restart switched nothing");
+}
+
+/// Kafka cannot refuse a write, so an epoch after Kafka settles only once
+/// every live api follows it (invariant S4): an api that stopped writing
+/// its row holds the switch until the row goes stale, and a second switch
+/// meanwhile is refused with `409`. After Redis, the fences settle a switch
+/// at once.
+#[tokio::test]
+async fn a_switch_off_kafka_waits_for_every_live_api_and_a_switch_off_redis_does_not() {
+    let (db, common) = testkit::test_config_both(QueueType::Kafka).await;
+    let app = spawn_app_with(db, common).await;
+    // An api that followed epoch 1 and then died: its row stays live for
+    // a few seconds more.
+    sqlx::query(
+        "INSERT INTO api_instance (instance_id, followed_epoch, last_seen_at) \
+         VALUES ('api-killed-9', 1, NOW(6))",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let res = app.switch_queue(QueueType::Redis).await;
+    assert_eq!(res.status(), 200);
+    let queue = app.json("/api/admin/queue").await;
+    assert_eq!(queue["settledAt"], serde_json::Value::Null, "{queue}");
+    let refused = app.switch_queue(QueueType::Kafka).await;
+    assert_eq!(refused.status(), 409);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "SWITCH_IN_PROGRESS", "{body}");
+
+    testkit::wait_until(
+        "the dead api's row to go stale and the switch to settle",
+        std::time::Duration::from_secs(30),
+        || async { app.json("/api/admin/queue").await["settledAt"].is_string() },
+    )
+    .await;
+    // Off Redis: the fences settle it within the call.
+    let res = app.switch_queue(QueueType::Kafka).await;
+    assert_eq!(res.status(), 200);
+    let queue = app.json("/api/admin/queue").await;
+    assert_eq!(queue["epoch"], 3, "{queue}");
+    assert!(queue["settledAt"].is_string(), "{queue}");
 }

@@ -33,12 +33,18 @@ pub struct BatchOutcome {
     pub already_processed: usize,
     /// The coupon exists and has no stock left after this batch.
     pub sold_out: bool,
+    /// Events not decided because the coupon had already processed a later
+    /// epoch (invariant S6): the caller forwards them to the active queue
+    /// before acknowledging the batch.
+    pub late: Vec<QueuedEvent>,
 }
 
 /// The issue rules of a coupon, read under its row lock.
 #[derive(Debug, Clone, Copy, sqlx::FromRow)]
 pub struct CouponRules {
     pub stock: i32,
+    /// The highest queue epoch of the coupon's processed requests.
+    pub queue_epoch: i64,
     pub issue_starts_at: Option<DateTime<Utc>>,
     pub issue_ends_at: Option<DateTime<Utc>>,
 }
@@ -90,9 +96,32 @@ pub fn decide(
         .collect()
 }
 
+/// Splits events (one coupon's, queue order) into those decided now and the
+/// late ones (invariant S6): an event of an epoch below the highest epoch
+/// processed so far, the coupon's `processed` epoch or an earlier event's of
+/// the batch. Returns the epoch the coupon has processed up to afterwards.
+/// Pure, so the rule can be tested without a database.
+pub fn split_late<'a>(
+    processed: u64,
+    events: &[&'a QueuedEvent],
+) -> (Vec<&'a QueuedEvent>, Vec<&'a QueuedEvent>, u64) {
+    let mut highest = processed;
+    let (mut now, mut late) = (Vec::with_capacity(events.len()), Vec::new());
+    for &q in events {
+        if q.event.epoch < highest {
+            late.push(q);
+        } else {
+            highest = q.event.epoch;
+            now.push(q);
+        }
+    }
+    (now, late, highest)
+}
+
 /// Processes events of one coupon, in queue order, in one transaction: lock
-/// the coupon, skip events that already have a result, decide the rest,
-/// insert the winners, take the stock once, insert all results, commit.
+/// the coupon, skip events that already have a result, set the late ones
+/// aside, decide the rest, insert the winners, take the stock once, insert
+/// all results, commit.
 #[instrument(skip_all, fields(coupon_id, events = events.len()))]
 pub async fn process_batch(
     pool: &MySqlPool,
@@ -134,12 +163,26 @@ pub async fn process_batch(
         })
         .collect();
     let already_processed = events.len() - fresh.len();
+    // invariant S6: decided in epoch order or not here at all. A coupon that
+    // does not exist has no order to keep.
+    let processed_epoch = coupon.map_or(0, |c| c.queue_epoch.max(0) as u64);
+    let (fresh, late, highest_epoch) = if coupon.is_some() {
+        split_late(processed_epoch, &fresh)
+    } else {
+        (fresh, Vec::new(), 0)
+    };
+    let late: Vec<QueuedEvent> = late.into_iter().cloned().collect();
+    if !late.is_empty() {
+        tracing::info!(coupon = %coupon_id, late = late.len(), epoch = highest_epoch,
+            "events of an earlier queue epoch arrived after a later one was processed; forwarding them");
+    }
     if fresh.is_empty() {
         tx.commit().await?;
         return Ok(BatchOutcome {
             results: Vec::new(),
             already_processed,
             sold_out: coupon.is_some_and(|c| c.stock <= 0),
+            late,
         });
     }
     let replayed: Vec<String> = fresh
@@ -201,13 +244,18 @@ pub async fn process_batch(
             .execute(&mut *tx)
             .await
             .map_err(DbError::from_sqlx)?;
-        let taken =
-            sqlx::query("UPDATE coupon SET stock = stock - ? WHERE coupon_id = ? AND stock >= ?")
-                .bind(winners.len() as i64)
-                .bind(coupon_id.get())
-                .bind(winners.len() as i64)
-                .execute(&mut *tx)
-                .await?;
+    }
+    if !winners.is_empty() || highest_epoch > processed_epoch {
+        let taken = sqlx::query(
+            "UPDATE coupon SET stock = stock - ?, queue_epoch = GREATEST(queue_epoch, ?) \
+             WHERE coupon_id = ? AND stock >= ?",
+        )
+        .bind(winners.len() as i64)
+        .bind(highest_epoch as i64)
+        .bind(coupon_id.get())
+        .bind(winners.len() as i64)
+        .execute(&mut *tx)
+        .await?;
         if taken.rows_affected() != 1 {
             return Err(DbError::StockChanged(coupon_id));
         }
@@ -224,6 +272,7 @@ pub async fn process_batch(
         results,
         already_processed,
         sold_out,
+        late,
     })
 }
 
@@ -232,7 +281,8 @@ async fn lock_coupon(
     coupon_id: CouponId,
 ) -> Result<Option<CouponRules>, DbError> {
     Ok(sqlx::query_as(
-        "SELECT stock, issue_starts_at, issue_ends_at FROM coupon WHERE coupon_id = ? FOR UPDATE",
+        "SELECT stock, queue_epoch, issue_starts_at, issue_ends_at FROM coupon \
+         WHERE coupon_id = ? FOR UPDATE",
     )
     .bind(coupon_id.get())
     .fetch_optional(&mut **tx)
@@ -350,7 +400,7 @@ mod tests {
         e.requested_at = at;
         QueuedEvent {
             event: e,
-            queue: crate::config::QueueType::Redis,
+            queue: crate::domain::QueueType::Redis,
             position: format!("1-{user}"),
         }
     }
@@ -362,6 +412,7 @@ mod tests {
         let refs: Vec<&QueuedEvent> = events.iter().collect();
         let rules = CouponRules {
             stock: 2,
+            queue_epoch: 1,
             issue_starts_at: None,
             issue_ends_at: None,
         };
@@ -389,6 +440,7 @@ mod tests {
         let refs: Vec<&QueuedEvent> = events.iter().collect();
         let rules = CouponRules {
             stock: 5,
+            queue_epoch: 1,
             issue_starts_at: Some(now - chrono::Duration::hours(1)),
             issue_ends_at: Some(now),
         };
@@ -396,5 +448,34 @@ mod tests {
         assert!(got.iter().all(|d| d.0 == IssueStatus::ValidationFailed));
         let got = decide(None, &mut HashSet::new(), &refs);
         assert!(got.iter().all(|d| d.0 == IssueStatus::ValidationFailed));
+    }
+
+    #[test]
+    fn events_of_an_epoch_below_one_already_processed_are_late() {
+        let now = Utc::now();
+        let at = |user, epoch| {
+            let mut q = ev(user, now);
+            q.event.epoch = epoch;
+            q
+        };
+        let events = [at(1, 2), at(2, 3), at(3, 2), at(4, 3), at(5, 4)];
+        let refs: Vec<&QueuedEvent> = events.iter().collect();
+        let users =
+            |v: &[&QueuedEvent]| v.iter().map(|q| q.event.user_id.get()).collect::<Vec<_>>();
+
+        let (now_, late, highest) = split_late(1, &refs);
+        assert_eq!(
+            (users(&now_), users(&late), highest),
+            (vec![1, 2, 4, 5], vec![3], 4)
+        );
+
+        let (now_, late, highest) = split_late(3, &refs);
+        assert_eq!(
+            (users(&now_), users(&late), highest),
+            (vec![2, 4, 5], vec![1, 3], 4)
+        );
+
+        let (now_, late, highest) = split_late(9, &refs);
+        assert_eq!((now_.len(), late.len(), highest), (0, 5, 9));
     }
 }

@@ -20,10 +20,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::config::CommonConfig;
 use crate::domain::{CouponId, CouponIssueEvent};
 use crate::error::QueueError;
-use crate::queue::{Enqueued, Lane};
+use crate::queue::lane::{Enqueued, Lane};
 
 /// Where the Kafka queue lives.
 #[derive(Debug, Clone)]
@@ -32,18 +31,11 @@ pub struct KafkaSettings {
     pub topic: String,
     pub group_id: String,
     pub partitions: i32,
+    /// Replication factor of the topics created at start-up.
+    pub replication_factor: i32,
 }
 
 impl KafkaSettings {
-    pub fn from_config(c: &CommonConfig) -> Self {
-        Self {
-            brokers: c.kafka_brokers.clone(),
-            topic: c.kafka_topic.clone(),
-            group_id: c.kafka_group_id.clone(),
-            partitions: c.kafka_partitions,
-        }
-    }
-
     /// The dead-letter topic: `<topic>.dlq`.
     pub fn dead_letter_topic(&self) -> String {
         format!("{}.dlq", self.topic)
@@ -131,9 +123,10 @@ impl KafkaSettings {
         let admin: AdminClient<DefaultClientContext> =
             self.client_config().create().map_err(kafka_err)?;
         let dlq = self.dead_letter_topic();
+        let replication = || TopicReplication::Fixed(self.replication_factor);
         let topics = [
-            NewTopic::new(&self.topic, self.partitions, TopicReplication::Fixed(1)),
-            NewTopic::new(&dlq, self.partitions, TopicReplication::Fixed(1)),
+            NewTopic::new(&self.topic, self.partitions, replication()),
+            NewTopic::new(&dlq, self.partitions, replication()),
         ];
         let opts = AdminOptions::new()
             .operation_timeout(Some(Duration::from_secs(5)))

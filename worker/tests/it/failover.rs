@@ -9,8 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use common::config::QueueType;
 use common::domain::IssueStatus;
+use common::domain::QueueType;
 use testkit::{kill9, spawn_app, wait_until, TestApp};
 use tokio::process::Child;
 

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use common::config::QueueType;
 use common::domain::IssueStatus;
+use common::domain::QueueType;
 use testkit::{kill9, spawn_app, wait_until, Accepted, CuttableProxy, OwnedQueue};
 
 const DRAIN: Duration = Duration::from_secs(180);

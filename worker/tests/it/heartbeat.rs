@@ -1,6 +1,6 @@
 //! The worker's heartbeat row, against real MariaDB.
 
-use common::config::QueueType;
+use common::domain::QueueType;
 use testkit::TestDb;
 use tokio_util::sync::CancellationToken;
 use worker::heartbeat::Heartbeat;

@@ -5,10 +5,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::config::QueueType;
+use common::domain::QueueType;
 use common::domain::{CouponId, IssueStatus};
 use common::queue::kafka::partition_for;
-use common::queue::{KafkaSettings, Producer, RedisQueue};
+use common::queue::{Producer, RedisQueue};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -94,7 +94,9 @@ async fn a_stopped_worker_hands_over_at_its_committed_position(mode: QueueType) 
     let processed = app.result_count(coupon).await;
     assert!(processed < accepted.len(), "stopped before the end");
 
-    let producer = Producer::from_config(&app.common).await.unwrap();
+    let producer = Producer::new(&app.common.queue_settings(), app.common.queue_type)
+        .await
+        .unwrap();
     let left = producer.queue_size(coupon).await.unwrap().size as usize;
     assert_eq!(
         left,
@@ -173,7 +175,9 @@ async fn a_malformed_kafka_message_is_dead_lettered_and_the_events_behind_it_pro
     let coupon = app.create_coupon(5).await;
     // What a producer with a bug might send, keyed by the coupon like the
     // api's messages.
-    let producer: FutureProducer = KafkaSettings::from_config(&app.common)
+    let producer: FutureProducer = app
+        .common
+        .kafka_settings()
         .producer_config(Duration::from_secs(10))
         .create()
         .unwrap();
@@ -193,7 +197,9 @@ async fn a_malformed_kafka_message_is_dead_lettered_and_the_events_behind_it_pro
     }
     let _worker = sale_behind_malformed_entries(&app, coupon).await;
 
-    let dlq: StreamConsumer = KafkaSettings::from_config(&app.common)
+    let dlq: StreamConsumer = app
+        .common
+        .kafka_settings()
         .dead_letter_reader_config()
         .create()
         .unwrap();

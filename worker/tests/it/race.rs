@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::config::QueueType;
+use common::domain::QueueType;
 use common::domain::{queue_position_key, CouponId, IssueStatus};
 use testkit::{spawn_app, users_with_repeats};
 

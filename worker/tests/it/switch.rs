@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::config::QueueType;
+use common::domain::QueueType;
 use common::domain::{CouponId, IssueStatus};
 use futures::future::join_all;
 use testkit::servers::OwnedBroker;
@@ -286,7 +286,8 @@ async fn kafka_broker_down_falls_back_to_redis_and_keeps_first_come() {
     common.kafka_brokers = broker.brokers();
     common.queue_type = QueueType::Kafka;
     common.queue_fallback = true;
-    common::queue::KafkaSettings::from_config(&common)
+    common
+        .kafka_settings()
         .ensure_topics()
         .await
         .expect("test topics are created");

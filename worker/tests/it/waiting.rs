@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use common::config::QueueType;
 use common::domain::CouponId;
+use common::domain::QueueType;
 use serde_json::Value;
 use testkit::{spawn_app, terminate, wait_until, TestApp};
 use uuid::Uuid;

@@ -13,8 +13,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::Value;
 
-use super::RedisKeys;
-use crate::config::ClusterNodes;
+use super::keys::RedisKeys;
+use super::settings::ClusterNodes;
 use crate::domain::CouponId;
 use crate::error::QueueError;
 

@@ -49,6 +49,13 @@ impl RedisKeys {
         format!("{}{STREAM}{{{coupon}}}:sold-out", self.prefix)
     }
 
+    /// The coupon's switch fence (invariant S3 of `common::switch`): the
+    /// newest epoch that moved the service off Redis. The enqueue script
+    /// refuses a new event of an earlier epoch. Same slot as its stream.
+    pub fn fence(&self, coupon: CouponId) -> String {
+        format!("{}{STREAM}{{{coupon}}}:fence", self.prefix)
+    }
+
     /// Pub/sub channel of wake-ups: the id of a coupon whose empty stream
     /// just got an entry.
     pub fn wake_channel(&self) -> String {
@@ -98,6 +105,7 @@ mod tests {
         assert_eq!(k.lease(c), "t1:coupon-issue-events:{7}:lease");
         assert_eq!(k.progress(c), "t1:coupon-issue-events:{7}:progress");
         assert_eq!(k.sold_out(c), "t1:coupon-issue-events:{7}:sold-out");
+        assert_eq!(k.fence(c), "t1:coupon-issue-events:{7}:fence");
         assert_eq!(k.pending(), "t1:coupon-issue-events:pending");
         assert_eq!(k.dead_letters(), "t1:coupon-issue-events:dlq");
     }

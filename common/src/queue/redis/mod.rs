@@ -25,16 +25,16 @@ use anyhow::Context;
 use redis::aio::ConnectionLike;
 use redis::{Script, Value};
 
-use crate::config::{ClusterNodes, CommonConfig, QueueType};
-use crate::domain::{CouponId, CouponIssueEvent, QueuedEvent};
+use crate::domain::{CouponId, CouponIssueEvent, QueueType, QueuedEvent};
 use crate::error::QueueError;
 use crate::queue::batch::{self, Batch, Reject};
-use crate::queue::{Enqueued, Lane};
+use crate::queue::lane::{Enqueued, Lane};
 
 pub mod cluster;
 mod dead_letters;
 mod keys;
 mod reply;
+mod settings;
 mod single;
 pub mod wake;
 
@@ -42,38 +42,46 @@ pub use dead_letters::DeadLetter;
 pub use keys::RedisKeys;
 pub use reply::next_entry_id;
 use reply::{bytes_field, parse_xrange};
+pub use settings::{check_key_prefix, check_url, ClusterNodes, RedisSettings};
 use single::SingleNode;
 
-/// Single node: the entry, its coupon marked pending, and a wake-up when the
-/// stream was empty (see [`wake`]). Answers the entry id, the stream's length
-/// with it, and the coupon's processed count (`KEYS[2]`, see
-/// [`RedisKeys::progress`]), read in the same atomic step; or nil, adding
-/// nothing, while the coupon is marked sold out (`KEYS[3]`) and `ARGV[4]` is
-/// `1` (a new request; a replayed one was accepted long ago).
+/// The entry, a wake-up when the stream was empty (see [`wake`]) and, on a
+/// single node, its coupon marked pending (`KEYS[5]`; a cluster has no
+/// pending set, its streams are the record). Every key but the pending set
+/// carries the coupon's hash tag, so on a cluster they share a slot.
+///
+/// Answers the entry id, the stream's length with it, and the coupon's
+/// processed count (`KEYS[2]`, see [`RedisKeys::progress`]), read in the same
+/// atomic step. Adds nothing and answers:
+/// * the error `FENCED <epoch>` when the event's epoch (`ARGV[5]`, empty for
+///   none) is below the coupon's fence (`KEYS[4]`, invariant S3 of
+///   `common::switch`);
+/// * nil while the coupon is marked sold out (`KEYS[3]`) and `ARGV[4]` is `1`
+///   (a new request; a replayed one was accepted long ago).
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+if ARGV[5] ~= '' then
+  local fence = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if tonumber(ARGV[5]) < fence then return redis.error_reply('FENCED ' .. fence) end
+end
 if ARGV[4] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return false end
 local was_empty = redis.call('XLEN', KEYS[1]) == 0
 local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
-redis.call('SADD', KEYS[4], ARGV[2])
+if KEYS[5] then redis.call('SADD', KEYS[5], ARGV[2]) end
 if was_empty then redis.call('PUBLISH', ARGV[3], ARGV[2]) end
 local processed = redis.call('HGET', KEYS[2], 'processed') or '0'
 return {id, redis.call('XLEN', KEYS[1]), tonumber(processed)}",
     )
 });
 
-/// Cluster: as [`ENQUEUE`] without the pending set; both keys carry the
-/// coupon's hash tag, so they share a slot.
-static ENQUEUE_ONE_SLOT: LazyLock<Script> = LazyLock::new(|| {
+/// Raises the coupon's fence (`KEYS[1]`) to epoch `ARGV[1]`; it never falls.
+static RAISE_FENCE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if ARGV[4] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return false end
-local was_empty = redis.call('XLEN', KEYS[1]) == 0
-local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
-if was_empty then redis.call('PUBLISH', ARGV[3], ARGV[2]) end
-local processed = redis.call('HGET', KEYS[2], 'processed') or '0'
-return {id, redis.call('XLEN', KEYS[1]), tonumber(processed)}",
+local fence = tonumber(redis.call('GET', KEYS[1]) or '0')
+if fence < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1",
     )
 });
 
@@ -190,18 +198,18 @@ impl RedisQueue {
         })
     }
 
-    /// The queue the configuration names: the cluster of
+    /// The queue the settings name: the cluster of
     /// `REDIS_CLUSTER_NODES` when set (it must answer now), else the single
     /// node of `REDIS_URL` (which may still be down).
-    pub async fn from_config(config: &CommonConfig, timeout: Duration) -> anyhow::Result<Self> {
-        let prefix = &config.redis_key_prefix;
-        match &config.redis_cluster_nodes {
+    pub async fn connect(settings: &RedisSettings, timeout: Duration) -> anyhow::Result<Self> {
+        let prefix = &settings.key_prefix;
+        match &settings.cluster_nodes {
             Some(nodes) => Self::cluster(nodes, prefix, timeout)
                 .await
                 .with_context(|| {
                     format!("connecting to the Redis Cluster REDIS_CLUSTER_NODES={nodes}")
                 }),
-            None => Self::new(&config.redis_url, prefix, timeout).context("REDIS_URL"),
+            None => Self::new(&settings.url, prefix, timeout).context("REDIS_URL"),
         }
     }
 
@@ -262,17 +270,30 @@ impl RedisQueue {
     }
 
     /// Appends the event to its coupon's stream; returns the entry id and
-    /// where the entry stands.
+    /// where the entry stands. `Fenced` when a switch moved the service off
+    /// Redis at a later epoch than the event's (nothing added).
     pub async fn enqueue(&self, event: &CouponIssueEvent) -> Result<Enqueued, QueueError> {
-        self.enqueue_raw(event.coupon_id, event.to_json().as_bytes())
-            .await
+        self.append(
+            event.coupon_id,
+            event.to_json().as_bytes(),
+            Some(event.epoch),
+            true,
+        )
+        .await
     }
 
-    /// Puts back an event accepted earlier (a replayed dead letter): as
-    /// [`RedisQueue::enqueue`], but a sold-out mark does not refuse it, since
-    /// it was accepted before and must get its result.
-    pub async fn requeue(&self, event: &CouponIssueEvent) -> Result<Enqueued, QueueError> {
-        self.append(event.coupon_id, event.to_json().as_bytes(), false)
+    /// Puts an event accepted earlier back (a replayed dead letter, or a
+    /// late event forwarded from the other queue): as [`RedisQueue::enqueue`],
+    /// but a sold-out mark does not refuse it, since it was accepted before
+    /// and must get its result. A replay (`fenced: false`) passes the fence
+    /// too: it is redone out of order by nature.
+    pub async fn requeue(
+        &self,
+        event: &CouponIssueEvent,
+        fenced: bool,
+    ) -> Result<Enqueued, QueueError> {
+        let epoch = fenced.then_some(event.epoch);
+        self.append(event.coupon_id, event.to_json().as_bytes(), epoch, false)
             .await
     }
 
@@ -283,32 +304,29 @@ impl RedisQueue {
         coupon: CouponId,
         payload: &[u8],
     ) -> Result<Enqueued, QueueError> {
-        self.append(coupon, payload, true).await
+        self.append(coupon, payload, None, true).await
     }
 
     async fn append(
         &self,
         coupon: CouponId,
         payload: &[u8],
+        epoch: Option<u64>,
         new_request: bool,
     ) -> Result<Enqueued, QueueError> {
-        let script = if self.is_cluster() {
-            // The stream is the record of pending work: no pending set.
-            &*ENQUEUE_ONE_SLOT
-        } else {
-            &*ENQUEUE
-        };
-        let mut inv = script.prepare_invoke();
+        let mut inv = ENQUEUE.prepare_invoke();
         inv.key(self.keys.stream(coupon))
             .key(self.keys.progress(coupon))
-            .key(self.keys.sold_out(coupon));
+            .key(self.keys.sold_out(coupon))
+            .key(self.keys.fence(coupon));
         if !self.is_cluster() {
             inv.key(self.keys.pending());
         }
         inv.arg(payload)
             .arg(coupon.get())
             .arg(self.keys.wake_channel())
-            .arg(if new_request { "1" } else { "0" });
+            .arg(if new_request { "1" } else { "0" })
+            .arg(epoch.map_or(String::new(), |e| e.to_string()));
         let reply: Option<(String, u64, u64)> = self.run(Invocation::Script(inv)).await?;
         let (id, len, processed) = reply.ok_or(QueueError::SoldOut(coupon))?;
         // The stream holds exactly the entries not yet processed, this one
@@ -321,6 +339,38 @@ impl RedisQueue {
             target: processed + ahead,
             progress: Some(processed),
         })
+    }
+
+    /// Raises the fence of every coupon in `coupons` to `epoch` (invariant
+    /// S3 of `common::switch`): from then on the enqueue script refuses new
+    /// events of an earlier epoch.
+    pub async fn raise_fences(&self, coupons: &[CouponId], epoch: u64) -> Result<(), QueueError> {
+        use futures::stream::{self, StreamExt, TryStreamExt};
+        // Owned values in the stream: a borrowing closure here makes the
+        // callers' futures fail higher-ranked `Send` checks.
+        stream::iter(coupons.to_vec())
+            .map(|coupon| {
+                let this = self.clone();
+                async move {
+                    let mut inv = RAISE_FENCE.prepare_invoke();
+                    inv.key(this.keys.fence(coupon)).arg(epoch);
+                    this.run::<i64>(Invocation::Script(inv)).await
+                }
+            })
+            .buffer_unordered(64)
+            .try_for_each(|_| async { Ok(()) })
+            .await
+    }
+
+    /// The coupon's fence: the newest epoch that moved the service off Redis
+    /// (0 when none did).
+    pub async fn fence(&self, coupon: CouponId) -> Result<u64, QueueError> {
+        let n: Option<u64> = self
+            .run(Invocation::Cmd(
+                redis::cmd("GET").arg(self.keys.fence(coupon)),
+            ))
+            .await?;
+        Ok(n.unwrap_or(0))
     }
 
     /// Lifts a worker's sold-out mark (the api saw the coupon restocked).

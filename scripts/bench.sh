@@ -31,8 +31,11 @@
 # 3 runs of both modes take 6 to 10 minutes on 2 cores). Every step's
 # figures are one JSON line of run/bench/results.jsonl, printed by loadgen
 # itself (the CPU and RSS figures this script reads from /proc go through
-# `loadgen line`); medians go into run/bench/results.md and
-# run/bench/results.json, the per-second timeline of the last sale into
+# `loadgen line`); `loadgen report` then writes the medians, each beside its
+# ceiling from the same run, into run/bench/results.md and
+# run/bench/results.json, the same tables into docs/performance.md between
+# its `<!-- bench:begin -->` and `<!-- bench:end -->` lines (skipped, with a
+# note, when it has none), and the per-second timeline of the last sale into
 # docs/bench.svg. A run that breaks an invariant or gets refused requests is
 # a failed run: it is marked FAILED in the table and the script exits
 # non-zero.
@@ -40,7 +43,7 @@
 #   scripts/bench.sh [--quick] [--queues "redis kafka"] [--runs 3]
 #                    [--requests 100000] [--users 50000] [--stock 10000]
 #                    [--rate 5000] [--rate-seconds 5] [--batch 500]
-#                    [--plot docs/bench.svg]
+#                    [--plot docs/bench.svg] [--doc docs/performance.md]
 #
 # --quick: 20,000 calls from 10,000 users on 2,000 units, one run (about a
 # minute per mode). Ports: BENCH_API_PORT (29090), BENCH_WORKER_PORT (29100,
@@ -54,6 +57,7 @@ cd "$ROOT_DIR"
 
 queues="redis kafka" runs=3 requests=100000 users=50000 stock=10000 coupons=20
 rate=5000 rate_seconds=5 batch=500 small=4000 plot="$ROOT_DIR/docs/bench.svg"
+doc="$ROOT_DIR/docs/performance.md"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) runs=1 requests=20000 users=10000 stock=2000 rate_seconds=3 small=2000; shift ;;
@@ -66,6 +70,7 @@ while [[ $# -gt 0 ]]; do
     --rate-seconds) rate_seconds=$2; shift 2 ;;
     --batch) batch=$2; shift 2 ;;
     --plot) plot=$2; shift 2 ;;
+    --doc) doc=$2; shift 2 ;;
     -h|--help) sed -n '2,/^source/p' "$0" | sed '$d'; exit 0 ;;
     *) die "unknown argument $1" ;;
   esac
@@ -253,11 +258,9 @@ for ((run = 1; run <= runs; run++)); do
 done
 
 machine="$load_before; $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GB", $2 / 1048576}' /proc/meminfo), $(uname -sr)"
-python3 "$ROOT_DIR/scripts/bench_report.py" "$results" "$RUN_DIR" \
-  --machine "$machine" --batch "$batch" --requests "$requests" --users "$users" --stock "$stock" \
-  --coupons "$coupons" --rate "$rate" --small "$small"
-mkdir -p "$(dirname "$plot")"
-"$BIN/loadgen" plot --input "$RUN_DIR/results.json" --out "$plot"
+"$BIN/loadgen" report --input "$results" --out-dir "$RUN_DIR" --plot "$plot" --doc "$doc" \
+  --machine "$machine" --cores "$(nproc)" --batch "$batch" --requests "$requests" \
+  --users "$users" --stock "$stock" --coupons "$coupons" --rate "$rate" --small "$small"
 cat "$RUN_DIR/results.md"
 log "wrote $RUN_DIR/results.md, $RUN_DIR/results.json and $plot"
 ((failures == 0)) || die "$failures step(s) failed; see FAILED in the table"

@@ -53,6 +53,16 @@ impl<R> Line<R> {
     }
 }
 
+/// What every line says about success, whatever printed it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    #[serde(default)]
+    pub ok: bool,
+    pub error: Option<String>,
+    pub audit: Option<AuditFigures>,
+}
+
 /// A step that printed no figures: the reason.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -215,6 +225,25 @@ pub struct CpuSnapshot {
     pub wall: f64,
 }
 
+impl CpuSnapshot {
+    /// The processes, in the order the report lists them.
+    pub const PROCESSES: [&'static str; 6] =
+        ["api", "worker", "redis", "mariadb", "broker", "loadgen"];
+
+    /// CPU seconds of one of [`Self::PROCESSES`].
+    pub fn seconds(&self, process: &str) -> f64 {
+        match process {
+            "api" => self.api,
+            "worker" => self.worker,
+            "redis" => self.redis,
+            "mariadb" => self.mariadb,
+            "broker" => self.broker,
+            "loadgen" => self.loadgen,
+            _ => 0.0,
+        }
+    }
+}
+
 /// `api=2.5 worker=0.1 redis=0.2 mariadb=0.8 broker=0 loadgen=2.7
 /// wall=1764239460.5`, as the benchmark script measures it from `/proc`;
 /// every name once.
@@ -302,7 +331,7 @@ mod tests {
                 .parse()
                 .unwrap();
         assert_eq!(s.api, 2.5);
-        assert_eq!(s.loadgen, 2.7);
+        assert_eq!(s.seconds("loadgen"), 2.7);
         assert_eq!(s.wall, 1_764_239_460.25);
         assert!("api=1 worker=1".parse::<CpuSnapshot>().is_err());
         assert!(

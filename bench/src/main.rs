@@ -6,6 +6,9 @@
 //! * `bare-http`, `enqueue`, `insert`: the ceilings measured in the same run;
 //! * `line`: the lines of figures the benchmark script measures itself (CPU
 //!   and RSS from `/proc`), and of a step that printed none;
+//! * `report`: medians, ceilings and targets of a benchmark's lines:
+//!   `results.md`, `results.json`, the same tables in `docs/performance.md`
+//!   and the SVG;
 //! * `plot`: the per-second timeline of a run as SVG;
 //! * `audit`: the invariant checks of a sale run by hand, printed for people.
 //!
@@ -21,6 +24,7 @@ mod ceiling;
 mod figures;
 mod load;
 mod plot;
+mod report;
 mod results;
 mod sale;
 mod stats;
@@ -58,6 +62,9 @@ enum Command {
     /// Print a line of results.jsonl for figures measured outside loadgen.
     #[command(subcommand)]
     Line(LineCommand),
+    /// Medians of a benchmark's results.jsonl: results.md, results.json,
+    /// the tables in the performance document, the SVG.
+    Report(report::ReportArgs),
     /// SVG of the per-second timelines in a results.json.
     Plot(plot::PlotArgs),
     /// Check the invariants of a sale (exit status 1 when one broke).
@@ -138,7 +145,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Line(LineCommand::Failed { error, step }) => {
             print_line(Some(&step), &Failed::new(error))
         }
-        Command::Plot(a) => plot::plot(a),
+        Command::Report(a) => report::report(&a),
+        Command::Plot(a) => plot::plot(&a),
         Command::Audit(a) => {
             if audit::audit(a).await? {
                 return Ok(());

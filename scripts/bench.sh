@@ -28,16 +28,22 @@
 #               scratch database over one connection
 #
 # Every step runs RUNS times, interleaved (the machine is noisy; the default
-# 3 runs of both modes take 6 to 10 minutes on 2 cores); medians go
-# into run/bench/results.md and run/bench/results.json, the per-second
-# timeline of the last sale into docs/bench.svg. A run that breaks an
-# invariant or gets refused requests is a failed run: it is marked FAILED in
-# the table and the script exits non-zero.
+# 3 runs of both modes take 6 to 10 minutes on 2 cores). Every step's
+# figures are one JSON line of run/bench/results.jsonl, printed by loadgen
+# itself (the CPU and RSS figures this script reads from /proc go through
+# `loadgen line`); `loadgen report` then writes the medians, each beside its
+# ceiling from the same run, into run/bench/results.md and
+# run/bench/results.json, the same tables into docs/performance.md between
+# its `<!-- bench:begin -->` and `<!-- bench:end -->` lines (skipped, with a
+# note, when it has none), and the per-second timeline of the last sale into
+# docs/bench.svg. A run that breaks an invariant or gets refused requests is
+# a failed run: it is marked FAILED in the table and the script exits
+# non-zero.
 #
 #   scripts/bench.sh [--quick] [--queues "redis kafka"] [--runs 3]
 #                    [--requests 100000] [--users 50000] [--stock 10000]
 #                    [--rate 5000] [--rate-seconds 5] [--batch 500]
-#                    [--plot docs/bench.svg]
+#                    [--plot docs/bench.svg] [--doc docs/performance.md]
 #
 # --quick: 20,000 calls from 10,000 users on 2,000 units, one run (about a
 # minute per mode). Ports: BENCH_API_PORT (29090), BENCH_WORKER_PORT (29100,
@@ -51,6 +57,7 @@ cd "$ROOT_DIR"
 
 queues="redis kafka" runs=3 requests=100000 users=50000 stock=10000 coupons=20
 rate=5000 rate_seconds=5 batch=500 small=4000 plot="$ROOT_DIR/docs/bench.svg"
+doc="$ROOT_DIR/docs/performance.md"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) runs=1 requests=20000 users=10000 stock=2000 rate_seconds=3 small=2000; shift ;;
@@ -63,6 +70,7 @@ while [[ $# -gt 0 ]]; do
     --rate-seconds) rate_seconds=$2; shift 2 ;;
     --batch) batch=$2; shift 2 ;;
     --plot) plot=$2; shift 2 ;;
+    --doc) doc=$2; shift 2 ;;
     -h|--help) sed -n '2,/^source/p' "$0" | sed '$d'; exit 0 ;;
     *) die "unknown argument $1" ;;
   esac
@@ -101,22 +109,26 @@ progress() {
   log "[$step/$total_steps] run $run/$runs: $*"
 }
 
-# record MODE KIND COMMAND...: runs a loadgen step and appends its JSON line
-# (or the failure) to results.jsonl.
+# record MODE KIND COMMAND...: runs a loadgen step, which prints its line of
+# results.jsonl (--run, --mode and --kind name the step), and appends it.
 failures=0
 record() {
-  local mode=$1 kind=$2 line rc=0
+  local mode=$1 kind=$2 rc=0
   shift 2
-  line=$("$@") || rc=$?
-  record_line "$mode" "$kind" "$line" "$rc"
+  "$@" --run "$run" --mode "$mode" --kind "$kind" >"$RUN_DIR/step.out" || rc=$?
+  append_step "$mode" "$kind" "$rc"
 }
-record_line() { # record_line MODE KIND LINE EXIT_CODE
-  local mode=$1 kind=$2 line=$3 rc=$4
-  if [[ -z "$line" ]]; then
-    line='{"ok":false,"error":"no figures (see the messages above)"}'
-  fi
+# append_step MODE KIND EXIT_CODE: the step's line from step.out; a step
+# that printed none (it died before it could) gets a line saying so.
+append_step() {
+  local mode=$1 kind=$2 rc=$3
   [[ $rc -eq 0 ]] || failures=$((failures + 1))
-  echo "{\"run\":$run,\"mode\":\"$mode\",\"kind\":\"$kind\",\"result\":$line}" >>"$results"
+  if [[ -s "$RUN_DIR/step.out" ]]; then
+    cat "$RUN_DIR/step.out" >>"$results"
+  else
+    "$BIN/loadgen" line failed --run "$run" --mode "$mode" --kind "$kind" \
+      --error "no figures (see the messages above)" >>"$results"
+  fi
 }
 
 # Peak RSS in kB of a process we started.
@@ -143,17 +155,19 @@ stop_worker() {
 drain_with_worker() {
   local kind=$1 rc=0 dpid
   shift
-  "$BIN/loadgen" drain --backlog "$RUN_DIR/backlog.json" >"$RUN_DIR/drain.out" &
+  "$BIN/loadgen" drain --backlog "$RUN_DIR/backlog.json" --run "$run" --mode "$queue" \
+    --kind "$kind" >"$RUN_DIR/step.out" &
   dpid=$!
   start_worker 1 "$@"
   wait "$dpid" || rc=$?
-  record_line "$queue" "$kind" "$(cat "$RUN_DIR/drain.out")" "$rc"
+  append_step "$queue" "$kind" "$rc"
   stop_worker 1
 }
 
 # CPU seconds (user + system) so far of the processes that share the machine
-# during a sale, as JSON fields; children of this shell stand for loadgen.
-# MariaDB and the broker also serve whatever else runs on the machine.
+# during a sale, as the NAME=SECONDS words of `loadgen line cpu`; children of
+# this shell stand for loadgen. MariaDB and the broker also serve whatever
+# else runs on the machine.
 clk_tck=$(getconf CLK_TCK)
 cpu_of_pid() { awk -v t="$clk_tck" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 cpu_snapshot() {
@@ -164,7 +178,9 @@ cpu_snapshot() {
   # `times` in this shell, not in a pipe: a subshell has no children's times.
   times >"$RUN_DIR/times"
   children=$(tail -1 "$RUN_DIR/times" | awk '{gsub(/[ms]/, " "); print $1 * 60 + $2 + $3 * 60 + $4}')
-  echo "\"api\":$(cpu_of_pid "$(cat "$RUN_DIR/api.pid")"),\"worker\":$(cpu_of_pid "$(cat "$RUN_DIR/worker-1.pid")"),\"redis\":$(cpu_of_pid "$redis_pid"),\"mariadb\":$(cpu_of_pid "$maria_pid"),\"broker\":$(cpu_of_pid "$broker_pid"),\"loadgen\":$children,\"wall\":$(date +%s.%N)"
+  echo "api=$(cpu_of_pid "$(cat "$RUN_DIR/api.pid")") worker=$(cpu_of_pid "$(cat "$RUN_DIR/worker-1.pid")")" \
+    "redis=$(cpu_of_pid "$redis_pid") mariadb=$(cpu_of_pid "$maria_pid") broker=$(cpu_of_pid "$broker_pid")" \
+    "loadgen=$children wall=$(date +%s.%N)"
 }
 
 sale() { "$BIN/loadgen" sale --api "$API" --admin-token "$ADMIN_TOKEN" "$@"; }
@@ -201,7 +217,8 @@ for ((run = 1; run <= runs; run++)); do
     cpu_snapshot >"$RUN_DIR/cpu-before"
     record "$queue" sale sale --label "$queue sale" --requests "$requests" --users "$users" --stock "$stock"
     cpu_snapshot >"$RUN_DIR/cpu-after"
-    echo "{\"run\":$run,\"mode\":\"$queue\",\"kind\":\"cpu\",\"result\":{\"ok\":true,\"before\":{$(cat "$RUN_DIR/cpu-before")},\"after\":{$(cat "$RUN_DIR/cpu-after")}}}" >>"$results"
+    "$BIN/loadgen" line cpu --run "$run" --mode "$queue" --kind cpu \
+      --before "$(<"$RUN_DIR/cpu-before")" --after "$(<"$RUN_DIR/cpu-after")" >>"$results"
     progress "$queue sale: the same calls on $coupons coupons of $((stock / coupons))"
     record "$queue" sale-20 sale --label "$queue sale-20" --requests "$requests" --users "$users" \
       --stock "$stock" --coupons "$coupons"
@@ -234,17 +251,16 @@ for ((run = 1; run <= runs; run++)); do
     done
 
     progress "$queue peak RSS"
-    echo "{\"run\":$run,\"mode\":\"$queue\",\"kind\":\"rss\",\"result\":{\"ok\":true,\"apiKb\":$(vm_hwm api),\"apiKbClosedLoop\":$api_kb_closed,\"workerKb\":$peak_worker}}" >>"$results"
+    "$BIN/loadgen" line rss --run "$run" --mode "$queue" --kind rss --api-kb "$(vm_hwm api)" \
+      --api-kb-closed-loop "$api_kb_closed" --worker-kb "$peak_worker" >>"$results"
     stop_process api 2>/dev/null
   done
 done
 
 machine="$load_before; $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GB", $2 / 1048576}' /proc/meminfo), $(uname -sr)"
-python3 "$ROOT_DIR/scripts/bench_report.py" "$results" "$RUN_DIR" \
-  --machine "$machine" --batch "$batch" --requests "$requests" --users "$users" --stock "$stock" \
-  --coupons "$coupons" --rate "$rate" --small "$small"
-mkdir -p "$(dirname "$plot")"
-"$BIN/loadgen" plot --input "$RUN_DIR/results.json" --out "$plot"
+"$BIN/loadgen" report --input "$results" --out-dir "$RUN_DIR" --plot "$plot" --doc "$doc" \
+  --machine "$machine" --cores "$(nproc)" --batch "$batch" --requests "$requests" \
+  --users "$users" --stock "$stock" --coupons "$coupons" --rate "$rate" --small "$small"
 cat "$RUN_DIR/results.md"
 log "wrote $RUN_DIR/results.md, $RUN_DIR/results.json and $plot"
 ((failures == 0)) || die "$failures step(s) failed; see FAILED in the table"

@@ -17,10 +17,10 @@ use common::domain::{CouponId, CouponIssueEvent, UserId};
 use common::queue::{KafkaSettings, RedisQueue, ENQUEUE_TIMEOUT};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use sqlx::{MySql, QueryBuilder};
 use uuid::Uuid;
 
+use crate::figures::{EnqueueFigures, InsertFigures, Step};
 use crate::stats::{self, per_second, Latency};
 use crate::workload;
 
@@ -93,12 +93,14 @@ pub struct EnqueueArgs {
     pub users: usize,
     #[arg(long, default_value_t = 128)]
     pub concurrency: usize,
+    #[command(flatten)]
+    pub step: Option<Step>,
 }
 
 /// The enqueue step alone at the api's concurrency: Redis through the
 /// project's `RedisQueue::enqueue` (the same script and connection), Kafka
 /// through a bare rdkafka producer with the project's producer settings.
-pub async fn enqueue(args: EnqueueArgs) -> anyhow::Result<Value> {
+pub async fn enqueue(args: &EnqueueArgs) -> anyhow::Result<EnqueueFigures> {
     let calls = Arc::new(workload::calls(args.requests, args.users, 1, 1));
     let coupon = CouponId::try_from(1)?;
     let redis = RedisQueue::new(&args.redis_url, &args.scratch, ENQUEUE_TIMEOUT)?;
@@ -165,15 +167,15 @@ pub async fn enqueue(args: EnqueueArgs) -> anyhow::Result<Value> {
             .query_async(&mut conn)
             .await?;
     }
-    Ok(json!({
-        "requests": args.requests,
-        "concurrency": args.concurrency,
-        "failed": failed,
-        "seconds": elapsed.as_secs_f64(),
-        "perSecond": per_second(args.requests - failed, elapsed),
-        "latency": Latency::of(&h),
-        "ok": failed == 0,
-    }))
+    Ok(EnqueueFigures {
+        requests: args.requests,
+        concurrency: args.concurrency,
+        failed,
+        seconds: elapsed.as_secs_f64(),
+        per_second: per_second(args.requests - failed, elapsed),
+        latency: Latency::of(&h),
+        ok: failed == 0,
+    })
 }
 
 #[derive(clap::Args)]
@@ -187,11 +189,13 @@ pub struct InsertArgs {
     /// Rows per INSERT statement (the worker's BATCH_SIZE).
     #[arg(long, default_value_t = 500)]
     pub batch: usize,
+    #[command(flatten)]
+    pub step: Option<Step>,
 }
 
 /// Multi-row INSERTs of result rows, one statement per batch (each its own
 /// transaction) over one connection, like one worker: rows per second.
-pub async fn insert(args: InsertArgs) -> anyhow::Result<Value> {
+pub async fn insert(args: &InsertArgs) -> anyhow::Result<InsertFigures> {
     let pool = common::db::pool(&args.database_url, 1).context("--database-url")?;
     sqlx::query("DELETE FROM coupon_issue_result")
         .execute(&pool)
@@ -223,11 +227,11 @@ pub async fn insert(args: InsertArgs) -> anyhow::Result<Value> {
     sqlx::query("DELETE FROM coupon_issue_result")
         .execute(&pool)
         .await?;
-    Ok(json!({
-        "rows": args.rows,
-        "batch": args.batch,
-        "seconds": elapsed.as_secs_f64(),
-        "perSecond": per_second(args.rows, elapsed),
-        "ok": true,
-    }))
+    Ok(InsertFigures {
+        rows: args.rows,
+        batch: args.batch,
+        seconds: elapsed.as_secs_f64(),
+        per_second: per_second(args.rows, elapsed),
+        ok: true,
+    })
 }

@@ -1,11 +1,13 @@
 //! `loadgen plot`: accepted, sold-out and processed requests per second over
 //! time, one panel per queue mode, as SVG.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use plotters::prelude::*;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use crate::figures::Timeline;
 
 #[derive(clap::Args)]
 pub struct PlotArgs {
@@ -16,32 +18,35 @@ pub struct PlotArgs {
     pub out: PathBuf,
 }
 
+/// The part of a results.json this reads.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Results {
-    timelines: Vec<Timeline>,
+    timelines: Vec<Panel>,
 }
 
-#[derive(Deserialize)]
+/// One panel: a sale's timeline under its title.
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Timeline {
-    title: String,
-    bucket_seconds: f64,
-    #[serde(default)]
-    accepted: Vec<f64>,
-    #[serde(default)]
-    sold_out: Vec<f64>,
-    #[serde(default)]
-    processed: Vec<f64>,
+pub struct Panel {
+    pub title: String,
+    #[serde(flatten)]
+    pub timeline: Timeline,
 }
 
-pub fn plot(args: PlotArgs) -> anyhow::Result<()> {
+pub fn plot(args: &PlotArgs) -> anyhow::Result<()> {
     let results: Results =
         serde_json::from_slice(&std::fs::read(&args.input).context("reading --input")?)?;
-    let n = results.timelines.len().max(1);
-    let root = SVGBackend::new(&args.out, (960, 320 * n as u32)).into_drawing_area();
+    draw(&results.timelines, &args.out)
+}
+
+/// Draws the panels one above the other into the SVG file `out`.
+pub fn draw(panels: &[Panel], out: &Path) -> anyhow::Result<()> {
+    let n = panels.len().max(1);
+    let root = SVGBackend::new(out, (960, 320 * n as u32)).into_drawing_area();
     root.fill(&WHITE)?;
-    for (area, t) in root.split_evenly((n, 1)).iter().zip(&results.timelines) {
+    for (area, panel) in root.split_evenly((n, 1)).iter().zip(panels) {
+        let t = &panel.timeline;
         let series = [
             ("accepted (202/s)", &t.accepted, BLUE),
             ("sold out (409/s)", &t.sold_out, RGBColor(230, 140, 0)),
@@ -55,7 +60,7 @@ pub fn plot(args: PlotArgs) -> anyhow::Result<()> {
             .fold(1.0, f64::max)
             * 1.35;
         let mut chart = ChartBuilder::on(area)
-            .caption(&t.title, ("sans-serif", 18))
+            .caption(&panel.title, ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(64)

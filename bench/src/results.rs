@@ -11,10 +11,10 @@ use chrono::NaiveDateTime;
 use common::audit::audit_sale;
 use common::domain::CouponId;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use sqlx::MySqlPool;
 use uuid::Uuid;
 
+use crate::figures::{AuditFigures, DrainFigures, Step};
 use crate::stats::per_second;
 
 /// The accepted requests of a backlog, per coupon.
@@ -118,9 +118,9 @@ pub async fn audit(
     pool: &MySqlPool,
     per_coupon: &BTreeMap<i64, Vec<Uuid>>,
     stock: i64,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<AuditFigures> {
     let mut violations = vec![];
-    let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
     let mut issued = 0;
     for (coupon, ids) in per_coupon {
         let accepted: HashSet<Uuid> = ids.iter().copied().collect();
@@ -134,7 +134,7 @@ pub async fn audit(
         .await?;
         issued += r.issued;
         for (k, v) in r.by_status {
-            *by_status.entry(k).or_default() += v;
+            *by_status.entry(k.to_owned()).or_default() += v;
         }
         violations.extend(
             r.violations
@@ -142,7 +142,11 @@ pub async fn audit(
                 .map(|v| format!("coupon {coupon}: {v}")),
         );
     }
-    Ok(json!({ "issued": issued, "byStatus": by_status, "violations": violations }))
+    Ok(AuditFigures {
+        issued,
+        by_status,
+        violations,
+    })
 }
 
 #[derive(clap::Args)]
@@ -154,6 +158,8 @@ pub struct DrainArgs {
     pub backlog: PathBuf,
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
+    #[command(flatten)]
+    pub step: Option<Step>,
 }
 
 /// Waits for a worker to process the backlog `sale --backlog` left. The
@@ -162,7 +168,7 @@ pub struct DrainArgs {
 /// `processed_at`) is the worker's steady rate, without its start-up, its
 /// first poll, or this process's polling (every 100 ms, only to see the end,
 /// with index look-ups until the last requests are done).
-pub async fn drain(args: DrainArgs) -> anyhow::Result<Value> {
+pub async fn drain(args: &DrainArgs) -> anyhow::Result<DrainFigures> {
     let backlog: Backlog = serde_json::from_slice(&std::fs::read(&args.backlog)?)?;
     let pool = common::db::pool(&args.database_url, 2).context("DATABASE_URL")?;
     let coupons: Vec<i64> = backlog.coupons.iter().map(|c| c.coupon_id).collect();
@@ -220,13 +226,13 @@ pub async fn drain(args: DrainArgs) -> anyhow::Result<Value> {
         .collect();
     let stock = backlog.coupons.first().map_or(0, |c| c.stock);
     let audit = audit(&pool, &per_coupon, stock).await?;
-    Ok(json!({
-        "results": expected,
-        "resultsPerSecond": per_second(expected - last_batch, span),
-        "processedSpanSeconds": span.as_secs_f64(),
-        "lastBatch": last_batch,
-        "observedSeconds": t1.duration_since(t0).as_secs_f64(),
-        "ok": audit["violations"].as_array().is_some_and(Vec::is_empty),
-        "audit": audit,
-    }))
+    Ok(DrainFigures {
+        results: expected,
+        results_per_second: per_second(expected - last_batch, span),
+        processed_span_seconds: span.as_secs_f64(),
+        last_batch,
+        observed_seconds: t1.duration_since(t0).as_secs_f64(),
+        ok: audit.violations.is_empty(),
+        audit,
+    })
 }

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use sqlx::MySqlPool;
 use uuid::Uuid;
 
+use crate::figures::{SaleFigures, Step, Timeline};
 use crate::load::{self, Counters, Outcome, Pace, Plan, Sample};
 use crate::results::{audit, result_count, result_times, wait_for_results, Backlog, BacklogCoupon};
 use crate::stats::{self, per_second, Latency};
@@ -67,9 +68,11 @@ pub struct SaleArgs {
     /// Give up waiting for results after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
+    #[command(flatten)]
+    pub step: Option<Step>,
 }
 
-pub async fn sale(args: SaleArgs) -> anyhow::Result<Value> {
+pub async fn sale(args: &SaleArgs) -> anyhow::Result<SaleFigures> {
     let concurrency = args.concurrency.max(1);
     let client = load::client(concurrency)?;
     let stock_each = args.stock / args.coupons.max(1) as i64;
@@ -78,7 +81,7 @@ pub async fn sale(args: SaleArgs) -> anyhow::Result<Value> {
     } else {
         let mut ids = Vec::with_capacity(args.coupons);
         for i in 0..args.coupons {
-            ids.push(create_coupon(&client, &args, i, stock_each).await?);
+            ids.push(create_coupon(&client, args, i, stock_each).await?);
         }
         ids
     };
@@ -122,16 +125,18 @@ pub async fn sale(args: SaleArgs) -> anyhow::Result<Value> {
         result_sample: args.result_sample,
     };
     let (samples, sent) = load::run(client, plan, counters).await?;
-    let mut out = load_figures(&samples, sent);
-    out["coupons"] = json!(coupons);
-    out["requests"] = json!(args.requests);
-    out["users"] = json!(args.users);
-    out["offeredRate"] = json!(args.rate);
-    out["concurrency"] = json!(concurrency);
+    let mut out = SaleFigures {
+        coupons: coupons.clone(),
+        requests: args.requests,
+        users: args.users,
+        offered_rate: args.rate,
+        concurrency,
+        ..load_figures(&samples, sent)
+    };
+    out.ok = out.failed == 0;
 
     let Some(pool) = pool else {
         progress.abort();
-        out["ok"] = json!(out["failed"] == 0);
         return Ok(out);
     };
     let mut per_coupon: BTreeMap<i64, Vec<Uuid>> = coupons.iter().map(|c| (*c, vec![])).collect();
@@ -156,7 +161,6 @@ pub async fn sale(args: SaleArgs) -> anyhow::Result<Value> {
                 .collect(),
         };
         std::fs::write(path, serde_json::to_vec(&backlog)?)?;
-        out["ok"] = json!(out["failed"] == 0);
         return Ok(out);
     }
 
@@ -172,8 +176,8 @@ pub async fn sale(args: SaleArgs) -> anyhow::Result<Value> {
     .await?;
     let drained = start.elapsed();
     progress.abort();
-    out["drainSeconds"] = json!(drained.as_secs_f64());
-    out["endToEndPerSecond"] = json!(per_second(accepted, drained));
+    out.drain_seconds = Some(drained.as_secs_f64());
+    out.end_to_end_per_second = Some(per_second(accepted, drained));
 
     let rows = result_times(&pool, &coupons).await?;
     let mut to_result = stats::histogram();
@@ -192,13 +196,12 @@ pub async fn sale(args: SaleArgs) -> anyhow::Result<Value> {
     }
     // When the worker keeps up, the last result is written before the last
     // call is answered; MySQL's timestamp says when.
-    out["lastResultSeconds"] = json!(last_result.as_secs_f64());
-    out["requestToResultDb"] = json!(Latency::of(&to_result));
-    out["timeline"]["processed"] = json!(rates(&processed));
+    out.last_result_seconds = Some(last_result.as_secs_f64());
+    out.request_to_result_db = Some(Latency::of(&to_result));
+    out.timeline.processed = rates(&processed);
     let audit = audit(&pool, &per_coupon, stock_each).await?;
-    out["ok"] =
-        json!(out["failed"] == 0 && audit["violations"].as_array().is_some_and(Vec::is_empty));
-    out["audit"] = audit;
+    out.ok = out.failed == 0 && audit.violations.is_empty();
+    out.audit = Some(audit);
     Ok(out)
 }
 
@@ -223,8 +226,9 @@ async fn create_coupon(
         .context("couponId in the answer")
 }
 
-/// Rates, phases and latencies of the HTTP part.
-fn load_figures(samples: &[Sample], sent: Duration) -> Value {
+/// Rates, phases and latencies of the HTTP part; the rest is left to the
+/// caller.
+fn load_figures(samples: &[Sample], sent: Duration) -> SaleFigures {
     let first_sold_out = samples
         .iter()
         .filter(|s| s.outcome == Outcome::SoldOut)
@@ -266,26 +270,28 @@ fn load_figures(samples: &[Sample], sent: Duration) -> Value {
             stats::record(&mut to_result, d);
         }
     }
-    json!({
-        "sent": samples.len(),
-        "accepted": accepted,
-        "soldOut": sold_out,
-        "failed": failed,
-        "sendSeconds": sent.as_secs_f64(),
-        "openPhaseSeconds": open_end.as_secs_f64(),
-        "acceptedPerSecond": per_second(accepted_in_open, open_end),
-        "soldOutPhaseSeconds": sold_out_start.map(|t| (sent - t).as_secs_f64()),
-        "soldOutPerSecond": sold_out_start.map(|t| per_second(sold_out_in_phase, sent - t)),
-        "answersPerSecond": per_second(samples.len(), sent),
-        "latencyAccepted": Latency::of(&lat_accepted),
-        "latencySoldOut": Latency::of(&lat_sold_out),
-        "requestToResultHttp": Latency::of(&to_result),
-        "timeline": {
-            "bucketSeconds": BUCKET.as_secs_f64(),
-            "accepted": rates(&t_accepted),
-            "soldOut": rates(&t_sold_out),
+    SaleFigures {
+        sent: samples.len(),
+        accepted,
+        sold_out,
+        failed,
+        send_seconds: sent.as_secs_f64(),
+        open_phase_seconds: open_end.as_secs_f64(),
+        accepted_per_second: per_second(accepted_in_open, open_end),
+        sold_out_phase_seconds: sold_out_start.map(|t| (sent - t).as_secs_f64()),
+        sold_out_per_second: sold_out_start.map(|t| per_second(sold_out_in_phase, sent - t)),
+        answers_per_second: per_second(samples.len(), sent),
+        latency_accepted: Latency::of(&lat_accepted),
+        latency_sold_out: Latency::of(&lat_sold_out),
+        request_to_result_http: Latency::of(&to_result),
+        timeline: Timeline {
+            bucket_seconds: BUCKET.as_secs_f64(),
+            accepted: rates(&t_accepted),
+            sold_out: rates(&t_sold_out),
+            processed: vec![],
         },
-    })
+        ..SaleFigures::default()
+    }
 }
 
 fn bump(buckets: &mut Vec<u64>, at: Duration) {

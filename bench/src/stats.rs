@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A histogram of latencies in microseconds, 1 µs to 10 minutes, 3
 /// significant digits.
@@ -16,7 +16,7 @@ pub fn record(h: &mut Histogram<u64>, d: Duration) {
 }
 
 /// Percentiles of one histogram, in milliseconds.
-#[derive(Debug, Default, Clone, Copy, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Latency {
     pub count: u64,

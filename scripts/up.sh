@@ -42,7 +42,7 @@ fi
 
 log "building api and worker (release)"
 (cd "$ROOT_DIR" && cargo build --release --quiet --bin api --bin worker)
-BIN="$ROOT_DIR/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT_DIR/target}/release"
 
 "$ROOT_DIR/scripts/down.sh" --quiet
 "$BIN/api" --migrate-only

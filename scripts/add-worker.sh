@@ -22,7 +22,7 @@ n=1
 while [[ -f "$RUN_DIR/worker-$n.pid" ]]; do n=$((n + 1)); done
 # Each worker needs its own health port.
 export WORKER_PORT="${WORKER_PORT:-$((8080 + n))}"
-start_process "worker-$n" "$ROOT_DIR/target/release/worker"
+start_process "worker-$n" "${CARGO_TARGET_DIR:-$ROOT_DIR/target}/release/worker"
 echo "$queue" >"$RUN_DIR/worker-$n.queue"
 wait_for_http "http://127.0.0.1:$WORKER_PORT/health" 30 || die "worker-$n not up; see $RUN_DIR/worker-$n.log"
 if [[ "$queue" == kafka ]]; then

@@ -23,7 +23,7 @@ fresh_database "$DB_NAME"
 ensure_python_tools
 ensure_chromium
 cargo build --release --quiet --bin api --bin worker
-BIN="$ROOT_DIR/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT_DIR/target}/release"
 "$BIN/api" --migrate-only >/dev/null
 
 cleanup() {

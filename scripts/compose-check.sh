@@ -9,9 +9,9 @@
 #   scripts/compose-check.sh                  # Redis mode
 #   APP_QUEUE_TYPE=kafka scripts/compose-check.sh
 #
-# Uses `docker compose` or `docker-compose`, project name coupon-check and
-# host ports 19190 (api), 13306, 16379, 19092, so it runs beside
-# scripts/up.sh. Official images where present, else the local stand-ins of
+# Uses `docker compose`, else `docker-compose` (lib.sh's find_compose),
+# project name coupon-check and host ports 19190 (api), 13306, 16379, 19092,
+# so it runs beside scripts/up.sh. Official images where present, else the local stand-ins of
 # scripts/images.sh (built if missing). A container that fails its health
 # check has its logs printed, and the check fails. The audit is
 # `loadgen audit` (common::audit), built here first with cargo so that the
@@ -22,7 +22,7 @@ cd "$ROOT_DIR"
 log "building loadgen (the race's audit)"
 cargo build --release --quiet --bin loadgen
 
-docker_available || die "no Docker engine answers (docker info); install and start one, or set DOCKER_HOST"
+use_docker || die "compose-check needs a Docker engine and 'docker compose' or 'docker-compose' (see the reason above); install and start them, or set DOCKER_HOST"
 use_image_variables
 if [[ "$MYSQL_IMAGE$REDIS_IMAGE$KAFKA_IMAGE$BUILDER_IMAGE$RUNTIME_IMAGE" == *coupon-local/* ]]; then
   "$ROOT_DIR/scripts/images.sh"

@@ -1,6 +1,8 @@
-# Shared helpers of scripts/: bring the services up (Docker when an engine
-# answers, otherwise the locally installed servers), create the database and
-# its user. Source it; do not run it.
+# shellcheck shell=bash
+# Shared helpers of scripts/: bring the services up (with Docker Compose when
+# an engine answers and a compose command works, otherwise the locally
+# installed servers), create the database and its user. Source it; do not
+# run it.
 
 set -euo pipefail
 
@@ -34,8 +36,52 @@ wait_for_port() {
   return 1
 }
 
+# docker_available: a Docker engine answers (and USE_DOCKER is not "no").
 docker_available() {
   [[ "${USE_DOCKER:-auto}" != "no" ]] && command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1
+}
+
+# find_compose: sets COMPOSE_CMD to this machine's compose command: `docker
+# compose` when that subcommand answers (the v2 plugin), else `docker-compose`
+# when installed (v1, or v2 as a standalone binary), else empty. Debian's
+# Docker engine comes without the v2 plugin, so `docker` alone is not enough.
+COMPOSE_CMD=()
+find_compose() {
+  COMPOSE_CMD=()
+  if command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
+    COMPOSE_CMD=(docker compose)
+  elif command -v docker-compose >/dev/null 2>&1; then
+    COMPOSE_CMD=(docker-compose)
+  fi
+}
+
+# use_docker: whether ensure_services and ensure_kafka start the services
+# with compose (an engine answers and a compose command works) or use the
+# local servers. Decided once per script run, which logs its choice and why
+# in one line.
+use_docker() {
+  if [[ -z "${SERVICES_VIA:-}" ]]; then
+    local why
+    if [[ "${USE_DOCKER:-auto}" == no ]]; then
+      SERVICES_VIA=local why="USE_DOCKER=no"
+    elif ! command -v docker >/dev/null 2>&1; then
+      SERVICES_VIA=local why="no docker command"
+    elif ! docker info >/dev/null 2>&1; then
+      SERVICES_VIA=local why="no Docker engine answers (docker info failed)"
+    elif find_compose && ((${#COMPOSE_CMD[@]} == 0)); then
+      SERVICES_VIA=local why="a Docker engine answers, but 'docker compose' does not work and 'docker-compose' is not installed"
+    elif [[ "${COMPOSE_CMD[*]}" == "docker compose" ]]; then
+      SERVICES_VIA=docker why="a Docker engine answers and 'docker compose' works"
+    else
+      SERVICES_VIA=docker why="a Docker engine answers; 'docker compose' does not work (no compose v2 plugin), 'docker-compose' is installed"
+    fi
+    if [[ $SERVICES_VIA == docker ]]; then
+      log "services: Docker via '${COMPOSE_CMD[*]}' ($why)"
+    else
+      log "services: the local servers ($why)"
+    fi
+  fi
+  [[ $SERVICES_VIA == docker ]]
 }
 
 as_root() {
@@ -168,10 +214,9 @@ SQL
 }
 
 ensure_services() {
-  if docker_available; then
-    log "Docker engine found: docker compose up"
-    (cd "$ROOT_DIR" && docker compose up -d --wait mysql redis ${WITH_KAFKA:+kafka})
-    export MYSQL_ADMIN_CMD="${MYSQL_ADMIN_CMD:-docker compose -f $ROOT_DIR/docker-compose.yml exec -T mysql mysql -uroot -proot}"
+  if use_docker; then
+    compose_up mysql redis ${WITH_KAFKA:+kafka}
+    export MYSQL_ADMIN_CMD="${MYSQL_ADMIN_CMD:-${COMPOSE_CMD[*]} -f $ROOT_DIR/docker-compose.yml exec -T mysql mysql -uroot -proot}"
   else
     ensure_mysql_local
     ensure_redis_local
@@ -248,8 +293,8 @@ stop_nisshi() {
 }
 
 ensure_kafka() {
-  if docker_available; then
-    (cd "$ROOT_DIR" && docker compose up -d --wait kafka)
+  if use_docker; then
+    compose_up kafka
   else
     start_nisshi
   fi
@@ -361,7 +406,7 @@ use_image_variables() {
   for spec in MYSQL_IMAGE=mysql:8.0=$LOCAL_MYSQL_IMAGE REDIS_IMAGE=redis:7=$LOCAL_REDIS_IMAGE \
     KAFKA_IMAGE=apache/kafka:3.8.0=$LOCAL_KAFKA_IMAGE \
     BUILDER_IMAGE=rust:1.95-bookworm=$LOCAL_RUST_IMAGE RUNTIME_IMAGE=debian:bookworm-slim=$LOCAL_BASE_IMAGE; do
-    IFS== read -r name official local_name <<<"$spec"
+    IFS='=' read -r name official local_name <<<"$spec"
     [[ -n "${!name:-}" ]] && continue
     if [[ "${LOCAL_IMAGES:-0}" != 1 ]] && { docker image inspect "$official" >/dev/null 2>&1 ||
       docker pull -q "$official" >/dev/null 2>&1; }; then
@@ -373,13 +418,35 @@ use_image_variables() {
   log "images: $MYSQL_IMAGE $REDIS_IMAGE $KAFKA_IMAGE (build: $BUILDER_IMAGE, run: $RUNTIME_IMAGE)"
 }
 
-# compose ARGS...: `docker compose` (v2) or `docker-compose` (v1), whichever exists.
+# compose ARGS...: docker-compose.yml with the command find_compose chose.
 compose() {
-  if docker compose version >/dev/null 2>&1; then
-    docker compose -f "$ROOT_DIR/docker-compose.yml" "$@"
-  elif command -v docker-compose >/dev/null 2>&1; then
-    docker-compose -f "$ROOT_DIR/docker-compose.yml" "$@"
-  else
-    die "neither 'docker compose' nor 'docker-compose' is installed"
+  ((${#COMPOSE_CMD[@]})) || find_compose
+  ((${#COMPOSE_CMD[@]})) || die "neither 'docker compose' nor 'docker-compose' is installed"
+  "${COMPOSE_CMD[@]}" -f "$ROOT_DIR/docker-compose.yml" "$@"
+}
+
+# compose_up SERVICE...: starts the services and waits until their health
+# checks pass: `up --wait` where the compose command has it; docker-compose
+# v1 has not, so there each container's health is polled (up to 300 s).
+compose_up() {
+  if [[ "$(compose up --help 2>/dev/null)" == *--wait* ]]; then
+    compose up -d --wait "$@"
+    return
   fi
+  compose up -d "$@"
+  local svc id state i
+  for svc in "$@"; do
+    for ((i = 0; i < 300; i++)); do
+      id=$(compose ps -q "$svc" 2>/dev/null || true)
+      state=""
+      [[ -n "$id" ]] && state=$(docker inspect -f \
+        '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id" 2>/dev/null || true)
+      case "$state" in
+        healthy | running) break ;;
+        unhealthy | exited | dead) die "the $svc container is $state; see: ${COMPOSE_CMD[*]} logs $svc" ;;
+      esac
+      sleep 1
+    done
+    [[ "$state" == healthy || "$state" == running ]] || die "the $svc container is not healthy after 300 s"
+  done
 }

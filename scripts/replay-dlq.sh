@@ -11,4 +11,4 @@ if [[ -z "${APP_QUEUE_TYPE:-}" && -f "$RUN_DIR/queue" ]]; then
   export APP_QUEUE_TYPE="$(cat "$RUN_DIR/queue")"
 fi
 (cd "$ROOT_DIR" && cargo build --release --quiet --bin worker)
-WORKER_PORT=0 "$ROOT_DIR/target/release/worker" --replay-dead-letters
+WORKER_PORT=0 "${CARGO_TARGET_DIR:-$ROOT_DIR/target}/release/worker" --replay-dead-letters

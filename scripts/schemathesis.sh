@@ -20,7 +20,7 @@ ensure_services
 fresh_database "$DB_NAME"
 ensure_python_tools
 cargo build --release --quiet --bin api
-BIN="$ROOT_DIR/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT_DIR/target}/release"
 
 cleanup() {
   stop_process api

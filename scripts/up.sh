@@ -7,7 +7,12 @@
 #   REDIS_CLUSTER=1 scripts/up.sh # Redis mode on a local 3-master Redis Cluster
 #                                 # (or: scripts/up.sh --cluster)
 #   QUEUE=kafka scripts/up.sh     # or: scripts/up.sh --queue kafka
+#   USE_DOCKER=no scripts/up.sh   # the local servers even if Docker Compose works
 #   scripts/down.sh               # stops what this started
+#
+# MySQL, Redis (and Kafka) run in Docker when an engine answers and `docker
+# compose` or else `docker-compose` works, otherwise as local servers
+# (lib.sh's use_docker logs which and why).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 QUEUE="${QUEUE:-${APP_QUEUE_TYPE:-redis}}"
@@ -16,7 +21,7 @@ while [[ $# -gt 0 ]]; do
     --queue) QUEUE="$2"; shift 2 ;;
     --queue=*) QUEUE="${1#*=}"; shift ;;
     --cluster) REDIS_CLUSTER=1; shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (try --help)" ;;
   esac
 done
@@ -37,7 +42,7 @@ fi
 
 log "building api and worker (release)"
 (cd "$ROOT_DIR" && cargo build --release --quiet --bin api --bin worker)
-BIN="$ROOT_DIR/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT_DIR/target}/release"
 
 "$ROOT_DIR/scripts/down.sh" --quiet
 "$BIN/api" --migrate-only

@@ -183,8 +183,10 @@ pub struct QueueAnswer {
     pub reason: String,
     /// The queue before it; `null` in the first epoch.
     pub previous: Option<QueueType>,
-    /// When every api had stopped enqueueing into the previous queue;
-    /// `null` until then (a next switch waits for it).
+    /// When nothing more could enter the previous queue unseen: off Redis,
+    /// once every coupon's fence was raised (within the switch call); off
+    /// Kafka, once every live api followed and the topic's watermarks were
+    /// recorded. `null` until then (a next switch waits for it).
     pub settled_at: Option<DateTime<Utc>>,
     /// Live api instances and the epoch each enqueues into.
     pub apis: Vec<ApiInstance>,
@@ -259,7 +261,7 @@ pub async fn active_queue(State(state): State<AppState>) -> Result<Json<QueueAns
         (status = 400, description = "JSON syntax", body = ErrorBody),
         (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
         (status = 403, description = "Admin endpoints are disabled (no ADMIN_TOKEN)", body = ErrorBody),
-        (status = 409, description = "`SWITCH_IN_PROGRESS`: the previous switch has not reached every api yet; nothing changed", body = ErrorBody),
+        (status = 409, description = "`SWITCH_IN_PROGRESS`: the previous switch has not settled yet (off Kafka: some live api does not follow it yet); nothing changed", body = ErrorBody),
         (status = 413, description = "Body over 16 kB", body = ErrorBody),
         (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
         (status = 422, description = "`type` is not `redis` or `kafka`", body = ErrorBody),

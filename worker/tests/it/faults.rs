@@ -66,7 +66,7 @@ async fn kafka_one_of_two_workers_killed_mid_drain() {
 }
 
 /// `mysql://user:pass@host:port/db` with `host:port` replaced by the proxy's.
-fn through_proxy(url: &str, port: u16) -> String {
+pub(crate) fn through_proxy(url: &str, port: u16) -> String {
     let start = url
         .find('@')
         .map_or_else(|| url.find("://").unwrap() + 3, |i| i + 1);
@@ -74,7 +74,7 @@ fn through_proxy(url: &str, port: u16) -> String {
     format!("{}127.0.0.1:{port}{}", &url[..start], &url[end..])
 }
 
-fn mysql_target(url: &str) -> (&'static str, u16) {
+pub(crate) fn mysql_target(url: &str) -> (&'static str, u16) {
     let start = url
         .find('@')
         .map_or_else(|| url.find("://").unwrap() + 3, |i| i + 1);

@@ -211,6 +211,7 @@ for ((run = 1; run <= runs; run++)); do
     peak_worker=0
     start_process api "$BIN/api" 2>/dev/null
     wait_for_http "$API/ready" 60 || die "api not ready"
+    make_active "$API" "$queue"
     start_worker 1 BATCH_SIZE="$batch"
 
     progress "$queue sale: $requests calls, $users users, 1 coupon of $stock"

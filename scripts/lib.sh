@@ -335,6 +335,25 @@ wait_for_http() {
   return 1
 }
 
+# make_active API QUEUE: the service at API enqueues into QUEUE from now on.
+# APP_QUEUE_TYPE only seeds an empty record (docs/switching.md, S1), so a
+# database that ran on the other queue before is switched explicitly, with
+# PUT /api/admin/queue as an operator would (ADMIN_TOKEN), and this waits
+# until the switch has settled.
+make_active() {
+  local api=$1 queue=$2 state i
+  state=$(curl -fsS "$api/api/admin/queue") || die "the api at $api does not answer"
+  [[ "$state" == *"\"type\":\"$queue\""* ]] && return 0
+  log "the queue record of this database says otherwise: switching it to $queue"
+  curl -fsS -o /dev/null -X PUT "$api/api/admin/queue" -H "Authorization: Bearer ${ADMIN_TOKEN:-}" \
+    -H 'Content-Type: application/json' -d "{\"type\":\"$queue\"}" || die "the switch to $queue was refused"
+  for ((i = 0; i < 300; i++)); do
+    [[ "$(curl -fsS "$api/api/admin/queue")" != *'"settledAt":null'* ]] && return 0
+    sleep 0.1
+  done
+  die "the switch to $queue has not settled after 30 s (see GET $api/api/admin/queue)"
+}
+
 # wait_for_partitions PORT SECONDS: until the Kafka worker whose health
 # endpoint is on PORT holds partitions (its consumer group has formed).
 wait_for_partitions() {

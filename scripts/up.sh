@@ -49,6 +49,7 @@ BIN="${CARGO_TARGET_DIR:-$ROOT_DIR/target}/release"
 
 start_process api "$BIN/api"
 wait_for_http "http://127.0.0.1:$API_PORT/ready" 60 || die "api not ready; see $RUN_DIR/api.log"
+make_active "http://127.0.0.1:$API_PORT" "$QUEUE"
 start_process worker-1 "$BIN/worker"
 echo "$QUEUE" >"$RUN_DIR/worker-1.queue"
 wait_for_http "http://127.0.0.1:$WORKER_PORT/health" 60 || die "worker not up; see $RUN_DIR/worker-1.log"

@@ -475,6 +475,21 @@ async fn a_switch_while_an_api_is_cut_off_from_mysql_keeps_first_come(#[case] fr
         QueueType::Kafka => assert_eq!(cut_off_queues, HashSet::from([from])),
     }
     accepted.extend(a.into_iter().chain(b));
+    // Once the switch has settled and the new queue has decided requests,
+    // whatever the cut-off api still adds to the old queue arrives late.
+    wait_until(
+        "the switch to settle and the new queue to work",
+        DRAIN,
+        || async {
+            app.json("/api/admin/queue").await["settledAt"].is_string()
+                && figures(&app, coupon).await.new_results > 0
+        },
+    )
+    .await;
+    let late = users(4001..=4500);
+    let late = cut_off.fire(coupon, &late, 64).await;
+    assert!(late.iter().all(|r| cut_off_queues.contains(&r.queue)));
+    accepted.extend(late);
     proxy.restore();
 
     app.wait_for_requests(coupon, &accepted, DRAIN).await;
@@ -495,11 +510,24 @@ async fn a_switch_while_an_api_is_cut_off_from_mysql_keeps_first_come(#[case] fr
         f.last_old,
         f.first_new
     );
-    let forwarded = accepted
+    // Requests the client was told went to the old queue but were decided
+    // in the new one: forwarded late (S6).
+    let results = common::db::results_for_coupon(&app.db.pool, coupon)
+        .await
+        .unwrap();
+    let told_old: HashSet<uuid::Uuid> = accepted
         .iter()
         .filter(|a| a.queue == from)
-        .count()
-        .saturating_sub(figures(&app, coupon).await.old_results);
+        .map(|a| a.request_id)
+        .collect();
+    let forwarded = results
+        .iter()
+        .filter(|r| told_old.contains(&r.request_id) && r.queue_type == to)
+        .count();
+    match from {
+        QueueType::Redis => assert_eq!(forwarded, 0, "the fences refused them at the door"),
+        QueueType::Kafka => assert!(forwarded > 0, "the late writes were forwarded"),
+    }
     println!(
         "switch {from}->{to} with an api cut off: {} accepted, {forwarded} forwarded late",
         accepted.len()

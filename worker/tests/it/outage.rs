@@ -43,11 +43,21 @@ async fn the_door_stays_open_and_every_request_gets_its_result_through_a_mysql_o
     let _workers: Vec<_> = ports.iter().map(|&p| app.spawn_worker_on(p)).collect();
 
     let mut back = None;
+    let mut revoked_before = Vec::new();
     let during = async {
         wait_until("the sale to be under way", DRAIN, || async {
             app.result_count(coupon).await >= 50
         })
         .await;
+        if mode == QueueType::Kafka {
+            for port in ports {
+                assert!(
+                    scrape(port, "kafka_assigned_partitions").await.is_some(),
+                    "the worker on {port} answers /metrics"
+                );
+                revoked_before.push(revocations(port).await);
+            }
+        }
         match outage {
             Outage::Pause(d) => {
                 mysql.pause();
@@ -87,13 +97,20 @@ async fn the_door_stays_open_and_every_request_gets_its_result_through_a_mysql_o
         "an outage delays results, it does not fail them"
     );
     if mode == QueueType::Kafka {
-        for port in ports {
-            let revoked = scrape(port, "kafka_partitions_revoked_total").await;
+        for (port, before) in ports.into_iter().zip(revoked_before) {
             assert_eq!(
-                revoked.unwrap_or(0.0),
-                0.0,
-                "the worker on {port} lost its partitions (a rebalance)"
+                revocations(port).await,
+                before,
+                "the worker on {port} lost its partitions during the outage (a rebalance)"
             );
         }
     }
+}
+
+/// Partitions taken from the worker on `port` so far (the counter appears
+/// with the first revocation).
+async fn revocations(port: u16) -> f64 {
+    scrape(port, "kafka_partitions_revoked_total")
+        .await
+        .unwrap_or(0.0)
 }

@@ -1,6 +1,7 @@
-//! The OpenAPI 3.1 document (derived from the handlers' annotations, see
-//! [`crate::routes::api_routes`]) and the docs page that renders it. The
-//! Swagger UI assets are compiled into the binary, so `/docs` works offline.
+//! The OpenAPI 3.1 document's header (the paths come from the handlers'
+//! annotations, see `crate::routes::document`) and the docs page that
+//! renders it. The Swagger UI assets are compiled into the binary, so
+//! `/docs` works offline.
 
 use axum::Router;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -48,11 +49,6 @@ impl Modify for AdminToken {
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
     }
-}
-
-/// The full document, as served at [`OPENAPI_PATH`].
-pub fn document() -> utoipa::openapi::OpenApi {
-    crate::routes::api_routes().into_openapi()
 }
 
 /// `GET /api-docs/openapi.json` and the Swagger UI at `GET /docs`.

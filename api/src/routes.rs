@@ -42,6 +42,11 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(dashboard::routes())
 }
 
+/// The full OpenAPI document, as served at [`openapi::OPENAPI_PATH`].
+pub fn document() -> utoipa::openapi::OpenApi {
+    api_routes().into_openapi()
+}
+
 /// The api's routes, the docs page, and their middleware.
 pub fn router(state: AppState) -> Router {
     let (routes, doc) = api_routes().split_for_parts();

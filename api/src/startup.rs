@@ -60,7 +60,6 @@ impl Application {
                 admin_token: config.admin_token.as_deref().map(Into::into),
                 metrics: telemetry::metrics_handle(),
                 activity: Default::default(),
-                dashboard: Default::default(),
             },
             background,
             cache_refresh: config.coupon_cache_refresh(),

@@ -10,7 +10,6 @@ use sqlx::MySqlPool;
 use crate::active_queue::ActiveQueue;
 use crate::activity::Activity;
 use crate::cache::CouponCache;
-use crate::dashboard::SnapshotCache;
 use crate::waiting::Waitings;
 
 /// Everything a handler needs; cheap to clone.
@@ -25,8 +24,6 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Accepted requests per coupon and second, for the dashboard.
     pub activity: Activity,
-    /// The dashboard's last answer.
-    pub dashboard: SnapshotCache,
     /// Where accepted requests stand (`ahead`, `etaMs`).
     pub waiting: Waitings,
 }

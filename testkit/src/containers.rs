@@ -23,7 +23,7 @@ use testcontainers_modules::kafka::apache::{Kafka, KAFKA_PORT};
 use testcontainers_modules::redis::Redis;
 
 use crate::docker_api::{self, Endpoint, Engine, CLIENT_API_VERSION};
-use crate::services::Service;
+use crate::service::Service;
 
 /// The label every container of the test services carries.
 pub const LABEL: &str = "coupon-service.test";

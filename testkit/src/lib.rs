@@ -14,6 +14,7 @@ pub mod cluster;
 mod containers;
 mod docker_api;
 pub mod servers;
+mod service;
 pub mod services;
 
 pub use app::*;

@@ -16,12 +16,11 @@ use std::time::Duration;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
-use common::config::{
-    CommonConfig, DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BROKERS, DEFAULT_REDIS_URL,
-};
+use common::config::CommonConfig;
 use common::domain::CouponId;
 
 use crate::containers;
+use crate::service::Service;
 
 /// The MySQL server tests use.
 pub fn database_url() -> String {
@@ -38,59 +37,7 @@ pub fn kafka_brokers() -> String {
     Service::Kafka.address()
 }
 
-/// A service the tests need.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Service {
-    Mysql,
-    Redis,
-    Kafka,
-}
-
 impl Service {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::Mysql => "mysql",
-            Self::Redis => "redis",
-            Self::Kafka => "kafka",
-        }
-    }
-
-    pub(crate) fn variable(self) -> &'static str {
-        match self {
-            Self::Mysql => "DATABASE_URL",
-            Self::Redis => "REDIS_URL",
-            Self::Kafka => "KAFKA_BROKERS",
-        }
-    }
-
-    /// The local default, as `scripts/up.sh` starts it.
-    pub(crate) fn default_address(self) -> &'static str {
-        match self {
-            Self::Mysql => DEFAULT_DATABASE_URL,
-            Self::Redis => DEFAULT_REDIS_URL,
-            Self::Kafka => DEFAULT_KAFKA_BROKERS,
-        }
-    }
-
-    pub(crate) fn image_var(self) -> &'static str {
-        match self {
-            Self::Mysql => "MYSQL_IMAGE",
-            Self::Redis => "REDIS_IMAGE",
-            Self::Kafka => "KAFKA_IMAGE",
-        }
-    }
-
-    /// The container image for this service: `MYSQL_IMAGE`, `REDIS_IMAGE`,
-    /// `KAFKA_IMAGE`, defaulting to the official images.
-    pub(crate) fn image(self) -> String {
-        let official = match self {
-            Self::Mysql => "mysql:8.0",
-            Self::Redis => "redis:7",
-            Self::Kafka => "apache/kafka:3.8.0",
-        };
-        std::env::var(self.image_var()).unwrap_or_else(|_| official.into())
-    }
-
     /// Resolved once per process.
     fn address(self) -> String {
         static FOUND: [OnceLock<String>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::Json;
+use axum::{Extension, Json};
 use chrono::{DateTime, TimeDelta, Utc};
 use common::domain::CouponId;
 use common::queue::Producer;
@@ -41,13 +41,14 @@ const CACHE_FOR: Duration = Duration::from_millis(500);
 /// Longest wait for one coupon's queue size.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The dashboard's routes.
+/// The dashboard's routes, with the last answer they share.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(snapshot))
         .routes(routes!(page))
         .routes(routes!(script))
         .routes(routes!(style))
+        .layer(Extension(SnapshotCache::default()))
 }
 
 /// Everything the page shows.
@@ -108,9 +109,9 @@ pub struct WorkerStatus {
 /// An answer and when it was made.
 type Stamped = (Instant, Arc<Dashboard>);
 
-/// The last answer, shared by every open page.
+/// The last answer, shared by every open page of one api.
 #[derive(Clone, Default)]
-pub struct SnapshotCache(Arc<Mutex<Option<Stamped>>>);
+struct SnapshotCache(Arc<Mutex<Option<Stamped>>>);
 
 /// Figures of the sales in progress, refreshed at most twice a second.
 #[utoipa::path(get, path = "/api/dashboard", tag = "dashboard",
@@ -118,8 +119,11 @@ pub struct SnapshotCache(Arc<Mutex<Option<Stamped>>>);
         (status = 200, description = "Coupons, rates, series and workers", body = Dashboard),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     ))]
-async fn snapshot(State(state): State<AppState>) -> Result<Json<Arc<Dashboard>>, ApiError> {
-    let mut cached = state.dashboard.0.lock().await;
+async fn snapshot(
+    State(state): State<AppState>,
+    Extension(cache): Extension<SnapshotCache>,
+) -> Result<Json<Arc<Dashboard>>, ApiError> {
+    let mut cached = cache.0.lock().await;
     if let Some((at, answer)) = cached.as_ref() {
         if at.elapsed() < CACHE_FOR {
             return Ok(Json(answer.clone()));

@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 use crate::active_queue::Switched;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{AdminJsonRefusals, ApiError, ErrorBody};
 use crate::extract::ApiJson;
 use crate::state::AppState;
 
@@ -73,10 +73,7 @@ pub const MAX_QUANTITY: i64 = 100_000_000;
     responses(
         (status = 201, description = "Created", body = db::Coupon),
         (status = 400, description = "Invalid name, quantity, window or JSON syntax", body = ErrorBody),
-        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
-        (status = 403, description = "Admin endpoints are disabled (no ADMIN_TOKEN)", body = ErrorBody),
-        (status = 413, description = "Body over 16 kB", body = ErrorBody),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+        AdminJsonRefusals,
         (status = 422, description = "Body does not match the schema", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
@@ -259,11 +256,8 @@ pub async fn active_queue(State(state): State<AppState>) -> Result<Json<QueueAns
     responses(
         (status = 200, description = "Switched (`changed: true`) or already active", body = QueueAnswer),
         (status = 400, description = "JSON syntax", body = ErrorBody),
-        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
-        (status = 403, description = "Admin endpoints are disabled (no ADMIN_TOKEN)", body = ErrorBody),
+        AdminJsonRefusals,
         (status = 409, description = "`SWITCH_IN_PROGRESS`: the previous switch has not settled yet (off Kafka: some live api does not follow it yet); nothing changed", body = ErrorBody),
-        (status = 413, description = "Body over 16 kB", body = ErrorBody),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
         (status = 422, description = "`type` is not `redis` or `kafka`", body = ErrorBody),
         (status = 503, description = "`QUEUE_UNAVAILABLE`: the target queue does not answer; nothing changed. Or the database is unavailable", body = ErrorBody),
     )

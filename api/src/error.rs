@@ -16,6 +16,37 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
+/// The refusals every admin call with a JSON body may answer (the token and
+/// the body's envelope), documented once for all of them.
+#[derive(utoipa::IntoResponses)]
+pub enum AdminJsonRefusals {
+    #[response(status = 401, description = "Missing or wrong admin token")]
+    Unauthorized(ErrorBody),
+    #[response(
+        status = 403,
+        description = "Admin endpoints are disabled (no ADMIN_TOKEN)"
+    )]
+    Disabled(ErrorBody),
+    #[response(status = 413, description = "Body over 16 kB")]
+    TooLarge(ErrorBody),
+    #[response(status = 415, description = "Content-Type is not application/json")]
+    NotJson(ErrorBody),
+}
+
+/// The refusals of every read of one coupon by id.
+#[derive(utoipa::IntoResponses)]
+pub enum CouponRefusals {
+    #[response(status = 400, description = "Malformed coupon id")]
+    BadId(ErrorBody),
+    #[response(status = 404, description = "No such coupon")]
+    Unknown(ErrorBody),
+    #[response(
+        status = 503,
+        description = "What the answer is read from is unavailable: the database (the coupon), or the queue (its size)"
+    )]
+    Unavailable(ErrorBody),
+}
+
 /// What went wrong, for clients (`code`) and people (`message`).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

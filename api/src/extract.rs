@@ -1,6 +1,8 @@
 //! Extractors whose rejections use the api's JSON error shape.
 
 use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::request::Parts;
+use common::domain::CouponId;
 
 use crate::error::ApiError;
 
@@ -18,3 +20,19 @@ pub struct ApiPath<T>(pub T);
 #[derive(Debug, FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
+
+/// The `{couponId}` of a path, parsed: a malformed one is a `400
+/// INVALID_COUPON_ID`.
+#[derive(Debug, Clone, Copy)]
+pub struct CouponPath(pub CouponId);
+
+impl<S: Send + Sync> FromRequestParts<S> for CouponPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let ApiPath(raw) = ApiPath::<String>::from_request_parts(parts, state).await?;
+        raw.parse()
+            .map(CouponPath)
+            .map_err(|e| ApiError::bad_request("INVALID_COUPON_ID", format!("couponId {e}")))
+    }
+}

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{middleware, Json, Router};
 use common::db;
-use common::domain::{CouponId, IssueResult, IssueStatus, UserId};
+use common::domain::{IssueResult, IssueStatus, UserId};
 use common::error::QueueError;
 use serde::Deserialize;
 use tower_http::timeout::TimeoutLayer;
@@ -21,8 +21,8 @@ use uuid::Uuid;
 
 use crate::answers::{CouponAnswer, IssueAccepted, PendingResult, QueueSizeAnswer};
 use crate::cache::Availability;
-use crate::error::{json_errors, ApiError, ErrorBody};
-use crate::extract::{ApiPath, ApiQuery};
+use crate::error::{json_errors, ApiError, CouponRefusals, ErrorBody};
+use crate::extract::{ApiPath, ApiQuery, CouponPath};
 use crate::state::AppState;
 use crate::{admin, dashboard, openapi};
 
@@ -67,11 +67,6 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such resource")
 }
 
-pub(crate) fn coupon_id(raw: &str) -> Result<CouponId, ApiError> {
-    raw.parse()
-        .map_err(|e| ApiError::bad_request("INVALID_COUPON_ID", format!("couponId {e}")))
-}
-
 #[derive(Debug, Deserialize)]
 struct IssueParams {
     #[serde(rename = "userId")]
@@ -96,13 +91,12 @@ struct IssueParams {
         (status = 503, description = "`QUEUE_UNAVAILABLE`: nothing enqueued; `QUEUE_OUTCOME_UNKNOWN` (with `requestId`): it may still be processed", body = ErrorBody),
     )
 )]
-#[tracing::instrument(skip_all, fields(coupon_id = %raw_coupon, request_id))]
+#[tracing::instrument(skip_all, fields(coupon_id = %coupon, request_id))]
 async fn issue(
     State(state): State<AppState>,
-    ApiPath(raw_coupon): ApiPath<String>,
+    CouponPath(coupon): CouponPath,
     ApiQuery(params): ApiQuery<IssueParams>,
 ) -> Result<(StatusCode, Json<IssueAccepted>), ApiError> {
-    let coupon = coupon_id(&raw_coupon)?;
     let user: UserId = params
         .user_id
         .as_deref()
@@ -202,23 +196,11 @@ async fn issue_result(
 
 /// Coupon state: total, remaining stock, issued count, window, and its
 /// queue's length and processing rate.
-#[utoipa::path(
-    get,
-    path = "/api/coupons/{couponId}",
-    tag = "coupons",
-    params(("couponId" = i64, Path, minimum = 1, description = "Coupon id")),
-    responses(
-        (status = 200, description = "The coupon", body = CouponAnswer),
-        (status = 400, description = "Malformed coupon id", body = ErrorBody),
-        (status = 404, description = "No such coupon", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
-    )
-)]
+#[utoipa::path(get, path = "/api/coupons/{couponId}", tag = "coupons", params(("couponId" = i64, Path, minimum = 1, description = "Coupon id")), responses((status = 200, description = "The coupon", body = CouponAnswer), CouponRefusals))]
 async fn coupon(
     State(state): State<AppState>,
-    ApiPath(raw): ApiPath<String>,
+    CouponPath(id): CouponPath,
 ) -> Result<Json<CouponAnswer>, ApiError> {
-    let id = coupon_id(&raw)?;
     let coupon = db::find_coupon(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("coupon {id} does not exist")))?;
@@ -239,23 +221,11 @@ async fn coupon(
 }
 
 /// Accepted requests for this coupon that are not processed yet.
-#[utoipa::path(
-    get,
-    path = "/api/coupons/{couponId}/queue-size",
-    tag = "coupons",
-    params(("couponId" = i64, Path, minimum = 1, description = "Coupon id")),
-    responses(
-        (status = 200, description = "Queue size", body = QueueSizeAnswer),
-        (status = 400, description = "Malformed coupon id", body = ErrorBody),
-        (status = 404, description = "No such coupon", body = ErrorBody),
-        (status = 503, description = "Queue or database unavailable", body = ErrorBody),
-    )
-)]
+#[utoipa::path(get, path = "/api/coupons/{couponId}/queue-size", tag = "coupons", params(("couponId" = i64, Path, minimum = 1, description = "Coupon id")), responses((status = 200, description = "Queue size", body = QueueSizeAnswer), CouponRefusals))]
 async fn queue_size(
     State(state): State<AppState>,
-    ApiPath(raw): ApiPath<String>,
+    CouponPath(id): CouponPath,
 ) -> Result<Json<QueueSizeAnswer>, ApiError> {
-    let id = coupon_id(&raw)?;
     if !state.coupons.contains(id).await? {
         return Err(ApiError::not_found(format!("coupon {id} does not exist")));
     }

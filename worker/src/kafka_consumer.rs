@@ -13,14 +13,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::backoff::Backoff;
 use common::domain::QueueType;
 use common::domain::{queue_position_key, CouponId, QueuedEvent};
 use common::error::QueueError;
-use common::processor::RetryPolicy;
 use common::queue::batch;
 use common::queue::kafka::kafka_err;
 use common::queue::{Batch, KafkaProducer, KafkaSettings, Reject};
@@ -32,27 +30,23 @@ use rdkafka::consumer::{
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::barrier::{self, Barrier};
-use crate::pipeline::{drain_batch, DeadLetters, DrainError};
+use crate::barrier::{self};
+use crate::pipeline::{DeadLetters, DrainError, Pipeline};
 
 /// The Kafka consumer of one worker process.
 pub struct KafkaWorker {
     pub settings: KafkaSettings,
-    pub pool: MySqlPool,
+    pub pipeline: Pipeline,
     pub batch_size: usize,
     pub session_timeout: Duration,
     /// Longest pause between polls before the member is dropped from the
     /// group; librdkafka also sends it as the rebalance timeout.
     pub max_poll_interval: Duration,
-    pub retry: RetryPolicy,
     /// librdkafka debug contexts (`cgrp`, `fetch`, ...), logged at debug level.
     pub debug: Option<String>,
-    /// Holds events of a coupon until a queue switch allows them.
-    pub barrier: Arc<Barrier>,
 }
 
 /// Logs rebalances and exposes the assigned partition count as the gauge
@@ -462,17 +456,11 @@ impl KafkaWorker {
         loop {
             let mut held = Vec::new();
             for mut batch in waiting {
-                let passable = self.barrier.passable(&batch.events).await;
+                let passable = self.pipeline.barrier.passable(&batch.events).await;
                 let rest = batch.events.split_off(passable);
-                drain_batch(
-                    &TopicDeadLetters(dlq),
-                    &self.barrier,
-                    &self.pool,
-                    &batch,
-                    self.retry,
-                    cancel,
-                )
-                .await?;
+                self.pipeline
+                    .drain(&TopicDeadLetters(dlq), &batch, cancel)
+                    .await?;
                 if !rest.is_empty() {
                     held.push(Batch {
                         events: rest,

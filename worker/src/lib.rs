@@ -27,6 +27,7 @@ pub use config::WorkerConfig;
 
 use crate::barrier::Barrier;
 use crate::kafka_consumer::KafkaWorker;
+use crate::pipeline::Pipeline;
 use crate::redis_poller::RedisPoller;
 
 /// A worker with its health endpoint bound, not yet running.
@@ -90,6 +91,11 @@ impl Worker {
                 .spawn(self.pool.clone(), cancel.clone());
         let queues = Queues::with(common.queue_settings(), self.queue.clone());
         let barrier = Arc::new(Barrier::new(self.pool.clone(), queues));
+        let pipeline = || Pipeline {
+            pool: self.pool.clone(),
+            retry: RetryPolicy::default(),
+            barrier: barrier.clone(),
+        };
         let result = match &self.queue {
             Producer::Redis(queue) => {
                 let holder = worker_id;
@@ -97,15 +103,13 @@ impl Worker {
                 let listener = queue.spawn_wake_listener(wake.clone(), cancel.clone());
                 let poller = RedisPoller {
                     queue: queue.clone(),
-                    pool: self.pool.clone(),
+                    pipeline: pipeline(),
                     batch_size: self.config.batch_size as usize,
                     poll_interval: self.config.poll_interval(),
                     lease_ttl: self.config.lease_ttl(),
                     concurrency: self.config.coupon_concurrency as usize,
-                    retry: RetryPolicy::default(),
                     holder,
                     wake,
-                    barrier,
                 };
                 poller.run(cancel.clone()).await;
                 listener.await.ok();
@@ -114,15 +118,13 @@ impl Worker {
             Producer::Kafka(_) => {
                 let consumer = KafkaWorker {
                     settings: common.kafka_settings(),
-                    pool: self.pool.clone(),
+                    pipeline: pipeline(),
                     batch_size: self.config.batch_size as usize,
                     session_timeout: Duration::from_millis(self.config.kafka_session_timeout_ms),
                     max_poll_interval: Duration::from_millis(
                         self.config.kafka_max_poll_interval_ms,
                     ),
-                    retry: RetryPolicy::default(),
                     debug: self.config.kafka_debug.clone(),
-                    barrier,
                 };
                 consumer.run(cancel.clone()).await
             }

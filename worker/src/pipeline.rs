@@ -10,6 +10,8 @@ use common::error::{DbError, QueueError};
 use common::processor::{self, RetryPolicy};
 use common::queue::{Batch, Reject};
 use sqlx::MySqlPool;
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
 
 use crate::barrier::Barrier;
@@ -68,10 +70,38 @@ pub struct Drained {
     pub sold_out: bool,
 }
 
-/// Dead-letters the batch's rejects, processes its events, dead-letters
-/// those that failed and forwards the late ones. `Err` means the batch must
-/// not be acknowledged (it is read again).
-pub async fn drain_batch<D: DeadLetters>(
+/// What both queue modes hand their batches to: the database, how to wait
+/// out its outages, and the switch barrier (which also forwards late events).
+pub struct Pipeline {
+    pub pool: MySqlPool,
+    pub retry: RetryPolicy,
+    /// Holds events of a coupon until a queue switch allows them.
+    pub barrier: Arc<Barrier>,
+}
+
+impl Pipeline {
+    /// Dead-letters the batch's rejects, processes its events, dead-letters
+    /// those that failed and forwards the late ones. `Err` means the batch
+    /// must not be acknowledged (it is read again).
+    pub async fn drain<D: DeadLetters>(
+        &self,
+        dead_letters: &D,
+        batch: &Batch,
+        cancel: &CancellationToken,
+    ) -> Result<Drained, DrainError> {
+        drain_batch(
+            dead_letters,
+            &self.barrier,
+            &self.pool,
+            batch,
+            self.retry,
+            cancel,
+        )
+        .await
+    }
+}
+
+async fn drain_batch<D: DeadLetters>(
     dead_letters: &D,
     barrier: &Barrier,
     pool: &MySqlPool,

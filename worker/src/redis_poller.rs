@@ -8,17 +8,15 @@ use std::time::Duration;
 
 use common::domain::{queue_position_key, CouponId, QueuedEvent};
 use common::error::QueueError;
-use common::processor::RetryPolicy;
 use common::queue::{Batch, RedisQueue, Reject};
 use futures::StreamExt;
 use rand::seq::SliceRandom;
-use sqlx::MySqlPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
-use crate::barrier::{self, Barrier};
-use crate::pipeline::{drain_batch, DeadLetters, DrainError};
+use crate::barrier::{self};
+use crate::pipeline::{DeadLetters, DrainError, Pipeline};
 
 /// Shortest time between the starts of two polls that a wake-up triggers.
 const MIN_POLL_GAP: Duration = Duration::from_millis(20);
@@ -26,18 +24,15 @@ const MIN_POLL_GAP: Duration = Duration::from_millis(20);
 /// The Redis poller of one worker process.
 pub struct RedisPoller {
     pub queue: RedisQueue,
-    pub pool: MySqlPool,
+    pub pipeline: Pipeline,
     pub batch_size: usize,
     pub poll_interval: Duration,
     pub lease_ttl: Duration,
     pub concurrency: usize,
-    pub retry: RetryPolicy,
     /// This worker's name in coupon leases.
     pub holder: String,
     /// Fired by the wake-up listener when work arrives in an empty queue.
     pub wake: Arc<Notify>,
-    /// Holds events of a coupon until a queue switch allows them.
-    pub barrier: Arc<Barrier>,
 }
 
 /// How long a drain waits in place for a held coupon before it gives the
@@ -157,7 +152,7 @@ impl RedisPoller {
                 }
                 continue;
             };
-            let passable = self.barrier.passable(&batch.events).await;
+            let passable = self.pipeline.barrier.passable(&batch.events).await;
             if passable < batch.events.len() {
                 match keep_before(&mut batch, passable) {
                     Some(last) => last_id = last,
@@ -181,15 +176,7 @@ impl RedisPoller {
                 queue: &self.queue,
                 coupon,
             };
-            let drained = drain_batch(
-                &dead_letters,
-                &self.barrier,
-                &self.pool,
-                &batch,
-                self.retry,
-                cancel,
-            )
-            .await?;
+            let drained = self.pipeline.drain(&dead_letters, &batch, cancel).await?;
             // Only now, with every result committed, do the entries leave the
             // stream; a sold-out coupon is marked so the api stops queueing.
             self.queue

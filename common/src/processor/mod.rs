@@ -210,18 +210,7 @@ pub async fn process_batch(
     let results: Vec<IssueResult> = fresh
         .iter()
         .zip(decisions)
-        .map(|(q, (status, reason))| IssueResult {
-            request_id: q.event.event_id,
-            coupon_id: coupon_id.get(),
-            user_id: q.event.user_id.get(),
-            status,
-            reason,
-            queue_position: q.position.clone(),
-            queue_type: q.queue,
-            queue_epoch: q.event.epoch as i64,
-            requested_at: q.event.requested_at,
-            processed_at: now,
-        })
+        .map(|(q, (status, reason))| result_of(q, status, reason, now))
         .collect();
 
     let winners: Vec<&IssueResult> = results
@@ -325,6 +314,27 @@ async fn current_holders(
         .collect())
 }
 
+/// The result row of a queued event decided `status` at `processed_at`.
+fn result_of(
+    q: &QueuedEvent,
+    status: IssueStatus,
+    reason: Option<String>,
+    processed_at: DateTime<Utc>,
+) -> IssueResult {
+    IssueResult {
+        request_id: q.event.event_id,
+        coupon_id: q.event.coupon_id.get(),
+        user_id: q.event.user_id.get(),
+        status,
+        reason,
+        queue_position: q.position.clone(),
+        queue_type: q.queue,
+        queue_epoch: q.event.epoch as i64,
+        requested_at: q.event.requested_at,
+        processed_at,
+    }
+}
+
 /// Inserts results; a request id that already has one keeps it.
 async fn insert_results<'c, E>(executor: E, results: &[IssueResult]) -> Result<(), DbError>
 where
@@ -368,18 +378,7 @@ pub async fn record_system_errors(
     let reason: String = reason.chars().take(500).collect();
     let results: Vec<IssueResult> = events
         .iter()
-        .map(|q| IssueResult {
-            request_id: q.event.event_id,
-            coupon_id: q.event.coupon_id.get(),
-            user_id: q.event.user_id.get(),
-            status: IssueStatus::SystemError,
-            reason: Some(reason.clone()),
-            queue_position: q.position.clone(),
-            queue_type: q.queue,
-            queue_epoch: q.event.epoch as i64,
-            requested_at: q.event.requested_at,
-            processed_at: now,
-        })
+        .map(|q| result_of(q, IssueStatus::SystemError, Some(reason.clone()), now))
         .collect();
     insert_results(pool, &results).await?;
     metrics::counter!("coupon_issue_results_total", "status" => IssueStatus::SystemError.as_str())

@@ -313,15 +313,14 @@ impl KafkaWorker {
         idle_check.tick().await;
         let mut buffers = Buffers::new(self.batch_size);
         let mut revocations = consumer.context().revocations.load(Ordering::Relaxed);
-        // The batch being processed: its partition and the work, which keeps
-        // going while the loop polls.
-        let mut work: Option<(i32, Job<'_>)> = None;
+        // The batch being processed, which keeps going while the loop polls.
+        let mut work: Option<Job<'_>> = None;
         loop {
             if work.is_none() {
                 if let Some((partition, records)) = buffers.next_batch() {
                     let job = self
                         .handle_partition_retrying(&consumer, &dlq, partition, records, &cancel);
-                    work = Some((partition, Box::pin(job)));
+                    work = Some(Box::pin(job));
                 }
             }
             tokio::select! {
@@ -343,7 +342,7 @@ impl KafkaWorker {
                     }
                     self.pause_full(&consumer, &mut buffers);
                 }
-                done = async { work.as_mut().expect("guarded").1.as_mut().await }, if work.is_some() => {
+                done = async { work.as_mut().expect("guarded").as_mut().await }, if work.is_some() => {
                     work = None;
                     if !done {
                         break;
@@ -361,7 +360,7 @@ impl KafkaWorker {
                 }
                 _ = cancel.cancelled() => {
                     // The batch in hand finishes (its waits end at once).
-                    if let Some((_, job)) = work.take() {
+                    if let Some(job) = work.take() {
                         job.await;
                     }
                     break;

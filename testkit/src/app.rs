@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::cluster::{spawn_cluster_app_on, test_cluster, OwnedCluster};
 use crate::services::{
     common_config, kafka_brokers, kafka_names, key_prefix, parse_flags, redis_url, TestDb,
 };
@@ -20,6 +21,9 @@ pub struct TestApp {
     pub common: CommonConfig,
     pub client: reqwest::Client,
     shutdown: CancellationToken,
+    /// The Redis Cluster this app runs on when the test started its own
+    /// (see [`spawn_app_on`]); it lives as long as the app.
+    owned_cluster: Option<OwnedCluster>,
 }
 
 impl Drop for TestApp {
@@ -86,6 +90,31 @@ pub async fn test_config_both(mode: QueueType) -> (TestDb, CommonConfig) {
     (db, common)
 }
 
+/// Where a test's queue lives: the two queue types, and Redis mode on a
+/// Redis Cluster. A test that runs on several takes it as an rstest
+/// `#[case]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Redis,
+    RedisCluster,
+    Kafka,
+}
+
+/// Starts the api on `backend`. On a cluster, the shared one of
+/// `REDIS_CLUSTER_NODES`, or one of the app's own when that is unset.
+pub async fn spawn_app_on(backend: Backend) -> TestApp {
+    match backend {
+        Backend::Redis => spawn_app(QueueType::Redis).await,
+        Backend::Kafka => spawn_app(QueueType::Kafka).await,
+        Backend::RedisCluster => {
+            let (nodes, owned) = test_cluster().await;
+            let mut app = spawn_cluster_app_on(nodes).await;
+            app.owned_cluster = owned;
+            app
+        }
+    }
+}
+
 /// Starts the api in this process on a free port.
 pub async fn spawn_app(mode: QueueType) -> TestApp {
     let (db, common) = test_config(mode).await;
@@ -118,5 +147,6 @@ async fn spawn_api(db: TestDb, config: ApiConfig) -> TestApp {
             .build()
             .unwrap(),
         shutdown,
+        owned_cluster: None,
     }
 }

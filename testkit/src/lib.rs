@@ -5,7 +5,7 @@
 //!   containers, else the local defaults), a fresh database per test
 //!   ([`TestDb`]), unique Redis prefixes and Kafka names.
 //! - `app`: the real api on a free port in the test's process
-//!   ([`TestApp`]) and its configuration.
+//!   ([`TestApp`]) and its configuration, on the [`Backend`] a test names.
 //! - `requests` and `fire`: one call to the api, and volleys of issue
 //!   requests with what the api answered ([`Accepted`], [`Refusals`]).
 //! - `workers`: real `worker` processes, their metrics, SIGTERM and SIGKILL.
@@ -28,8 +28,8 @@ pub mod services;
 mod workers;
 
 pub use app::{
-    api_config, spawn_app, spawn_app_with, spawn_app_with_cache_refresh, test_config,
-    test_config_both, test_config_on, TestApp, ADMIN_TOKEN,
+    api_config, spawn_app, spawn_app_on, spawn_app_with, spawn_app_with_cache_refresh, test_config,
+    test_config_both, test_config_on, Backend, TestApp, ADMIN_TOKEN,
 };
 pub use audit::wait_until;
 pub use fire::{users_with_repeats, Accepted, Refusals};

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use common::domain::QueueType;
 use common::domain::{CouponId, IssueStatus};
 use futures::future::join_all;
+use rstest::rstest;
 use testkit::servers::OwnedBroker;
 use testkit::{
     kill9, spawn_app_with, test_config, test_config_both, wait_until, Accepted, TestApp,
@@ -137,7 +138,11 @@ async fn check_sale(
 /// The old queue holds a backlog at the switch (its worker starts only a
 /// second after it), the new queue's worker runs throughout: the barrier
 /// must hold every coupon's new requests until its old ones are done.
-async fn a_mid_sale_switch_keeps_first_come(from: QueueType) {
+#[rstest]
+#[case::redis_to_kafka(QueueType::Redis)]
+#[case::kafka_to_redis(QueueType::Kafka)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mid_sale_switch_keeps_first_come(#[case] from: QueueType) {
     let to = from.other();
     let (db, common) = test_config_both(from).await;
     let app = spawn_app_with(db, common).await;
@@ -172,16 +177,6 @@ async fn a_mid_sale_switch_keeps_first_come(from: QueueType) {
         all.extend(more);
     }
     check_sale(&app, &coupons, &accepted, switched_at, from).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn switch_redis_to_kafka_mid_sale_keeps_first_come() {
-    a_mid_sale_switch_keeps_first_come(QueueType::Redis).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn switch_kafka_to_redis_mid_sale_keeps_first_come() {
-    a_mid_sale_switch_keeps_first_come(QueueType::Kafka).await;
 }
 
 /// A switch from Redis to Kafka while things die around it:
@@ -420,7 +415,7 @@ async fn a_previous_kafka_topic_that_does_not_exist_holds_nothing() {
 /// events land after the recorded marks and the processor forwards those
 /// that arrive too late (S6). Either way every request gets one result and
 /// first-come holds.
-#[rstest::rstest]
+#[rstest]
 #[case::off_redis(QueueType::Redis)]
 #[case::off_kafka(QueueType::Kafka)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::audit::{audit_sale, AuditReport};
+use common::audit::{audit_sale, Answers, AuditReport, Told};
 use common::domain::CouponId;
 use uuid::Uuid;
 
@@ -22,6 +22,26 @@ where
     while !f().await {
         assert!(start.elapsed() < within, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What the api answered the accepted requests, for `common::audit`: each
+/// request id with the queue and position its `202` named.
+pub fn answers(accepted: &[Accepted]) -> Answers {
+    let told: std::collections::HashMap<Uuid, Option<Told>> = accepted
+        .iter()
+        .map(|a| {
+            let told = Told {
+                queue: a.queue,
+                position: a.queue_position.clone(),
+            };
+            (a.request_id, Some(told))
+        })
+        .collect();
+    assert_eq!(told.len(), accepted.len(), "request ids are unique");
+    Answers {
+        accepted: told,
+        ..Answers::default()
     }
 }
 
@@ -71,14 +91,16 @@ impl TestApp {
         }
     }
 
-    /// Audits the sale and fails the test on any broken invariant.
+    /// Audits the sale against what the api answered (`accepted`, with the
+    /// place each client was told) and fails the test on any broken
+    /// invariant.
     pub async fn audit(
         &self,
         coupon: CouponId,
         initial_stock: i64,
         accepted: &[Accepted],
     ) -> AuditReport {
-        self.audit_with_unconfirmed(coupon, initial_stock, accepted, &HashSet::new())
+        self.audit_answers(coupon, initial_stock, &answers(accepted))
             .await
     }
 
@@ -91,9 +113,22 @@ impl TestApp {
         accepted: &[Accepted],
         unconfirmed: &HashSet<Uuid>,
     ) -> AuditReport {
-        let ids: HashSet<Uuid> = accepted.iter().map(|a| a.request_id).collect();
-        assert_eq!(ids.len(), accepted.len(), "request ids are unique");
-        let report = audit_sale(&self.db.pool, coupon, initial_stock, &ids, unconfirmed)
+        let answers = Answers {
+            unconfirmed: unconfirmed.clone(),
+            ..answers(accepted)
+        };
+        self.audit_answers(coupon, initial_stock, &answers).await
+    }
+
+    /// [`TestApp::audit`] of answers the test put together itself (with
+    /// replayed requests, say).
+    pub async fn audit_answers(
+        &self,
+        coupon: CouponId,
+        initial_stock: i64,
+        answers: &Answers,
+    ) -> AuditReport {
+        let report = audit_sale(&self.db.pool, coupon, initial_stock, answers)
             .await
             .unwrap();
         assert!(report.violations.is_empty(), "{:#?}", report.violations);

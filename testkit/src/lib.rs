@@ -31,7 +31,7 @@ pub use app::{
     api_config, spawn_app, spawn_app_on, spawn_app_with, spawn_app_with_cache_refresh, test_config,
     test_config_both, test_config_on, Backend, TestApp, ADMIN_TOKEN,
 };
-pub use audit::wait_until;
+pub use audit::{answers, wait_until};
 pub use fire::{users_with_repeats, Accepted, Refusals};
 pub use ports::free_port;
 pub use servers::{CuttableProxy, OwnedMysql, OwnedQueue};

@@ -23,8 +23,10 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive number, not $rounds"
+# The rstest cases of failover::sales_in_a_row_each_survive_a_killed_worker_and_a_new_one.
 case "$queue" in
-  kafka|redis) filter="${queue}_sales_in_a_row" ;;
+  redis) filter="sales_in_a_row_each_survive_a_killed_worker_and_a_new_one::case_1_redis" ;;
+  kafka) filter="sales_in_a_row_each_survive_a_killed_worker_and_a_new_one::case_2_kafka" ;;
   both) filter="sales_in_a_row" ;;
   *) die "--queue must be kafka, redis or both, not $queue" ;;
 esac

@@ -2,13 +2,13 @@
 //! left in the queue; and the MySQL side both share: counting and reading
 //! results, and the invariant audit.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use chrono::NaiveDateTime;
-use common::audit::audit_sale;
+use common::audit::{audit_sale, Answers};
 use common::domain::CouponId;
 use serde::{Deserialize, Serialize};
 use sqlx::MySqlPool;
@@ -123,15 +123,8 @@ pub async fn audit(
     let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
     let mut issued = 0;
     for (coupon, ids) in per_coupon {
-        let accepted: HashSet<Uuid> = ids.iter().copied().collect();
-        let r = audit_sale(
-            pool,
-            CouponId::try_from(*coupon)?,
-            stock,
-            &accepted,
-            &HashSet::new(),
-        )
-        .await?;
+        let answers = Answers::of_ids(ids.iter().copied());
+        let r = audit_sale(pool, CouponId::try_from(*coupon)?, stock, &answers).await?;
         issued += r.issued;
         for (k, v) in r.by_status {
             *by_status.entry(k.to_owned()).or_default() += v;

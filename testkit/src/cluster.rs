@@ -13,8 +13,8 @@ use common::queue::redis::ClusterNodes;
 use common::queue::redis::RedisKeys;
 use uuid::Uuid;
 
-use crate::app::{free_port, spawn_app_with, test_config, wait_until, TestApp};
 use crate::servers::wait_until_listening;
+use crate::{free_port, spawn_app_with, test_config, wait_until, TestApp};
 
 /// A Redis Cluster of three masters (no replicas, AOF `everysec`), each
 /// with its own port and data directory.

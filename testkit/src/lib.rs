@@ -1,25 +1,43 @@
-//! The test harness every crate's tests share.
+//! The test harness every crate's tests share; everything a test uses is
+//! re-exported here, so tests write `testkit::spawn_app`, `testkit::wait_until`.
 //!
 //! - [`services`]: where MySQL, Redis and Kafka are (variables, else
 //!   containers, else the local defaults), a fresh database per test
 //!   ([`TestDb`]), unique Redis prefixes and Kafka names.
-//! - [`app`]: the real api on a free port in the test's process
-//!   ([`TestApp`]), real `worker` processes, firing requests, waiting for
-//!   results and auditing the sale with `common::audit`.
+//! - `app`: the real api on a free port in the test's process
+//!   ([`TestApp`]) and its configuration, on the [`Backend`] a test names.
+//! - `requests` and `fire`: one call to the api, and volleys of issue
+//!   requests with what the api answered ([`Accepted`], [`Refusals`]).
+//! - `workers`: real `worker` processes, their metrics, SIGTERM and SIGKILL.
+//! - `audit`: waiting for results ([`wait_until`]) and auditing the sale
+//!   with `common::audit`.
 //! - [`servers`] and [`cluster`]: brokers, Redis servers and Redis Clusters
-//!   owned by one test, so it can kill and restart them.
+//!   owned by one test, so it can kill and restart them, on ports from
+//!   [`free_port`].
 
-pub mod app;
+mod app;
+mod audit;
 pub mod cluster;
 mod containers;
 mod docker_api;
+mod fire;
+mod ports;
+mod requests;
 pub mod servers;
 mod service;
 pub mod services;
+mod workers;
 
-pub use app::*;
+pub use app::{
+    api_config, spawn_app, spawn_app_on, spawn_app_with, spawn_app_with_cache_refresh, test_config,
+    test_config_both, test_config_on, Backend, TestApp, ADMIN_TOKEN,
+};
+pub use audit::{answers, wait_until};
+pub use fire::{users_with_repeats, Accepted, Refusals};
+pub use ports::free_port;
 pub use servers::{CuttableProxy, OwnedMysql, OwnedQueue};
 pub use services::{
     common_config, database_url, kafka_brokers, kafka_names, key_prefix, parse_flags, redis_url,
     TestDb,
 };
+pub use workers::{kill9, scrape, terminate, worker_bin};

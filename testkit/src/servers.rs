@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::domain::QueueType;
 use uuid::Uuid;
 
-use crate::app::{free_port, spawn_app_with, test_config, TestApp};
+use crate::{free_port, spawn_app_with, test_config, TestApp};
 
 /// A server process owned by one test: its own port and data directory, so
 /// the test can kill and restart it without disturbing the others.

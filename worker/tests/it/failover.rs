@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::domain::IssueStatus;
 use common::domain::QueueType;
+use rstest::rstest;
 use testkit::{kill9, spawn_app, wait_until, TestApp};
 use tokio::process::Child;
 
@@ -88,7 +89,11 @@ async fn sale_with_a_killed_worker(app: &TestApp, workers: &mut [Child; 2]) -> R
     }
 }
 
-async fn sales_in_a_row_each_survive_a_killed_worker(mode: QueueType) {
+#[rstest]
+#[case::redis(QueueType::Redis)]
+#[case::kafka(QueueType::Kafka)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sales_in_a_row_each_survive_a_killed_worker_and_a_new_one(#[case] mode: QueueType) {
     let rounds: usize = std::env::var("FAILOVER_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
@@ -118,14 +123,4 @@ async fn sales_in_a_row_each_survive_a_killed_worker(mode: QueueType) {
     eprintln!(
         "failover {mode:?} summary over {rounds} rounds: first new result median {first_median:.2} s, max {first_max:.2} s; full drain median {drain_median:.2} s, max {drain_max:.2} s"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kafka_sales_in_a_row_each_survive_a_killed_worker_and_a_new_member() {
-    sales_in_a_row_each_survive_a_killed_worker(QueueType::Kafka).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_sales_in_a_row_each_survive_a_killed_worker_and_a_new_one() {
-    sales_in_a_row_each_survive_a_killed_worker(QueueType::Redis).await;
 }

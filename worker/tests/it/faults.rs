@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use common::domain::IssueStatus;
 use common::domain::QueueType;
+use rstest::rstest;
 use testkit::{kill9, spawn_app, wait_until, Accepted, CuttableProxy, OwnedQueue};
 
 const DRAIN: Duration = Duration::from_secs(180);
@@ -14,7 +15,16 @@ const DRAIN: Duration = Duration::from_secs(180);
 /// in Redis mode once the dead worker's lease expires, in Kafka mode once the
 /// group coordinator drops the dead member (`session.timeout.ms`) and hands
 /// its partitions to the survivor.
-async fn a_worker_killed_mid_drain_loses_and_doubles_nothing(mode: QueueType, workers: usize) {
+#[rstest]
+#[case::redis_replaced(QueueType::Redis, 1)]
+#[case::redis_one_of_two(QueueType::Redis, 2)]
+#[case::kafka_replaced(QueueType::Kafka, 1)]
+#[case::kafka_one_of_two(QueueType::Kafka, 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_mid_drain_loses_and_doubles_nothing(
+    #[case] mode: QueueType,
+    #[case] workers: usize,
+) {
     let app = spawn_app(mode).await;
     let coupon = app.create_coupon(5000).await;
     let mut running: Vec<_> = (0..workers)
@@ -45,26 +55,6 @@ async fn a_worker_killed_mid_drain_loses_and_doubles_nothing(mode: QueueType, wo
     assert_eq!(report.remaining_stock, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_worker_killed_mid_drain_and_replaced() {
-    a_worker_killed_mid_drain_loses_and_doubles_nothing(QueueType::Redis, 1).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_one_of_two_workers_killed_mid_drain() {
-    a_worker_killed_mid_drain_loses_and_doubles_nothing(QueueType::Redis, 2).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kafka_worker_killed_mid_drain_and_replaced() {
-    a_worker_killed_mid_drain_loses_and_doubles_nothing(QueueType::Kafka, 1).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kafka_one_of_two_workers_killed_mid_drain() {
-    a_worker_killed_mid_drain_loses_and_doubles_nothing(QueueType::Kafka, 2).await;
-}
-
 /// `mysql://user:pass@host:port/db` with `host:port` replaced by the proxy's.
 pub(crate) fn through_proxy(url: &str, port: u16) -> String {
     let start = url
@@ -88,7 +78,11 @@ pub(crate) fn mysql_target(url: &str) -> (&'static str, u16) {
 
 /// The worker's MySQL connections are cut for 5 s mid-drain: it retries,
 /// acknowledges nothing it did not commit, and finishes correctly.
-async fn a_database_outage_mid_drain_is_ridden_out(mode: QueueType) {
+#[rstest]
+#[case::redis(QueueType::Redis)]
+#[case::kafka(QueueType::Kafka)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_outage_mid_drain_is_ridden_out(#[case] mode: QueueType) {
     let app = spawn_app(mode).await;
     let proxy = CuttableProxy::start(mysql_target(&app.common.database_url)).await;
     let coupon = app.create_coupon(2000).await;
@@ -130,20 +124,14 @@ async fn a_database_outage_mid_drain_is_ridden_out(mode: QueueType) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_mode_rides_out_a_database_outage() {
-    a_database_outage_mid_drain_is_ridden_out(QueueType::Redis).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kafka_mode_rides_out_a_database_outage() {
-    a_database_outage_mid_drain_is_ridden_out(QueueType::Kafka).await;
-}
-
 /// An event the processor keeps refusing (a trigger rejects user 666) ends
 /// as SYSTEM_ERROR in the dead-letter queue without blocking the others;
 /// once the cause is gone, replaying the dead letters issues it.
-async fn a_refused_event_is_dead_lettered_then_replayed(mode: QueueType) {
+#[rstest]
+#[case::redis(QueueType::Redis)]
+#[case::kafka(QueueType::Kafka)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_event_is_dead_lettered_then_replayed(#[case] mode: QueueType) {
     let app = spawn_app(mode).await;
     let coupon = app.create_coupon(100).await;
     sqlx::raw_sql(
@@ -211,25 +199,22 @@ async fn a_refused_event_is_dead_lettered_then_replayed(mode: QueueType) {
             .is_some_and(|r| r.status == IssueStatus::Success)
     })
     .await;
-    let report = app.audit(coupon, 100, &accepted).await;
+    // The replayed request stands at its new place in the queue.
+    let mut answers = testkit::answers(&accepted);
+    answers.replayed.insert(request);
+    let report = app.audit_answers(coupon, 100, &answers).await;
     assert_eq!(report.count(IssueStatus::Success), 50);
     assert_eq!(report.results, 50);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_refused_event_is_dead_lettered_then_replayed() {
-    a_refused_event_is_dead_lettered_then_replayed(QueueType::Redis).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kafka_refused_event_is_dead_lettered_then_replayed() {
-    a_refused_event_is_dead_lettered_then_replayed(QueueType::Kafka).await;
 }
 
 /// The queue itself is SIGKILLed mid-sale and restarted: the api answers 503
 /// meanwhile and recovers, the worker reconnects, and every request answered
 /// 202 gets its result.
-async fn a_queue_killed_mid_sale_loses_no_accepted_request(mode: QueueType) {
+#[rstest]
+#[case::redis(QueueType::Redis)]
+#[case::kafka(QueueType::Kafka)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_queue_killed_mid_sale_loses_no_accepted_request(#[case] mode: QueueType) {
     let mut queue = OwnedQueue::start(mode).await;
     let app = queue.spawn_app().await;
     // Far more stock than sells before the kill, so the outage meets a sale
@@ -252,14 +237,4 @@ async fn a_queue_killed_mid_sale_loses_no_accepted_request(mode: QueueType) {
         .audit_with_unconfirmed(coupon, 1000, &sale.accepted, &sale.unconfirmed)
         .await;
     assert_eq!(report.count(IssueStatus::Success), 1000);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_redis_killed_mid_sale_loses_no_accepted_request_with_aof_everysec() {
-    a_queue_killed_mid_sale_loses_no_accepted_request(QueueType::Redis).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_kafka_broker_killed_mid_sale_loses_no_accepted_request() {
-    a_queue_killed_mid_sale_loses_no_accepted_request(QueueType::Kafka).await;
 }

@@ -12,7 +12,10 @@ use common::queue::{Producer, RedisQueue};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use testkit::{free_port, scrape, spawn_app, terminate, wait_until, OwnedQueue, TestApp};
+use rstest::rstest;
+use testkit::{
+    free_port, scrape, spawn_app, spawn_app_on, terminate, wait_until, Backend, OwnedQueue, TestApp,
+};
 use tokio::process::Child;
 
 const DRAIN: Duration = Duration::from_secs(90);
@@ -75,8 +78,13 @@ async fn two_kafka_workers_share_the_partitions_and_keep_every_invariant() {
 }
 
 /// SIGTERM mid-drain: the worker exits 0 promptly with its offsets committed
-/// exactly up to what it processed; a new worker resumes from there.
-async fn a_stopped_worker_hands_over_at_its_committed_position(mode: QueueType) {
+/// exactly up to what it processed (Redis: trimmed, Kafka: committed); a new
+/// worker resumes from there.
+#[rstest]
+#[case::redis(QueueType::Redis)]
+#[case::kafka(QueueType::Kafka)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_stopped_by_sigterm_hands_over_at_its_committed_position(#[case] mode: QueueType) {
     let app = spawn_app(mode).await;
     let coupon = app.create_coupon(500).await;
     let users: Vec<i64> = (1..=4000).collect();
@@ -109,16 +117,6 @@ async fn a_stopped_worker_hands_over_at_its_committed_position(mode: QueueType) 
     let report = app.audit(coupon, 500, &accepted).await;
     assert_eq!(report.count(IssueStatus::Success), 500);
     assert_eq!(report.results, accepted.len());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_kafka_worker_stopped_by_sigterm_commits_and_a_new_one_resumes() {
-    a_stopped_worker_hands_over_at_its_committed_position(QueueType::Kafka).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_redis_worker_stopped_by_sigterm_trims_and_a_new_one_resumes() {
-    a_stopped_worker_hands_over_at_its_committed_position(QueueType::Redis).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -264,13 +262,14 @@ async fn a_malformed_redis_entry_is_dead_lettered_and_the_events_behind_it_proce
 /// enqueue into an empty queue publishes can start the worker: the first
 /// request of a sale, and the first one after the queue drained, both get
 /// their results at once.
-async fn an_idle_redis_worker_wakes_when_work_arrives(cluster: bool) {
-    let (app, _owned_cluster) = if cluster {
-        let (nodes, owned) = testkit::cluster::test_cluster().await;
-        (testkit::cluster::spawn_cluster_app_on(nodes).await, owned)
-    } else {
-        (spawn_app(QueueType::Redis).await, None)
-    };
+#[rstest]
+#[case::redis(Backend::Redis)]
+#[case::cluster(Backend::RedisCluster)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_redis_worker_wakes_when_work_arrives_instead_of_waiting_for_its_poll(
+    #[case] backend: Backend,
+) {
+    let app = spawn_app_on(backend).await;
     let coupon = app.create_coupon(10).await;
     let _worker = app.spawn_worker_with(&[("POLL_INTERVAL_MS", "600000")]);
     // The worker's first poll runs at start; give it time to subscribe.
@@ -282,14 +281,4 @@ async fn an_idle_redis_worker_wakes_when_work_arrives(cluster: bool) {
             .await;
         assert_eq!(accepted.len(), 3);
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_idle_redis_worker_wakes_when_work_arrives_instead_of_waiting_for_its_poll() {
-    an_idle_redis_worker_wakes_when_work_arrives(false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_idle_worker_on_a_redis_cluster_wakes_when_work_arrives() {
-    an_idle_redis_worker_wakes_when_work_arrives(true).await;
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::domain::QueueType;
 use common::domain::{queue_position_key, CouponId, IssueStatus};
+use rstest::rstest;
 use testkit::{spawn_app, users_with_repeats};
 
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(90);
@@ -24,8 +25,18 @@ async fn restock(app: &testkit::TestApp, coupon: CouponId, stock: i32) {
     tokio::time::sleep(2 * COUPON_CACHE_REFRESH).await;
 }
 
-/// 1,000 concurrent requests from 600 users (400 repeats) for 100 coupons.
-async fn thousand_requests_race_for_a_hundred_coupons(mode: QueueType, workers: usize) {
+/// 1,000 concurrent requests from 600 users (400 repeats) for 100 coupons,
+/// drained by one worker or two.
+#[rstest]
+#[case::redis_one_worker(QueueType::Redis, 1)]
+#[case::redis_two_workers(QueueType::Redis, 2)]
+#[case::kafka_one_worker(QueueType::Kafka, 1)]
+#[case::kafka_two_workers(QueueType::Kafka, 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_race_issues_exactly_the_stock_to_the_first_distinct_users(
+    #[case] mode: QueueType,
+    #[case] workers: usize,
+) {
     let app = spawn_app(mode).await;
     let coupon = app.create_coupon(100).await;
     let _workers: Vec<_> = (0..workers).map(|_| app.spawn_worker()).collect();
@@ -82,7 +93,11 @@ async fn thousand_requests_race_for_a_hundred_coupons(mode: QueueType, workers: 
 }
 
 /// Sale 1, then an operator sets the stock with plain SQL, then sale 2.
-async fn a_stock_reset_by_sql_between_sales_is_honoured(mode: QueueType) {
+#[rstest]
+#[case::redis(QueueType::Redis)]
+#[case::kafka(QueueType::Kafka)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stock_reset_by_sql_between_sales_is_honoured(#[case] mode: QueueType) {
     let app = spawn_app(mode).await;
     let coupon = app.create_coupon(10).await;
     let _worker = app.spawn_worker();
@@ -135,7 +150,11 @@ async fn a_stock_reset_by_sql_between_sales_is_honoured(mode: QueueType) {
 /// Once a coupon's stock is gone the api answers `409 SOLD_OUT` at once and
 /// queues nothing; requests queued before that still get `OUT_OF_STOCK`; a
 /// restock by plain SQL re-opens the coupon within one cache reload.
-async fn a_sold_out_coupon_is_refused_at_once_until_restocked(mode: QueueType) {
+#[rstest]
+#[case::redis(QueueType::Redis)]
+#[case::kafka(QueueType::Kafka)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sold_out_coupon_is_refused_at_once_until_restocked(#[case] mode: QueueType) {
     let app = spawn_app(mode).await;
     let coupon = app.create_coupon(20).await;
     let _worker = app.spawn_worker();
@@ -234,44 +253,4 @@ async fn a_redis_worker_marks_the_coupon_it_sold_out_and_the_api_stops_queueing_
     );
     let report = app.audit(coupon, 10, &accepted).await;
     assert_eq!(report.count(IssueStatus::Success), 10);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_refuses_a_sold_out_coupon_at_once_until_restocked() {
-    a_sold_out_coupon_is_refused_at_once_until_restocked(QueueType::Redis).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kafka_refuses_a_sold_out_coupon_at_once_until_restocked() {
-    a_sold_out_coupon_is_refused_at_once_until_restocked(QueueType::Kafka).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_issues_exactly_the_stock_to_the_first_distinct_users_with_one_worker() {
-    thousand_requests_race_for_a_hundred_coupons(QueueType::Redis, 1).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_issues_exactly_the_stock_to_the_first_distinct_users_with_two_workers() {
-    thousand_requests_race_for_a_hundred_coupons(QueueType::Redis, 2).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_honours_a_stock_reset_by_sql_between_sales() {
-    a_stock_reset_by_sql_between_sales_is_honoured(QueueType::Redis).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kafka_issues_exactly_the_stock_to_the_first_distinct_users_with_one_worker() {
-    thousand_requests_race_for_a_hundred_coupons(QueueType::Kafka, 1).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kafka_issues_exactly_the_stock_to_the_first_distinct_users_with_two_workers() {
-    thousand_requests_race_for_a_hundred_coupons(QueueType::Kafka, 2).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kafka_honours_a_stock_reset_by_sql_between_sales() {
-    a_stock_reset_by_sql_between_sales_is_honoured(QueueType::Kafka).await;
 }

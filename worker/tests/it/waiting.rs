@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use common::domain::CouponId;
-use common::domain::QueueType;
+use rstest::rstest;
 use serde_json::Value;
-use testkit::{spawn_app, terminate, wait_until, TestApp};
+use testkit::{spawn_app_on, terminate, wait_until, Backend, TestApp};
 use uuid::Uuid;
 
 const DRAIN: Duration = Duration::from_secs(90);
@@ -35,7 +35,13 @@ fn ahead(body: &Value) -> u64 {
         .unwrap_or_else(|| panic!("ahead is a count: {body}"))
 }
 
-async fn positions_are_exact_while_the_queue_stands_and_fall_as_it_moves(app: TestApp) {
+#[rstest]
+#[case::redis(Backend::Redis)]
+#[case::cluster(Backend::RedisCluster)]
+#[case::kafka(Backend::Kafka)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn positions_are_exact_while_the_queue_stands_and_fall_as_it_moves(#[case] backend: Backend) {
+    let app = spawn_app_on(backend).await;
     let coupon = app.create_coupon(10_000).await;
 
     // No worker yet: the queue stands still, so the n-th request has n-1
@@ -134,27 +140,4 @@ async fn positions_are_exact_while_the_queue_stands_and_fall_as_it_moves(app: Te
         }
     }
     assert!(compared, "the rate changed during every volley");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_positions_are_exact_while_the_queue_stands_and_fall_as_it_moves() {
-    positions_are_exact_while_the_queue_stands_and_fall_as_it_moves(
-        spawn_app(QueueType::Redis).await,
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn positions_on_a_redis_cluster_are_exact_while_the_queue_stands_and_fall_as_it_moves() {
-    let (nodes, _owned_cluster) = testkit::cluster::test_cluster().await;
-    let app = testkit::cluster::spawn_cluster_app_on(nodes).await;
-    positions_are_exact_while_the_queue_stands_and_fall_as_it_moves(app).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kafka_positions_are_exact_while_the_queue_stands_and_fall_as_it_moves() {
-    positions_are_exact_while_the_queue_stands_and_fall_as_it_moves(
-        spawn_app(QueueType::Kafka).await,
-    )
-    .await;
 }

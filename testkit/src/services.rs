@@ -146,6 +146,19 @@ impl TestDb {
         Self { name, url, pool }
     }
 
+    /// The row of an api that followed `epoch` and then died: it stays live
+    /// (`common::switch::INSTANCE_STALE`) for a few seconds more.
+    pub async fn api_that_just_died(&self, epoch: u64) {
+        sqlx::query(
+            "INSERT INTO api_instance (instance_id, followed_epoch, last_seen_at) \
+             VALUES ('api-killed-9', ?, NOW(6))",
+        )
+        .bind(epoch as i64)
+        .execute(&self.pool)
+        .await
+        .expect("insert the api's row");
+    }
+
     /// Inserts a coupon with `stock` units and returns its id.
     pub async fn coupon(&self, stock: i32) -> CouponId {
         let done = sqlx::query(

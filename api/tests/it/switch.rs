@@ -118,15 +118,7 @@ async fn a_switch_survives_a_restart_of_the_only_api() {
 async fn a_switch_off_kafka_waits_for_every_live_api_and_a_switch_off_redis_does_not() {
     let (db, common) = testkit::test_config_both(QueueType::Kafka).await;
     let app = spawn_app_with(db, common).await;
-    // An api that followed epoch 1 and then died: its row stays live for
-    // a few seconds more.
-    sqlx::query(
-        "INSERT INTO api_instance (instance_id, followed_epoch, last_seen_at) \
-         VALUES ('api-killed-9', 1, NOW(6))",
-    )
-    .execute(&app.db.pool)
-    .await
-    .unwrap();
+    app.db.api_that_just_died(1).await;
     let res = app.switch_queue(QueueType::Redis).await;
     assert_eq!(res.status(), 200);
     let queue = app.json("/api/admin/queue").await;

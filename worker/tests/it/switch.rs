@@ -202,15 +202,7 @@ async fn switch_redis_to_kafka_through_killed_workers_and_an_api_restart() {
     let before = phase(&coupons, |p| p.before);
     let mut accepted = fire_all(&app, &before).await;
 
-    // An api that enqueued into epoch 1 and then died: its row stays fresh
-    // for a few seconds more.
-    sqlx::query(
-        "INSERT INTO api_instance (instance_id, followed_epoch, last_seen_at) \
-         VALUES ('api-killed-9', 1, NOW(6))",
-    )
-    .execute(&app.db.pool)
-    .await
-    .unwrap();
+    app.db.api_that_just_died(1).await;
     let switched_at = Utc::now();
     let res = app.switch_queue(to).await;
     assert_eq!(res.status(), 200);

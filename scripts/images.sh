@@ -6,7 +6,7 @@
 #   coupon-local/mysql:8.0         MariaDB 10.11 with mysql:8.0's environment contract
 #   coupon-local/redis:7           Redis 7.0 from Debian, run like redis:7
 #   coupon-local/kafka:3.8.0       the Kafka-compatible broker nisshi, run like apache/kafka:3.8.0
-#   coupon-local/rust:1.95-bookworm  this machine's Rust toolchain, for the Dockerfile's build stage
+#   coupon-local/rust:1.95-bookworm  this machine's Rust toolchain, for the Dockerfile's build stages
 #
 # Idempotent: an image that exists is kept (FORCE=1 rebuilds). Needs root for
 # debootstrap. `scripts/test.sh --containers` and `scripts/compose-check.sh`

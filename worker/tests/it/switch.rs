@@ -219,26 +219,37 @@ async fn switch_redis_to_kafka_through_killed_workers_and_an_api_restart() {
 
     let after = phase(&coupons, |p| p.after);
     let chaos = async {
-        // The new worker is held (the switch is not settled): kill it.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The new worker holds what it reads (the old queue has a backlog
+        // and no worker yet): once the new queue has events, kill it with
+        // them not committed.
+        let new_queue = app.queue_reader(to).await;
+        let start = std::time::Instant::now();
+        while new_queue.size(coupons[0]).await == 0 {
+            assert!(start.elapsed() < DRAIN, "no event reached {to}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         kill9(&mut new_worker).await;
+        assert!(
+            new_queue.size(coupons[0]).await > 0,
+            "the new worker died with events of {to} not committed"
+        );
         let new_worker = app.worker_command_for(to).spawn().unwrap();
         // Restart the second api: it comes back on the record's queue.
         drop(second);
         let restarted = spawn_app_with(db.clone(), common.clone()).await;
         // Small batches, so that the kill lands mid-drain.
-        let mut old_worker = app
-            .worker_command_for(from)
-            .env("BATCH_SIZE", "20")
-            .spawn()
-            .unwrap();
+        let batch = [("BATCH_SIZE", "20")];
+        let mut old_workers = vec![app.start_worker_for(from, &batch)];
         wait_until("the old queue's drain to be under way", DRAIN, || async {
             figures(&app, coupons[0]).await.old_results >= 300
         })
         .await;
-        kill9(&mut old_worker).await;
-        let old_worker = app.worker_command_for(from).spawn().unwrap();
-        (restarted, new_worker, old_worker)
+        let killed = app
+            .kill_worker_draining(&coupons, &mut old_workers, DRAIN)
+            .await;
+        old_workers.push(app.start_worker_for(from, &batch));
+        app.wait_for_takeover(&killed, &old_workers, DRAIN).await;
+        (restarted, new_worker, old_workers)
     };
     let (later, (restarted, _new_worker, _old_worker)) =
         tokio::join!(fire_all(&app, &after), chaos);

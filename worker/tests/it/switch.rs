@@ -74,6 +74,25 @@ async fn figures(app: &TestApp, coupon: CouponId) -> Figures {
     }
 }
 
+impl Figures {
+    /// The barrier held: both epochs have results, and none of the new
+    /// queue came before the old queue's last.
+    fn assert_old_done_before_new(&self, coupon: CouponId) {
+        let (Some(last_old), Some(first_new)) = (self.last_old, self.first_new) else {
+            panic!(
+                "coupon {coupon}: {} results via the old queue and {} via the new one; \
+                 the barrier is shown only with both",
+                self.old_results, self.new_results
+            );
+        };
+        assert!(
+            last_old <= first_new,
+            "coupon {coupon}: a request of the new queue was processed at {first_new} \
+             before the old queue's last at {last_old}"
+        );
+    }
+}
+
 fn users(range: std::ops::RangeInclusive<i64>) -> Vec<i64> {
     range.collect()
 }
@@ -111,14 +130,7 @@ async fn check_sale(
             "coupon {coupon} sold out exactly"
         );
         let f = figures(app, *coupon).await;
-        // The barrier: nothing of the new queue before the old one is done.
-        if let (Some(last_old), Some(first_new)) = (f.last_old, f.first_new) {
-            assert!(
-                last_old <= first_new,
-                "coupon {coupon}: a request of the new queue was processed at {first_new} \
-                 before the old queue's last at {last_old}"
-            );
-        }
+        f.assert_old_done_before_new(*coupon);
         let ms = |t: Option<DateTime<Utc>>| t.map(|t| (t - switched_at).num_milliseconds());
         println!(
             "switch {from}->{}: coupon {coupon} (stock {}): {} results via {from}, {} via {}; \
@@ -329,9 +341,7 @@ async fn kafka_broker_down_falls_back_to_redis_and_keeps_first_come() {
         .await;
     assert_eq!(report.count(IssueStatus::Success), STOCK as usize);
     let f = figures(&app, coupon).await;
-    if let (Some(last_old), Some(first_new)) = (f.last_old, f.first_new) {
-        assert!(last_old <= first_new, "{last_old} > {first_new}");
-    }
+    f.assert_old_done_before_new(coupon);
     let accepted: HashSet<_> = sale.accepted.iter().map(|a| a.request_id).collect();
     println!(
         "fallback kafka->redis: {} accepted ({via_redis} via redis), {} refused during the \
@@ -494,13 +504,9 @@ async fn a_switch_while_an_api_is_cut_off_from_mysql_keeps_first_come(#[case] fr
     .await
     .unwrap();
     assert_eq!(epochs, [1, 2], "results of both epochs");
-    let f = figures(&app, coupon).await;
-    assert!(
-        f.last_old <= f.first_new,
-        "a request of epoch 1 was decided at {:?}, after one of epoch 2 at {:?}",
-        f.last_old,
-        f.first_new
-    );
+    figures(&app, coupon)
+        .await
+        .assert_old_done_before_new(coupon);
     println!(
         "switch {from}->{to} with an api cut off: {} accepted, {} forwarded late",
         accepted.len(),

@@ -39,9 +39,9 @@ if [[ "${1:-}" == --containers ]]; then
   remove_test_containers
   trap remove_test_containers EXIT
   skip=()
-  command -v redis-server >/dev/null || skip+=("test(a_queue_killed_mid_sale_loses_no_accepted_request::case_1_redis)")
+  command -v redis-server >/dev/null || skip+=("test(a_queue_process_killed_mid_sale_is_reconnected_to_and_replays_every_accepted_request::case_1_redis)")
   # The broker binary testkit/src/servers.rs starts.
-  [[ -x "$NISSHI_BIN" ]] || skip+=("test(a_queue_killed_mid_sale_loses_no_accepted_request::case_2_kafka)"
+  [[ -x "$NISSHI_BIN" ]] || skip+=("test(a_queue_process_killed_mid_sale_is_reconnected_to_and_replays_every_accepted_request::case_2_kafka)"
     "test(a_dead_kafka_broker_gives_503_and_the_api_recovers_without_restart)")
   filter=()
   if ((${#skip[@]})); then

@@ -330,7 +330,9 @@ impl OwnedRedis {
         self.server.launch(cmd).await;
     }
 
-    /// SIGKILL: no shutdown save, only what the AOF already holds survives.
+    /// SIGKILL: no shutdown save. What the process wrote to its AOF
+    /// survives in the page cache, fsynced or not; only a machine crash
+    /// would lose the unsynced part.
     pub fn kill(&mut self) {
         self.server.kill();
     }

@@ -212,14 +212,20 @@ async fn a_refused_event_is_dead_lettered_then_replayed(#[case] mode: QueueType)
     assert_eq!(report.results, 50);
 }
 
-/// The queue itself is SIGKILLed mid-sale and restarted: the api answers 503
-/// meanwhile and recovers, the worker reconnects, and every request answered
-/// 202 gets its result.
+/// The queue's server process is SIGKILLed mid-sale and restarted: the api
+/// answers 503 meanwhile and recovers, the worker reconnects, the server
+/// replays its log (Redis's AOF, the broker's sqlite file), and every
+/// request answered 202 gets its result. A process kill leaves the kernel's
+/// page cache alone, so this shows reconnection and replay, not what a
+/// machine crash loses before an fsync (see docs/architecture.md, "Redis
+/// durability").
 #[rstest]
 #[case::redis(QueueType::Redis)]
 #[case::kafka(QueueType::Kafka)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_queue_killed_mid_sale_loses_no_accepted_request(#[case] mode: QueueType) {
+async fn a_queue_process_killed_mid_sale_is_reconnected_to_and_replays_every_accepted_request(
+    #[case] mode: QueueType,
+) {
     let mut queue = OwnedQueue::start(mode).await;
     let app = queue.spawn_app().await;
     // Far more stock than sells before the kill, so the outage meets a sale

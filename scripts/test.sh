@@ -19,7 +19,8 @@
 # all test processes and removed at the end. The operator-scripts smoke test
 # is skipped (it runs the services scripts/ start), and so is each test that
 # kills a server process of its own when that server's binary is not
-# installed locally (redis-server; the broker in ~/.cache/coupon-service).
+# installed locally (redis-server; mariadbd; the broker in
+# ~/.cache/coupon-service).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT_DIR"
 
@@ -39,10 +40,12 @@ if [[ "${1:-}" == --containers ]]; then
   remove_test_containers
   trap remove_test_containers EXIT
   skip=()
-  command -v redis-server >/dev/null || skip+=("test(a_queue_killed_mid_sale_loses_no_accepted_request::case_1_redis)")
+  command -v redis-server >/dev/null || skip+=("test(a_queue_process_killed_mid_sale_is_reconnected_to_and_replays_every_accepted_request::case_1_redis)")
   # The broker binary testkit/src/servers.rs starts.
-  [[ -x "$NISSHI_BIN" ]] || skip+=("test(a_queue_killed_mid_sale_loses_no_accepted_request::case_2_kafka)"
+  [[ -x "$NISSHI_BIN" ]] || skip+=("test(a_queue_process_killed_mid_sale_is_reconnected_to_and_replays_every_accepted_request::case_2_kafka)"
     "test(a_dead_kafka_broker_gives_503_and_the_api_recovers_without_restart)")
+  # The MySQL outage tests pause and kill a mariadbd of their own.
+  command -v mariadbd >/dev/null || skip+=("test(through_a_mysql_outage)")
   filter=()
   if ((${#skip[@]})); then
     log "skipped (no local server binary to kill): ${skip[*]}"

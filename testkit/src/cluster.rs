@@ -118,7 +118,8 @@ impl OwnedCluster {
         wait_until_listening(child, node.port, &node_dir.join("server.log")).await;
     }
 
-    /// SIGKILL of master `i`: only what its AOF already holds survives.
+    /// SIGKILL of master `i`: no shutdown save. What it wrote to its AOF
+    /// survives in the page cache, fsynced or not.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {
             c.kill().ok();

@@ -8,7 +8,11 @@
 //!   ([`TestApp`]) and its configuration, on the [`Backend`] a test names.
 //! - `requests` and `fire`: one call to the api, and volleys of issue
 //!   requests with what the api answered ([`Accepted`], [`Refusals`]).
-//! - `workers`: real `worker` processes, their metrics, SIGTERM and SIGKILL.
+//! - `workers`: real `worker` processes, their metrics, SIGTERM and SIGKILL;
+//!   `takeover`: killing the worker with work in hand ([`Killed`]) and
+//!   seeing another take it over.
+//! - `queues`: what the queues hold, read directly (queue sizes, entries
+//!   ever enqueued, lease holders).
 //! - `audit`: waiting for results ([`wait_until`]) and auditing the sale
 //!   with `common::audit`.
 //! - [`servers`] and [`cluster`]: brokers, Redis servers and Redis Clusters
@@ -22,10 +26,12 @@ mod containers;
 mod docker_api;
 mod fire;
 mod ports;
+mod queues;
 mod requests;
 pub mod servers;
 mod service;
 pub mod services;
+mod takeover;
 mod workers;
 
 pub use app::{
@@ -35,9 +41,11 @@ pub use app::{
 pub use audit::{answers, wait_until};
 pub use fire::{users_with_repeats, Accepted, Refusals};
 pub use ports::free_port;
+pub use queues::QueueReader;
 pub use servers::{CuttableProxy, OwnedMysql, OwnedQueue};
 pub use services::{
     common_config, database_url, kafka_brokers, kafka_names, key_prefix, parse_flags, redis_url,
     TestDb,
 };
+pub use takeover::{Killed, WorkerProcess};
 pub use workers::{kill9, scrape, terminate, worker_bin};

@@ -239,8 +239,9 @@ pub struct CuttableProxy {
 }
 
 impl CuttableProxy {
-    pub async fn start(target: (&'static str, u16)) -> Self {
+    pub async fn start(target: (&str, u16)) -> Self {
         use std::sync::atomic::Ordering;
+        let target = (target.0.to_string(), target.1);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -257,8 +258,11 @@ impl CuttableProxy {
                     continue;
                 }
                 let mut gen_rx = gen_tx.subscribe();
+                let target = target.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                    let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect((target.0.as_str(), target.1)).await
+                    else {
                         return;
                     };
                     tokio::select! {
@@ -326,7 +330,9 @@ impl OwnedRedis {
         self.server.launch(cmd).await;
     }
 
-    /// SIGKILL: no shutdown save, only what the AOF already holds survives.
+    /// SIGKILL: no shutdown save. What the process wrote to its AOF
+    /// survives in the page cache, fsynced or not; only a machine crash
+    /// would lose the unsynced part.
     pub fn kill(&mut self) {
         self.server.kill();
     }

@@ -1,15 +1,18 @@
 //! The api against real MariaDB and Redis: input validation, error shape,
-//! admin auth, lookups, and a Redis that cannot be reached.
+//! admin auth, lookups, and a Redis that is cut off.
+
+use std::time::Duration;
 
 use crate::{spawn_app, TOKEN};
 use api::Application;
 use common::config::CommonConfig;
-use common::domain::QueueType;
+use common::domain::{CouponId, QueueType};
+use common::queue::redis::RedisKeys;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use testkit::{common_config, key_prefix, redis_url, TestDb};
+use testkit::{common_config, key_prefix, redis_url, Accepted, CuttableProxy, TestDb};
 
-/// An api whose queue is the Redis at `redis` (which may be unreachable).
+/// An api whose queue is the Redis at `redis` (which may be cut off).
 async fn spawn_app_with_redis(redis: &str) -> testkit::TestApp {
     let (db, mut common) = testkit::test_config(QueueType::Redis).await;
     common.redis_url = redis.into();
@@ -179,8 +182,22 @@ async fn malformed_issue_requests_get_a_json_4xx_and_enqueue_nothing() {
         assert_eq!(status, want, "{method} {short}");
         error_code(res).await;
     }
-    assert!(app.redis_keys().await.is_empty(), "nothing enqueued");
-    assert_eq!(app.result_rows().await, 0);
+    // Nothing was queued, and no key was made for the made-up coupons: a
+    // request accepted now is the only entry of the coupon's queue, and its
+    // keys are the only ones under this test's prefix.
+    let res = app.issue(coupon, "7").await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let accepted: Accepted = res.json().await.unwrap();
+    let id = CouponId::try_from(coupon).unwrap();
+    let queued: Vec<_> = app.queued_events(id).await;
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0].event_id, accepted.request_id);
+    let keys = RedisKeys::new(app.common.redis_key_prefix.as_str());
+    let mut found = app.redis_keys().await;
+    found.sort();
+    let mut expected = vec![keys.stream(id), keys.pending()];
+    expected.sort();
+    assert_eq!(found, expected);
 }
 
 #[tokio::test]
@@ -303,29 +320,73 @@ async fn admin_endpoints_refuse_without_the_token_and_validate_bodies() {
     assert_eq!(created["issueEndsAt"], "2035-12-31T15:00:00Z");
 }
 
+/// The test Redis's host and port.
+fn redis_address() -> (String, u16) {
+    match redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection_info()
+        .addr()
+    {
+        redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
+        other => panic!("the test Redis is not on TCP: {other:?}"),
+    }
+}
+
+/// The api's Redis is cut off (every connection dropped, new ones refused):
+/// issue requests get `503 QUEUE_UNAVAILABLE` and `/ready` says the queue
+/// is down. Once Redis is reachable again the api accepts without a
+/// restart, and its queue holds exactly what it accepted since: nothing it
+/// refused was kept to be sent later.
 #[tokio::test]
-async fn an_unreachable_redis_gives_503_and_records_nothing() {
-    // Port 1 on loopback: nothing listens there.
-    let app = spawn_app_with_redis("redis://127.0.0.1:1").await;
-    let coupon = app.create_coupon(10).await.get();
+async fn a_redis_cut_off_gives_503_and_nothing_it_refused_is_queued_once_it_is_back() {
+    let (host, port) = redis_address();
+    let proxy = CuttableProxy::start((&host, port)).await;
+    proxy.cut();
+    let app = spawn_app_with_redis(&format!("redis://127.0.0.1:{}", proxy.port)).await;
+    let coupon = app.create_coupon(10).await;
     for user in 1..=5 {
-        let res = app
-            .client
-            .post(format!(
-                "{}/api/coupons/{coupon}/issue?userId={user}",
-                app.address
-            ))
-            .send()
-            .await
-            .unwrap();
+        let res = app.issue(coupon.get(), &user.to_string()).await;
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(error_code(res).await, "QUEUE_UNAVAILABLE");
     }
     let ready = app.get("/ready").await;
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready.json::<Value>().await.unwrap()["queue"], "DOWN");
-    assert_eq!(app.result_rows().await, 0);
-    assert!(app.redis_keys().await.is_empty());
+
+    proxy.restore();
+    // Probes from users 101, 102, ... until one is accepted.
+    let started = std::time::Instant::now();
+    let mut accepted: Vec<Accepted> = Vec::new();
+    for user in 101.. {
+        let res = app.issue(coupon.get(), &user.to_string()).await;
+        if res.status() == StatusCode::ACCEPTED {
+            accepted.push(res.json().await.unwrap());
+            break;
+        }
+        assert_eq!(error_code(res).await, "QUEUE_UNAVAILABLE");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the api did not accept within 30 s of Redis coming back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    accepted.extend(app.fire(coupon, &[201, 202, 203], 3).await);
+    assert_eq!(app.get("/ready").await.status(), StatusCode::OK);
+    let queued: Vec<_> = app.queued_events(coupon).await;
+    let users: Vec<i64> = queued.iter().map(|e| e.user_id.get()).collect();
+    assert!(
+        users.iter().all(|u| *u > 100),
+        "refused users were queued: {users:?}"
+    );
+    let ids: Vec<_> = queued.iter().map(|e| e.event_id).collect();
+    let mut expected: Vec<_> = accepted.iter().map(|a| a.request_id).collect();
+    expected.sort();
+    let mut found = ids.clone();
+    found.sort();
+    assert_eq!(
+        found, expected,
+        "the queue holds exactly the accepted requests"
+    );
 }
 
 #[tokio::test]

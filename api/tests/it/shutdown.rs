@@ -96,7 +96,8 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_ones() {
         .expect("api exits promptly")
         .unwrap();
     assert!(status.success(), "{status:?}");
-    assert!(accepted > 0);
+    assert!(accepted > 0, "the requests in flight were answered");
+    assert!(refused > 0, "the requests sent after SIGTERM were refused");
     assert!(
         client.get(format!("{base}/health")).send().await.is_err(),
         "no longer listening"

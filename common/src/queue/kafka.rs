@@ -542,10 +542,42 @@ mod tests {
     }
 
     #[test]
-    fn a_coupon_always_maps_to_one_partition() {
-        let c = CouponId::try_from(42).unwrap();
-        let p = partition_for(c, 3);
-        assert!((0..3).contains(&p));
-        assert_eq!(partition_for(c, 3), p);
+    fn a_coupon_goes_to_the_partition_a_java_client_picks_for_its_key() {
+        // The Java client's DefaultPartitioner for the key "<coupon id>"
+        // among 3 partitions: toPositive(murmur2(key)) % 3, worked out apart
+        // from this code.
+        let expected = [
+            (1, 0),
+            (2, 2),
+            (3, 2),
+            (4, 1),
+            (5, 0),
+            (6, 1),
+            (7, 0),
+            (8, 0),
+            (9, 2),
+            (10, 1),
+            (11, 0),
+            (12, 1),
+            (42, 1),
+            (123_456_789, 0),
+        ];
+        for (coupon, partition) in expected {
+            let c = CouponId::try_from(coupon).unwrap();
+            assert_eq!(partition_for(c, 3), partition, "coupon {coupon}");
+        }
+    }
+
+    #[test]
+    fn coupons_spread_evenly_over_the_partitions() {
+        let mut per_partition = [0usize; 3];
+        for coupon in 1..=3000 {
+            per_partition[partition_for(CouponId::try_from(coupon).unwrap(), 3) as usize] += 1;
+        }
+        // 1,000 each on average; a hash that clumps would leave one far off.
+        assert!(
+            per_partition.iter().all(|&n| (900..=1100).contains(&n)),
+            "{per_partition:?}"
+        );
     }
 }

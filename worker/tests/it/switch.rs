@@ -74,6 +74,25 @@ async fn figures(app: &TestApp, coupon: CouponId) -> Figures {
     }
 }
 
+impl Figures {
+    /// The barrier held: both epochs have results, and none of the new
+    /// queue came before the old queue's last.
+    fn assert_old_done_before_new(&self, coupon: CouponId) {
+        let (Some(last_old), Some(first_new)) = (self.last_old, self.first_new) else {
+            panic!(
+                "coupon {coupon}: {} results via the old queue and {} via the new one; \
+                 the barrier is shown only with both",
+                self.old_results, self.new_results
+            );
+        };
+        assert!(
+            last_old <= first_new,
+            "coupon {coupon}: a request of the new queue was processed at {first_new} \
+             before the old queue's last at {last_old}"
+        );
+    }
+}
+
 fn users(range: std::ops::RangeInclusive<i64>) -> Vec<i64> {
     range.collect()
 }
@@ -111,14 +130,7 @@ async fn check_sale(
             "coupon {coupon} sold out exactly"
         );
         let f = figures(app, *coupon).await;
-        // The barrier: nothing of the new queue before the old one is done.
-        if let (Some(last_old), Some(first_new)) = (f.last_old, f.first_new) {
-            assert!(
-                last_old <= first_new,
-                "coupon {coupon}: a request of the new queue was processed at {first_new} \
-                 before the old queue's last at {last_old}"
-            );
-        }
+        f.assert_old_done_before_new(*coupon);
         let ms = |t: Option<DateTime<Utc>>| t.map(|t| (t - switched_at).num_milliseconds());
         println!(
             "switch {from}->{}: coupon {coupon} (stock {}): {} results via {from}, {} via {}; \
@@ -211,26 +223,37 @@ async fn switch_redis_to_kafka_through_killed_workers_and_an_api_restart() {
 
     let after = phase(&coupons, |p| p.after);
     let chaos = async {
-        // The new worker is held (the switch is not settled): kill it.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The new worker holds what it reads (the old queue has a backlog
+        // and no worker yet): once the new queue has events, kill it with
+        // them not committed.
+        let new_queue = app.queue_reader(to).await;
+        let start = std::time::Instant::now();
+        while new_queue.size(coupons[0]).await == 0 {
+            assert!(start.elapsed() < DRAIN, "no event reached {to}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         kill9(&mut new_worker).await;
+        assert!(
+            new_queue.size(coupons[0]).await > 0,
+            "the new worker died with events of {to} not committed"
+        );
         let new_worker = app.worker_command_for(to).spawn().unwrap();
         // Restart the second api: it comes back on the record's queue.
         drop(second);
         let restarted = spawn_app_with(db.clone(), common.clone()).await;
         // Small batches, so that the kill lands mid-drain.
-        let mut old_worker = app
-            .worker_command_for(from)
-            .env("BATCH_SIZE", "20")
-            .spawn()
-            .unwrap();
+        let batch = [("BATCH_SIZE", "20")];
+        let mut old_workers = vec![app.start_worker_for(from, &batch)];
         wait_until("the old queue's drain to be under way", DRAIN, || async {
             figures(&app, coupons[0]).await.old_results >= 300
         })
         .await;
-        kill9(&mut old_worker).await;
-        let old_worker = app.worker_command_for(from).spawn().unwrap();
-        (restarted, new_worker, old_worker)
+        let killed = app
+            .kill_worker_draining(&coupons, &mut old_workers, DRAIN)
+            .await;
+        old_workers.push(app.start_worker_for(from, &batch));
+        app.wait_for_takeover(&killed, &old_workers, DRAIN).await;
+        (restarted, new_worker, old_workers)
     };
     let (later, (restarted, _new_worker, _old_worker)) =
         tokio::join!(fire_all(&app, &after), chaos);
@@ -310,9 +333,7 @@ async fn kafka_broker_down_falls_back_to_redis_and_keeps_first_come() {
         .await;
     assert_eq!(report.count(IssueStatus::Success), STOCK as usize);
     let f = figures(&app, coupon).await;
-    if let (Some(last_old), Some(first_new)) = (f.last_old, f.first_new) {
-        assert!(last_old <= first_new, "{last_old} > {first_new}");
-    }
+    f.assert_old_done_before_new(coupon);
     let accepted: HashSet<_> = sale.accepted.iter().map(|a| a.request_id).collect();
     println!(
         "fallback kafka->redis: {} accepted ({via_redis} via redis), {} refused during the \
@@ -490,13 +511,9 @@ async fn a_switch_while_an_api_is_cut_off_from_mysql_keeps_first_come(#[case] fr
     .await
     .unwrap();
     assert_eq!(epochs, [1, 2], "results of both epochs");
-    let f = figures(&app, coupon).await;
-    assert!(
-        f.last_old <= f.first_new,
-        "a request of epoch 1 was decided at {:?}, after one of epoch 2 at {:?}",
-        f.last_old,
-        f.first_new
-    );
+    figures(&app, coupon)
+        .await
+        .assert_old_done_before_new(coupon);
     // Requests the client was told went to the old queue but were decided
     // in the new one: forwarded late (S6).
     match from {

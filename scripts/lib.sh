@@ -345,6 +345,8 @@ make_active() {
   state=$(curl -fsS "$api/api/admin/queue") || die "the api at $api does not answer"
   [[ "$state" == *"\"type\":\"$queue\""* ]] && return 0
   log "the queue record of this database says otherwise: switching it to $queue"
+  # Leaving Kafka settles once its end offsets are read: the broker must answer.
+  [[ "$queue" == redis ]] && ensure_kafka
   curl -fsS -o /dev/null -X PUT "$api/api/admin/queue" -H "Authorization: Bearer ${ADMIN_TOKEN:-}" \
     -H 'Content-Type: application/json' -d "{\"type\":\"$queue\"}" || die "the switch to $queue was refused"
   for ((i = 0; i < 300; i++)); do

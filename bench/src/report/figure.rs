@@ -1,0 +1,488 @@
+//! Every figure of the tables: the median over the runs, its ceiling from
+//! the same runs, their ratio and the target.
+
+use serde::Serialize;
+
+use super::runs::{median, percentiles, Recorded, Runs};
+use super::text::grouped;
+use super::Config;
+use crate::figures::{
+    CpuFigures, CpuSnapshot, DrainFigures, EnqueueFigures, InsertFigures, RssFigures, SaleFigures,
+};
+
+/// One row of the table.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Figure {
+    pub mode: String,
+    pub figure: String,
+    pub value: Option<f64>,
+    /// `ms`, `MB` and `s` are printed with the value; other units (` req/s`)
+    /// are said by the figure's name.
+    pub unit: String,
+    pub ceiling: Option<f64>,
+    pub ceiling_name: String,
+    /// value ÷ ceiling.
+    pub ratio: Option<f64>,
+    pub target: Option<String>,
+    /// Whether the target was met; none without a target or a value.
+    pub met: Option<bool>,
+    /// FAILED runs, and why.
+    pub note: String,
+    /// p50 / p99 / p99.9 (ms) of the step, or p50 / p99.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Vec<Option<f64>>>,
+    /// The bare HTTP ceiling's p50 / p99 / p99.9.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ceiling_latency: Option<Vec<Option<f64>>>,
+    /// Request-to-result p50 / p99 over HTTP (a sample of the calls).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_latency: Option<Vec<Option<f64>>>,
+    /// The issue call's p50 / p99 / p99.9 during the rate step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issue_latency: Option<Vec<Option<f64>>>,
+    /// Answers per second achieved at the offered rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub achieved: Option<f64>,
+    /// The value in words, when a number does not say it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The ceiling in words, when a number does not say it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ceiling_text: Option<String>,
+}
+
+impl Figure {
+    pub(super) fn new(
+        mode: &str,
+        figure: impl Into<String>,
+        value: Option<f64>,
+        unit: &str,
+    ) -> Self {
+        Self {
+            mode: mode.into(),
+            figure: figure.into(),
+            value,
+            unit: unit.into(),
+            ..Self::default()
+        }
+    }
+
+    pub(super) fn ceiling(mut self, ceiling: Option<f64>, name: &str) -> Self {
+        self.ceiling = ceiling;
+        self.ceiling_name = name.into();
+        self.ratio = match (self.value, ceiling) {
+            (Some(v), Some(c)) if c != 0.0 => Some(v / c),
+            _ => None,
+        };
+        self
+    }
+
+    /// The target, and whether the value (and ratio) meet it.
+    pub(super) fn target(
+        mut self,
+        target: &str,
+        met: impl FnOnce(f64, Option<f64>) -> bool,
+    ) -> Self {
+        self.target = Some(target.into());
+        self.met = self.value.map(|v| met(v, self.ratio));
+        self
+    }
+
+    /// `FAILED bad/n` when some run of the step failed.
+    pub(super) fn failed(mut self, (bad, n): (usize, usize)) -> Self {
+        if bad > 0 {
+            self.add_note(format!("FAILED {bad}/{n}"));
+        }
+        self
+    }
+
+    pub(super) fn latency(mut self, latency: &[Option<f64>]) -> Self {
+        self.latency = Some(latency.to_vec());
+        self
+    }
+
+    pub(super) fn add_note(&mut self, note: String) {
+        if !self.note.is_empty() {
+            self.note.push(' ');
+        }
+        self.note.push_str(&note);
+    }
+}
+
+pub(super) fn at_least(min: f64) -> impl FnOnce(f64, Option<f64>) -> bool {
+    move |_, ratio| ratio.is_some_and(|r| r >= min)
+}
+
+pub(super) fn at_most(max: f64) -> impl FnOnce(f64, Option<f64>) -> bool {
+    move |value, _| value <= max
+}
+
+/// The steps whose runs are audited (`batch-N` is added).
+pub(super) const AUDITED: [&str; 6] = [
+    "sale",
+    "sale-20",
+    "rate",
+    "rate-poll50",
+    "backlog",
+    "batch-1",
+];
+
+/// Every row of the table, in order.
+pub fn figures(runs: &Runs, c: &Config) -> anyhow::Result<Vec<Figure>> {
+    let mut out = vec![];
+    let bare_runs: Vec<SaleFigures> = runs.ok("any", "bare-http")?;
+    let bare = median(bare_runs.iter().map(|s| s.accepted_per_second));
+    let bare_lat = percentiles(&bare_runs, |s| Some(&s.latency_accepted));
+    let insert = median(
+        runs.ok::<InsertFigures>("any", "insert")?
+            .iter()
+            .map(|i| i.per_second),
+    );
+    out.push(
+        Figure::new("any", "bare HTTP ceiling: 202/s at c=128", bare, " req/s")
+            .failed(runs.failed("any", "bare-http"))
+            .latency(&bare_lat),
+    );
+    out.push(
+        Figure::new(
+            "any",
+            format!(
+                "bulk insert ceiling: result rows/s ({} per INSERT)",
+                c.batch
+            ),
+            insert,
+            " rows/s",
+        )
+        .failed(runs.failed("any", "insert")),
+    );
+    let batch_n = format!("batch-{}", c.batch);
+    let requests = grouped(c.requests as f64, 0);
+    for m in runs.modes() {
+        let redis = m == "redis";
+        let enqueues: Vec<EnqueueFigures> = runs.ok(m, "enqueue")?;
+        let enq = median(enqueues.iter().map(|e| e.per_second));
+        let enq_name = if redis {
+            "Redis enqueue script alone"
+        } else {
+            "bare rdkafka producer"
+        };
+        out.push(
+            Figure::new(
+                m,
+                format!("ceiling: {enq_name}, events/s at c=128"),
+                enq,
+                " ev/s",
+            )
+            .failed(runs.failed(m, "enqueue"))
+            .latency(&percentiles(&enqueues, |e| Some(&e.latency))),
+        );
+
+        let sales: Vec<SaleFigures> = runs.ok(m, "sale")?;
+        let acc = median(sales.iter().map(|s| s.accepted_per_second));
+        if redis {
+            out.push(
+                Figure::new(m, "accepted req/s (coupon open) ÷ bare HTTP", acc, " req/s")
+                    .ceiling(bare, "bare HTTP")
+                    .target("≥ 0.6", at_least(0.6))
+                    .failed(runs.failed(m, "sale")),
+            );
+            out.push(
+                Figure::new(m, "accepted req/s ÷ enqueue alone", acc, " req/s")
+                    .ceiling(enq, enq_name),
+            );
+        } else {
+            out.push(
+                Figure::new(
+                    m,
+                    "accepted req/s (coupon open) ÷ bare producer",
+                    acc,
+                    " req/s",
+                )
+                .ceiling(enq, enq_name)
+                .target("≥ 0.8", at_least(0.8))
+                .failed(runs.failed(m, "sale")),
+            );
+            out.push(
+                Figure::new(m, "accepted req/s ÷ bare HTTP", acc, " req/s")
+                    .ceiling(bare, "bare HTTP"),
+            );
+        }
+
+        // The same calls with no worker running (the backlog fill): the
+        // accept path without the worker and MariaDB taking their share of
+        // the cores.
+        let fills: Vec<SaleFigures> = runs.ok(m, "backlog-fill")?;
+        let (fill_ceiling, fill_name, fill_short) = if redis {
+            (bare, "bare HTTP", "bare HTTP")
+        } else {
+            (enq, enq_name, "bare producer")
+        };
+        out.push(
+            Figure::new(
+                m,
+                format!("accepted req/s with no worker running (backlog fill) ÷ {fill_short}"),
+                median(fills.iter().map(|s| s.accepted_per_second)),
+                " req/s",
+            )
+            .ceiling(fill_ceiling, fill_name)
+            .failed(runs.failed(m, "backlog-fill"))
+            .latency(&percentiles(&fills, |s| Some(&s.latency_accepted))),
+        );
+
+        let t = percentiles(&sales, |s| Some(&s.latency_accepted));
+        let mut issue = if redis {
+            Figure::new(
+                m,
+                "issue call p50 / p99 / p99.9 at c=128 (202s)",
+                t[1],
+                "ms",
+            )
+            .target(
+                "≤ 10 / ≤ 25 ms (p99 / p99.9)",
+                |_, _| matches!(t, [_, Some(p99), Some(p999)] if p99 <= 10.0 && p999 <= 25.0),
+            )
+        } else {
+            Figure::new(
+                m,
+                "issue call p50 / p99 / p99.9 at c=128 (202s)",
+                t[1],
+                "ms",
+            )
+            .target("p99 ≤ 50 ms", at_most(50.0))
+        };
+        if t.contains(&None) {
+            issue.met = None;
+        }
+        issue.latency = Some(t.to_vec());
+        issue.ceiling_latency = Some(bare_lat.to_vec());
+        out.push(issue);
+
+        out.push(
+            Figure::new(
+                m,
+                "sold-out phase answers/s (409) ÷ bare HTTP",
+                median(sales.iter().filter_map(|s| s.sold_out_per_second)),
+                " req/s",
+            )
+            .ceiling(bare, "bare HTTP")
+            .target("≥ 0.8", at_least(0.8))
+            .failed(runs.failed(m, "sale"))
+            .latency(&percentiles(&sales, |s| Some(&s.latency_sold_out))),
+        );
+        out.push(Figure::new(
+            m,
+            format!("sale: accepted of {requests} calls"),
+            median(sales.iter().map(|s| s.accepted as f64)),
+            "",
+        ));
+        out.extend(cpu_figure(m, &runs.ok(m, "cpu")?, c.cores()));
+        out.push(Figure::new(
+            m,
+            "sale: calls sent in",
+            median(sales.iter().map(|s| s.send_seconds)),
+            "s",
+        ));
+        out.push(Figure::new(
+            m,
+            "sale: first call to last result processed (MySQL processed_at)",
+            median(sales.iter().filter_map(|s| s.last_result_seconds)),
+            "s",
+        ));
+
+        let spread: Vec<SaleFigures> = runs.ok(m, "sale-20")?;
+        out.push(
+            Figure::new(
+                m,
+                format!("{} coupons: accepted req/s ÷ bare HTTP", c.coupons),
+                median(spread.iter().map(|s| s.accepted_per_second)),
+                " req/s",
+            )
+            .ceiling(bare, "bare HTTP")
+            .failed(runs.failed(m, "sale-20"))
+            .latency(&percentiles(&spread, |s| Some(&s.latency_accepted))),
+        );
+        out.push(
+            Figure::new(
+                m,
+                format!("{} coupons: sold-out answers/s ÷ bare HTTP", c.coupons),
+                median(spread.iter().filter_map(|s| s.sold_out_per_second)),
+                " req/s",
+            )
+            .ceiling(bare, "bare HTTP"),
+        );
+        out.push(Figure::new(
+            m,
+            format!("{} coupons: first call to last result processed", c.coupons),
+            median(spread.iter().filter_map(|s| s.last_result_seconds)),
+            "s",
+        ));
+
+        for (kind, label) in [
+            ("rate", ""),
+            ("rate-poll50", " (extra: POLL_INTERVAL_MS=50)"),
+        ] {
+            if !runs.has(m, kind) {
+                continue;
+            }
+            let rates: Vec<SaleFigures> = runs.ok(m, kind)?;
+            let db = percentiles(&rates, |s| s.request_to_result_db.as_ref());
+            let http = percentiles(&rates, |s| Some(&s.request_to_result_http));
+            let mut f = Figure::new(
+                m,
+                format!(
+                    "request-to-result p50 / p99 at {} req/s offered{label}",
+                    grouped(c.rate as f64, 0)
+                ),
+                db[1],
+                "ms",
+            )
+            .target("p99 ≤ 100 ms", at_most(100.0))
+            .failed(runs.failed(m, kind))
+            .latency(&db[..2]);
+            f.http_latency = Some(http[..2].to_vec());
+            f.issue_latency = Some(percentiles(&rates, |s| Some(&s.latency_accepted)).to_vec());
+            f.achieved = median(rates.iter().map(|s| s.answers_per_second));
+            out.push(f);
+        }
+
+        let drain = |kind: &str| -> anyhow::Result<Option<f64>> {
+            Ok(median(
+                runs.ok::<DrainFigures>(m, kind)?
+                    .iter()
+                    .map(|d| d.results_per_second),
+            ))
+        };
+        let backlog = Figure::new(
+            m,
+            format!("one worker's backlog drain ({requests} queued), results/s ÷ insert ceiling"),
+            drain("backlog")?,
+            " res/s",
+        )
+        .ceiling(insert, "bulk insert");
+        let backlog = if redis {
+            backlog.target("≥ 40,000 res/s", |v, _| v >= 40_000.0)
+        } else {
+            backlog
+        };
+        out.push(backlog.failed(runs.failed(m, "backlog")));
+        let one = drain("batch-1")?;
+        out.push(
+            Figure::new(
+                m,
+                format!(
+                    "BATCH_SIZE=1 drain ({} queued), results/s",
+                    grouped(c.small as f64, 0)
+                ),
+                one,
+                " res/s",
+            )
+            .failed(runs.failed(m, "batch-1")),
+        );
+        out.push(
+            Figure::new(
+                m,
+                format!("BATCH_SIZE={} ÷ BATCH_SIZE=1 (same backlog)", c.batch),
+                drain(&batch_n)?,
+                " res/s",
+            )
+            .ceiling(one, "BATCH_SIZE=1")
+            .target("≥ 20×", at_least(20.0))
+            .failed(runs.failed(m, &batch_n)),
+        );
+
+        let rss: Vec<RssFigures> = runs.ok(m, "rss")?;
+        let mb = |kb: fn(&RssFigures) -> u64| {
+            median(rss.iter().map(|r| kb(r) as f64)).map(|kb| kb / 1024.0)
+        };
+        for (figure, value) in [
+            (
+                "peak RSS of the api after the c=128 sales",
+                mb(|r| r.api_kb_closed_loop),
+            ),
+            (
+                "peak RSS of the api, whole run (with the rate step and the backlog fills)",
+                mb(|r| r.api_kb),
+            ),
+            ("peak RSS of a worker", mb(|r| r.worker_kb)),
+        ] {
+            out.push(Figure::new(m, figure, value, "MB").target("≤ 100 MB", at_most(100.0)));
+        }
+
+        out.push(audit_figure(runs, m, &batch_n));
+    }
+    Ok(out)
+}
+
+/// CPU seconds of every process during the sale (medians of after −
+/// before), beside what the cores could give in the same wall time.
+pub(super) fn cpu_figure(mode: &str, cpus: &[CpuFigures], cores: usize) -> Option<Figure> {
+    if cpus.is_empty() {
+        return None;
+    }
+    let spent = |of: &dyn Fn(&CpuSnapshot) -> f64| {
+        median(cpus.iter().map(|c| of(&c.after) - of(&c.before))).unwrap_or(0.0)
+    };
+    let wall = spent(&|s| s.wall);
+    let per_process: Vec<(&str, f64)> = CpuSnapshot::PROCESSES
+        .into_iter()
+        .map(|p| (p, spent(&|s| s.seconds(p))))
+        .collect();
+    // Processes that hardly ran are left out of the words, not of the sum.
+    let parts: Vec<String> = per_process
+        .iter()
+        .filter(|(_, s)| *s > 0.05)
+        .map(|(p, s)| format!("{p} {s:.1}"))
+        .collect();
+    let total: f64 = per_process.iter().map(|(_, s)| s).sum();
+    let ceiling = wall * cores as f64;
+    let mut f = Figure::new(
+        mode,
+        "sale: CPU seconds per process (user + system) during the step",
+        Some(ceiling),
+        "s",
+    );
+    f.text = Some(format!("{}; {total:.1} in all", parts.join(", ")));
+    f.ceiling_text = Some(format!("{ceiling:.1} ({cores} cores × {wall:.1} s wall)"));
+    Some(f)
+}
+
+/// How many audited steps passed, and what broke in the others.
+pub(super) fn audit_figure(runs: &Runs, mode: &str, batch_n: &str) -> Figure {
+    let audited: Vec<&Recorded> = runs
+        .steps
+        .iter()
+        .filter(|r| {
+            r.line.mode == mode
+                && (AUDITED.contains(&r.line.kind.as_str()) || r.line.kind == batch_n)
+        })
+        .collect();
+    let bad: Vec<&&Recorded> = audited.iter().filter(|r| !r.status.ok).collect();
+    let passed = audited.len() - bad.len();
+    let mut f = Figure::new(
+        mode,
+        "invariant audit: steps passed",
+        Some(passed as f64),
+        &format!(" of {}", audited.len()),
+    )
+    .target("all", |_, _| bad.is_empty());
+    f.text = Some(format!("{passed} of {}", audited.len()));
+    for r in bad {
+        let violations = r
+            .status
+            .audit
+            .as_ref()
+            .map(|a| &a.violations[..a.violations.len().min(3)])
+            .unwrap_or_default();
+        let why = if violations.is_empty() {
+            r.status
+                .error
+                .clone()
+                .unwrap_or_else(|| "refused requests".into())
+        } else {
+            violations.join("; ")
+        };
+        f.add_note(format!("{} run {}: {why}", r.line.kind, r.line.run));
+    }
+    f
+}

@@ -1,0 +1,547 @@
+//! `loadgen report`: turns the lines of `results.jsonl` (one per step and
+//! run, printed by the other subcommands) into `results.json` and
+//! `results.md`: the median of every figure over the runs, beside the
+//! ceiling measured in the same run, their ratio and the target; a step that
+//! failed in any run is marked FAILED. The tables also go into the document
+//! given by `--doc`, between its `bench` markers, and the last sale's
+//! timeline of every mode into the SVG given by `--plot`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::figures::{Line, Timeline};
+use crate::plot::{self, Panel};
+
+/// The document's lines that enclose the tables.
+pub const DOC_BEGIN: &str = "<!-- bench:begin -->";
+pub const DOC_END: &str = "<!-- bench:end -->";
+
+mod figure;
+mod runs;
+mod text;
+
+pub use figure::{figures, Figure};
+pub use runs::Runs;
+pub use text::{grouped, markdown};
+/// The queue modes, in the order of the tables.
+const MODES: [&str; 2] = ["redis", "kafka"];
+
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// The `results.jsonl` of a benchmark: one line per step and run.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where `results.md` and `results.json` are written.
+    #[arg(long)]
+    pub out_dir: PathBuf,
+    /// Also draw the last sale's timeline of every mode into this SVG (what
+    /// `loadgen plot` draws from `results.json`).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Document whose lines `<!-- bench:begin -->` and `<!-- bench:end -->`
+    /// enclose the tables: what is between them is replaced. Skipped, with
+    /// a note, when the file or a marker is missing.
+    #[arg(long, default_value = "docs/performance.md")]
+    pub doc: PathBuf,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// The workload the benchmark ran, for the labels; kept in `results.json`.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Config {
+    /// The machine in words: load at the start, cores, memory, kernel.
+    #[arg(long)]
+    pub machine: String,
+    /// The worker's BATCH_SIZE (rows per INSERT in the insert ceiling).
+    #[arg(long)]
+    pub batch: usize,
+    /// Calls of the sale.
+    #[arg(long)]
+    pub requests: u64,
+    /// Distinct users among them.
+    #[arg(long)]
+    pub users: u64,
+    /// Stock of the sale's coupon.
+    #[arg(long)]
+    pub stock: u64,
+    /// Coupons of the spread sale (`sale-20`).
+    #[arg(long)]
+    pub coupons: u64,
+    /// Offered req/s of the `rate` step.
+    #[arg(long)]
+    pub rate: u64,
+    /// Calls of the `batch-*` backlogs.
+    #[arg(long)]
+    pub small: u64,
+    /// Cores of the machine: the CPU seconds a step could use are cores ×
+    /// wall seconds. Defaults to the cores this process sees.
+    #[arg(long)]
+    pub cores: Option<usize>,
+}
+
+impl Config {
+    fn cores(&self) -> usize {
+        self.cores
+            .or_else(|| std::thread::available_parallelism().ok().map(Into::into))
+            .unwrap_or(1)
+    }
+}
+
+/// The last sale's timeline of every mode, titled.
+fn panels(runs: &Runs, c: &Config) -> Vec<Panel> {
+    // Only the timeline: a failed sale that printed its figures has one too.
+    #[derive(Deserialize)]
+    struct WithTimeline {
+        timeline: Option<Timeline>,
+    }
+    runs.modes()
+        .into_iter()
+        .filter_map(|m| {
+            let timeline = runs
+                .of(m, "sale")
+                .filter_map(|r| WithTimeline::deserialize(&r.line.result).ok()?.timeline)
+                .last()?;
+            Some(Panel {
+                title: format!(
+                    "{m}: {} calls, 1 coupon of {}, c=128",
+                    grouped(c.requests as f64, 0),
+                    grouped(c.stock as f64, 0)
+                ),
+                timeline,
+            })
+        })
+        .collect()
+}
+
+/// `doc` with the lines between its markers replaced by `tables`, as they
+/// are: a marker line is an HTML block of its own, so the tables render as
+/// Markdown without blank lines around them. None when a marker is
+/// missing, or the end comes first.
+pub fn splice(doc: &str, tables: &str) -> Option<String> {
+    let lines: Vec<&str> = doc.split_inclusive('\n').collect();
+    let begin = lines.iter().position(|l| l.trim() == DOC_BEGIN)?;
+    let end = begin
+        + 1
+        + lines[begin + 1..]
+            .iter()
+            .position(|l| l.trim() == DOC_END)?;
+    let mut out: String = lines[..=begin].concat();
+    out.push_str(tables.trim_end_matches('\n'));
+    out.push('\n');
+    out.push_str(&lines[end..].concat());
+    Some(out)
+}
+
+/// Writes the tables into the document between its markers; a missing
+/// document or marker is a note, not an error: the results are written
+/// anyway.
+fn write_doc(doc: &Path, tables: &str) -> anyhow::Result<()> {
+    let text = match std::fs::read_to_string(doc) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "note: {} does not exist; the tables are not written into it",
+                doc.display()
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", doc.display())),
+    };
+    match splice(&text, tables) {
+        Some(new) => {
+            std::fs::write(doc, new).with_context(|| format!("writing {}", doc.display()))?;
+            eprintln!("wrote the tables into {}", doc.display());
+        }
+        None => eprintln!(
+            "note: {} has no {DOC_BEGIN} line followed by a {DOC_END} line; the tables are \
+             not written into it",
+            doc.display()
+        ),
+    }
+    Ok(())
+}
+
+/// What `results.json` holds: the table's figures, the timelines to plot,
+/// and every line the runs printed.
+#[derive(Serialize)]
+struct Results<'a> {
+    date: &'a str,
+    machine: &'a str,
+    config: &'a Config,
+    figures: &'a [Figure],
+    timelines: &'a [Panel],
+    runs: Vec<&'a Line<Value>>,
+}
+
+pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.input)
+        .with_context(|| format!("reading {}", args.input.display()))?;
+    let runs = Runs::parse(&text).with_context(|| args.input.display().to_string())?;
+    let figures = figures(&runs, &args.config)?;
+    let date = Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
+    let md = markdown(&figures, &args.config, runs.runs(), &date);
+    let panels = panels(&runs, &args.config);
+    std::fs::create_dir_all(&args.out_dir)?;
+    std::fs::write(args.out_dir.join("results.md"), &md)?;
+    let results = Results {
+        date: &date,
+        machine: &args.config.machine,
+        config: &args.config,
+        figures: &figures,
+        timelines: &panels,
+        runs: runs.steps.iter().map(|r| &r.line).collect(),
+    };
+    std::fs::write(
+        args.out_dir.join("results.json"),
+        serde_json::to_vec_pretty(&results)?,
+    )?;
+    if let Some(svg) = &args.plot {
+        if let Some(dir) = svg.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        plot::draw(&panels, svg)?;
+    }
+    write_doc(&args.doc, &md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs::median;
+    use super::text::{num, ratio_text};
+    use super::*;
+    use crate::figures::SaleFigures;
+    use crate::stats::Latency;
+
+    fn config() -> Config {
+        Config {
+            machine: "test machine".into(),
+            batch: 500,
+            requests: 20_000,
+            users: 10_000,
+            stock: 2_000,
+            coupons: 20,
+            rate: 5_000,
+            small: 2_000,
+            cores: Some(2),
+        }
+    }
+
+    fn latency(p50: f64, p99: f64, p999: f64) -> Value {
+        serde_json::json!({ "count": 1, "p50Ms": p50, "p99Ms": p99, "p999Ms": p999, "maxMs": p999 })
+    }
+
+    /// A sale's line as `loadgen sale` prints it.
+    fn sale(run: u32, mode: &str, kind: &str, accepted_per_second: f64, ok: bool) -> String {
+        let figures = SaleFigures {
+            accepted: 2_000,
+            accepted_per_second,
+            sold_out_per_second: Some(30_000.0),
+            send_seconds: 1.5,
+            last_result_seconds: Some(1.0),
+            latency_accepted: Latency {
+                count: 2_000,
+                p50_ms: 4.0,
+                p99_ms: 9.0 + f64::from(run),
+                p999_ms: 20.0,
+                max_ms: 30.0,
+            },
+            request_to_result_db: Some(Latency {
+                p50_ms: 3.0,
+                p99_ms: 40.0,
+                ..Latency::default()
+            }),
+            ok,
+            audit: Some(crate::figures::AuditFigures {
+                violations: if ok {
+                    vec![]
+                } else {
+                    vec!["coupon 7: issued 2001 of 2000".into()]
+                },
+                ..Default::default()
+            }),
+            ..SaleFigures::default()
+        };
+        serde_json::to_string(&Line {
+            run,
+            mode: mode.into(),
+            kind: kind.into(),
+            result: figures,
+        })
+        .unwrap()
+    }
+
+    fn line(run: u32, mode: &str, kind: &str, result: Value) -> String {
+        serde_json::to_string(&serde_json::json!({
+            "run": run, "mode": mode, "kind": kind, "result": result
+        }))
+        .unwrap()
+    }
+
+    /// Three runs of the Redis mode: run 2's sale broke an invariant, run
+    /// 3's backlog drain printed no figures.
+    fn fixture() -> String {
+        let mut lines = vec![];
+        for run in 1..=3 {
+            let r = f64::from(run);
+            lines.push(sale(run, "any", "bare-http", 30_000.0 + 1_000.0 * r, true));
+            lines.push(line(
+                run,
+                "any",
+                "insert",
+                serde_json::json!({ "rows": 20000, "batch": 500, "seconds": 0.4,
+                    "perSecond": 50_000.0 * r, "ok": true }),
+            ));
+            lines.push(line(
+                run,
+                "redis",
+                "enqueue",
+                serde_json::json!({ "requests": 20000, "concurrency": 128, "failed": 0,
+                    "seconds": 0.5, "perSecond": 40_000.0, "latency": latency(2.0, 8.0, 20.0),
+                    "ok": true }),
+            ));
+            // Accepted req/s 10,000, 99,999 (the failed run) and 14,400.
+            let acc = [10_000.0, 99_999.0, 14_400.0][run as usize - 1];
+            lines.push(sale(run, "redis", "sale", acc, run != 2));
+            lines.push(line(
+                run,
+                "redis",
+                "cpu",
+                serde_json::json!({ "ok": true,
+                    "before": { "api": 1.0, "worker": 0.0, "redis": 0.0, "mariadb": 0.0,
+                        "broker": 0.0, "loadgen": 1.0, "wall": 100.0 },
+                    "after": { "api": 3.0, "worker": 0.01, "redis": 0.5, "mariadb": 1.0,
+                        "broker": 0.0, "loadgen": 3.5, "wall": 100.0 + 3.0 * r } }),
+            ));
+            lines.push(sale(run, "redis", "rate", 5_000.0, true));
+            if run == 3 {
+                lines.push(line(
+                    run,
+                    "redis",
+                    "backlog",
+                    serde_json::json!({ "ok": false, "error": "backlog not drained after 300s" }),
+                ));
+            } else {
+                lines.push(line(
+                    run,
+                    "redis",
+                    "backlog",
+                    serde_json::json!({ "results": 2000, "resultsPerSecond": 20_000.0 * r,
+                        "processedSpanSeconds": 0.1, "lastBatch": 500, "observedSeconds": 0.2,
+                        "ok": true, "audit": { "issued": 2000, "byStatus": {}, "violations": [] } }),
+                ));
+            }
+            for (kind, rps) in [("batch-1", 1_000.0), ("batch-500", 19_990.0)] {
+                lines.push(line(
+                    run,
+                    "redis",
+                    kind,
+                    serde_json::json!({ "results": 2000, "resultsPerSecond": rps,
+                        "processedSpanSeconds": 1.0, "lastBatch": 1, "observedSeconds": 1.0,
+                        "ok": true, "audit": { "issued": 200, "byStatus": {}, "violations": [] } }),
+                ));
+            }
+            lines.push(line(
+                run,
+                "redis",
+                "rss",
+                serde_json::json!({ "ok": true, "apiKb": 102_400 + 10_240 * run,
+                    "apiKbClosedLoop": 30_720, "workerKb": 15_360 }),
+            ));
+        }
+        lines.join("\n") + "\n"
+    }
+
+    fn find<'a>(figures: &'a [Figure], mode: &str, starts: &str) -> &'a Figure {
+        figures
+            .iter()
+            .find(|f| f.mode == mode && f.figure.starts_with(starts))
+            .unwrap_or_else(|| panic!("no figure {mode} {starts}"))
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median([3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median([]), None);
+    }
+
+    #[test]
+    fn medians_leave_failed_runs_out_and_mark_them() {
+        let runs = Runs::parse(&fixture()).unwrap();
+        let figures = figures(&runs, &config()).unwrap();
+
+        let bare = find(&figures, "any", "bare HTTP ceiling");
+        assert_eq!(bare.value, Some(32_000.0));
+        assert_eq!(bare.note, "");
+        assert_eq!(find(&figures, "any", "bulk insert").value, Some(100_000.0));
+
+        // The failed run's 99,999 is not in the median of 10,000 and 14,400,
+        // and the bare HTTP ceiling is the median of its own runs.
+        let acc = find(&figures, "redis", "accepted req/s (coupon open)");
+        assert_eq!(acc.value, Some(12_200.0));
+        assert_eq!(acc.ceiling, Some(32_000.0));
+        assert_eq!(acc.ratio, Some(12_200.0 / 32_000.0));
+        assert_eq!(acc.met, Some(false));
+        assert_eq!(acc.note, "FAILED 1/3");
+
+        // p99 of the successful runs 1 and 3: 10 and 12.
+        let issue = find(&figures, "redis", "issue call");
+        assert_eq!(issue.latency, Some(vec![Some(4.0), Some(11.0), Some(20.0)]));
+        assert_eq!(issue.met, Some(false));
+
+        let drain = find(&figures, "redis", "one worker's backlog drain");
+        assert_eq!(drain.value, Some(30_000.0));
+        assert_eq!(drain.ratio, Some(0.3));
+        assert_eq!(drain.met, Some(false));
+        assert_eq!(drain.note, "FAILED 1/3");
+
+        let batch = find(&figures, "redis", "BATCH_SIZE=500");
+        assert_eq!(batch.ratio, Some(19.99));
+        assert_eq!(batch.met, Some(false));
+        assert_eq!(batch.note, "");
+
+        let rate = find(&figures, "redis", "request-to-result");
+        assert_eq!(rate.value, Some(40.0));
+        assert_eq!(rate.met, Some(true));
+
+        let rss = find(&figures, "redis", "peak RSS of the api, whole run");
+        assert_eq!(rss.value, Some(120.0));
+        assert_eq!(rss.met, Some(false));
+
+        let cpu = find(&figures, "redis", "sale: CPU seconds");
+        assert_eq!(
+            cpu.text.as_deref(),
+            Some("api 2.0, redis 0.5, mariadb 1.0, loadgen 2.5; 6.0 in all")
+        );
+        assert_eq!(
+            cpu.ceiling_text.as_deref(),
+            Some("12.0 (2 cores × 6.0 s wall)")
+        );
+
+        // sale, rate, backlog, batch-1 and batch-500 in three runs.
+        let audit = find(&figures, "redis", "invariant audit");
+        assert_eq!(audit.text.as_deref(), Some("13 of 15"));
+        assert_eq!(audit.met, Some(false));
+        assert_eq!(
+            audit.note,
+            "sale run 2: coupon 7: issued 2001 of 2000 backlog run 3: backlog not drained after 300s"
+        );
+        assert!(!figures.iter().any(|f| f.mode == "kafka"));
+    }
+
+    #[test]
+    fn the_table_shows_values_ceilings_ratios_and_failures() {
+        let runs = Runs::parse(&fixture()).unwrap();
+        let figures = figures(&runs, &config()).unwrap();
+        let md = markdown(&figures, &config(), runs.runs(), "2026-01-01 00:00 UTC");
+        let row = |starts: &str| {
+            md.lines()
+                .find(|l| l.contains(starts))
+                .unwrap_or_else(|| panic!("no row {starts} in\n{md}"))
+                .to_owned()
+        };
+        assert!(md.starts_with(
+            "Benchmark of 2026-01-01 00:00 UTC, test machine; medians of 3 run(s). Workload: \
+             20,000 calls from 10,000 users on one coupon of 2,000 (and on 20 coupons), c=128;"
+        ));
+        assert_eq!(
+            row("accepted req/s (coupon open)"),
+            "| redis | accepted req/s (coupon open) ÷ bare HTTP FAILED 1/3 | 12,200 | \
+             32,000 (bare HTTP) | 0.38 | ≥ 0.6 | **no** |"
+        );
+        assert_eq!(
+            row("bare HTTP ceiling"),
+            "|  | bare HTTP ceiling: 202/s at c=128 | 32,000 | p50/p99/p99.9 4.0 ms / 11.0 ms / \
+             20.0 ms |  |  |  |"
+        );
+        assert_eq!(
+            row("issue call"),
+            "| redis | issue call p50 / p99 / p99.9 at c=128 (202s) | 4.0 ms / 11.0 ms / 20.0 ms \
+             | bare HTTP 4.0 ms / 11.0 ms / 20.0 ms |  | ≤ 10 / ≤ 25 ms (p99 / p99.9) | **no** |"
+        );
+        assert_eq!(
+            row("BATCH_SIZE=500"),
+            "| redis | BATCH_SIZE=500 ÷ BATCH_SIZE=1 (same backlog) | 19,990 | 1,000 \
+             (BATCH_SIZE=1) | 20× | ≥ 20× | **no** |"
+        );
+        assert_eq!(
+            row("request-to-result"),
+            "| redis | request-to-result p50 / p99 at 5,000 req/s offered | 3.0 ms / 40.0 ms | \
+             achieved 0 req/s; issue call p99 11.0 ms; result over HTTP (1 in 200, 10 ms polls) \
+             0.0 ms / 0.0 ms |  | p99 ≤ 100 ms | yes |"
+        );
+        assert_eq!(
+            row("peak RSS of a worker"),
+            "| redis | peak RSS of a worker | 15 MB |  |  | ≤ 100 MB | yes |"
+        );
+        assert_eq!(
+            row("sale: calls sent in"),
+            "| redis | sale: calls sent in | 1.50 s |  |  |  |  |"
+        );
+        assert!(row("invariant audit").contains("| 13 of 15 |"));
+    }
+
+    #[test]
+    fn a_step_without_successful_runs_has_no_value() {
+        let jsonl = line(
+            1,
+            "redis",
+            "sale",
+            serde_json::json!({ "ok": false, "error": "results not in after 300s" }),
+        );
+        let runs = Runs::parse(&jsonl).unwrap();
+        let figures = figures(&runs, &config()).unwrap();
+        let acc = find(&figures, "redis", "accepted req/s (coupon open)");
+        assert_eq!((acc.value, acc.ratio, acc.met), (None, None, None));
+        assert_eq!(acc.note, "FAILED 1/1");
+        let md = markdown(&figures, &config(), runs.runs(), "now");
+        assert!(
+            md.contains("| redis | accepted req/s (coupon open) ÷ bare HTTP FAILED 1/1 | n/a |")
+        );
+        let audit = find(&figures, "redis", "invariant audit");
+        assert_eq!(audit.note, "sale run 1: results not in after 300s");
+    }
+
+    #[test]
+    fn numbers_are_grouped_and_rounded() {
+        assert_eq!(grouped(1_234_567.4, 0), "1,234,567");
+        assert_eq!(grouped(999.96, 1), "1,000.0");
+        assert_eq!(grouped(12.0, 2), "12.00");
+        assert_eq!(num(Some(99.94), "ms"), "99.9 ms");
+        assert_eq!(num(Some(126.4), "ms"), "126 ms");
+        assert_eq!(num(None, "ms"), "n/a");
+        assert_eq!(ratio_text(Some(0.3949)), "0.39");
+        assert_eq!(ratio_text(Some(26.2)), "26×");
+    }
+
+    #[test]
+    fn the_tables_replace_what_is_between_the_markers() {
+        let doc = "# Performance\n\nintro\n<!-- bench:begin -->\nold table\n\nmore\n\
+                   <!-- bench:end -->\n\nafter\n";
+        let new = splice(doc, "| a |\n|---|\n").unwrap();
+        assert_eq!(
+            new,
+            "# Performance\n\nintro\n<!-- bench:begin -->\n| a |\n|---|\n\
+             <!-- bench:end -->\n\nafter\n"
+        );
+        // Again: the same document.
+        assert_eq!(splice(&new, "| a |\n|---|\n").unwrap(), new);
+        assert_eq!(splice("no markers\n", "x"), None);
+        assert_eq!(
+            splice("<!-- bench:end -->\n<!-- bench:begin -->\n", "x"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_line_that_is_not_json_is_named() {
+        let err = Runs::parse("\n{\"run\":1}\n").err().unwrap();
+        assert!(format!("{err:#}").starts_with("line 2"));
+    }
+}

@@ -270,7 +270,9 @@ impl ActiveQueue {
         let epoch = switch::active(pool)
             .await?
             .ok_or_else(|| anyhow::anyhow!("queue_epoch is empty"))?;
-        if epoch.number() != self.route().epoch {
+        // The record only grows (S1); an older read than the route (a fence
+        // already moved it on) is not followed back.
+        if epoch.number() > self.route().epoch {
             let producer = self
                 .inner
                 .queues
@@ -280,15 +282,18 @@ impl ActiveQueue {
                 .clone();
             let _no_enqueues = self.inner.gate.write().await;
             let mut route = self.inner.route.write().expect("route lock");
-            let from = route.queue;
-            *route = Route {
-                epoch: epoch.number(),
-                queue: epoch.queue_type,
-                since: epoch.started_at,
-                producer,
-            };
-            tracing::info!(epoch = epoch.epoch, from = %from, to = %epoch.queue_type, "following the active queue");
-            metrics_for(&route);
+            // Checked again under the lock: a fence may have moved it on.
+            if route.epoch < epoch.number() {
+                let from = route.queue;
+                *route = Route {
+                    epoch: epoch.number(),
+                    queue: epoch.queue_type,
+                    since: epoch.started_at,
+                    producer,
+                };
+                tracing::info!(epoch = epoch.epoch, from = %from, to = %epoch.queue_type, "following the active queue");
+                metrics_for(&route);
+            }
         }
         let followed = self.route().epoch;
         switch::follow(pool, &self.inner.instance, followed).await?;

@@ -122,6 +122,15 @@ impl Barrier {
             .await?
             .ok_or_else(|| DbError::BadRow("queue_epoch is empty".into()))?;
         for q in late {
+            if active.number() <= q.event.epoch {
+                // Only a record that lost epochs the coupons have processed
+                // gets here; forwarding would make the event late again.
+                return Err(SwitchError::Db(DbError::BadRow(format!(
+                    "event {} of epoch {} is late but the active epoch is {}: \
+                     the queue record holds fewer epochs than coupon {} has processed",
+                    q.event.event_id, q.event.epoch, active.epoch, q.event.coupon_id
+                ))));
+            }
             loop {
                 let mut event = q.event.clone();
                 event.epoch = active.number();

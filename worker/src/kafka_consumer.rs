@@ -64,11 +64,16 @@ pub struct WorkerContext {
 impl ClientContext for WorkerContext {}
 
 impl ConsumerContext for WorkerContext {
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 info!(?partitions, "partitions assigned");
+                // librdkafka keeps a partition paused across a re-assignment;
+                // the buffers it was paused for were dropped with the revoke.
+                if let Err(e) = consumer.resume(tpl) {
+                    warn!(error = ?e, "could not resume the assigned partitions");
+                }
                 self.assigned.store(partitions.len(), Ordering::Relaxed);
                 metrics::gauge!("kafka_assigned_partitions").set(partitions.len() as f64);
             }

@@ -174,20 +174,41 @@ impl ActiveQueue {
                 route.epoch
             )));
         }
-        let queue = route.queue.other();
+        self.take_route(
+            fence,
+            route.queue.other(),
+            Utc::now(),
+            "the queue is fenced at a newer epoch; following it",
+        )
+        .await
+    }
+
+    /// Moves to `epoch`'s route once every enqueue in flight has returned,
+    /// unless this api already follows that epoch or a later one (the
+    /// record only grows, S1).
+    async fn take_route(
+        &self,
+        epoch: u64,
+        queue: QueueType,
+        since: DateTime<Utc>,
+        why: &'static str,
+    ) -> Result<(), QueueError> {
+        if epoch <= self.route().epoch {
+            return Ok(());
+        }
         let producer = self.inner.queues.producer(queue).await?.clone();
         let _no_enqueues = self.inner.gate.write().await;
-        let mut current = self.inner.route.write().expect("route lock");
-        if current.epoch < fence {
-            tracing::info!(epoch = fence, from = %current.queue, to = %queue,
-                "the queue is fenced at a newer epoch; following it");
-            *current = Route {
-                epoch: fence,
+        let mut route = self.inner.route.write().expect("route lock");
+        // Checked again under the lock: the other caller may have moved it on.
+        if route.epoch < epoch {
+            tracing::info!(epoch, from = %route.queue, to = %queue, "{why}");
+            *route = Route {
+                epoch,
                 queue,
-                since: Utc::now(),
+                since,
                 producer,
             };
-            metrics_for(&current);
+            metrics_for(&route);
         }
         Ok(())
     }
@@ -270,31 +291,14 @@ impl ActiveQueue {
         let epoch = switch::active(pool)
             .await?
             .ok_or_else(|| anyhow::anyhow!("queue_epoch is empty"))?;
-        // The record only grows (S1); an older read than the route (a fence
-        // already moved it on) is not followed back.
-        if epoch.number() > self.route().epoch {
-            let producer = self
-                .inner
-                .queues
-                .producer(epoch.queue_type)
-                .await
-                .map_err(|e| anyhow::anyhow!("building the {} producer: {e}", epoch.queue_type))?
-                .clone();
-            let _no_enqueues = self.inner.gate.write().await;
-            let mut route = self.inner.route.write().expect("route lock");
-            // Checked again under the lock: a fence may have moved it on.
-            if route.epoch < epoch.number() {
-                let from = route.queue;
-                *route = Route {
-                    epoch: epoch.number(),
-                    queue: epoch.queue_type,
-                    since: epoch.started_at,
-                    producer,
-                };
-                tracing::info!(epoch = epoch.epoch, from = %from, to = %epoch.queue_type, "following the active queue");
-                metrics_for(&route);
-            }
-        }
+        self.take_route(
+            epoch.number(),
+            epoch.queue_type,
+            epoch.started_at,
+            "following the active queue",
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("building the {} producer: {e}", epoch.queue_type))?;
         let followed = self.route().epoch;
         switch::follow(pool, &self.inner.instance, followed).await?;
         Ok(())

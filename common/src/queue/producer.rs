@@ -55,31 +55,26 @@ impl Producer {
     /// Hands the event to the broker; returns its queue position once the
     /// broker acknowledged it. An error means it was not enqueued.
     pub async fn enqueue(&self, event: &CouponIssueEvent) -> Result<Enqueued, QueueError> {
-        let fut = async {
+        within_limit(async {
             match self {
                 Producer::Redis(q) => q.enqueue(event).await,
                 Producer::Kafka(k) => k.enqueue(event).await,
             }
-        };
-        let limit = ENQUEUE_LIMIT;
-        tokio::time::timeout(limit, fut)
-            .await
-            .map_err(|_| QueueError::Timeout(limit))?
+        })
+        .await
     }
 
     /// Puts an event accepted earlier into this queue: a late event a worker
     /// forwards (invariant S6 of `common::switch`). A sold-out mark does not
     /// refuse it, since it must get its result; a Redis fence does.
     pub async fn forward(&self, event: &CouponIssueEvent) -> Result<Enqueued, QueueError> {
-        let fut = async {
+        within_limit(async {
             match self {
                 Producer::Redis(q) => q.requeue(event, true).await,
                 Producer::Kafka(k) => k.enqueue(event).await,
             }
-        };
-        tokio::time::timeout(ENQUEUE_LIMIT, fut)
-            .await
-            .map_err(|_| QueueError::Timeout(ENQUEUE_LIMIT))?
+        })
+        .await
     }
 
     /// Lifts a worker's sold-out mark after a restock (Redis; Kafka has
@@ -120,6 +115,15 @@ impl Producer {
             Producer::Kafka(k) => k.settings().ensure_topics().await,
         }
     }
+}
+
+/// `enqueue`, returning within [`ENQUEUE_LIMIT`] whatever the broker does.
+async fn within_limit(
+    enqueue: impl std::future::Future<Output = Result<Enqueued, QueueError>>,
+) -> Result<Enqueued, QueueError> {
+    tokio::time::timeout(ENQUEUE_LIMIT, enqueue)
+        .await
+        .map_err(|_| QueueError::Timeout(ENQUEUE_LIMIT))?
 }
 
 /// What both queues connect to.

@@ -11,6 +11,7 @@ pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod repeat;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -11,6 +11,7 @@ use axum::{middleware, Json, Router};
 use common::db;
 use common::domain::{IssueResult, IssueStatus, UserId};
 use common::error::QueueError;
+use common::queue::Admitted;
 use serde::Deserialize;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -19,10 +20,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::answers::{CouponAnswer, IssueAccepted, PendingResult, QueueSizeAnswer};
+use crate::answers::{CouponAnswer, IssueAccepted, IssueRepeat, PendingResult, QueueSizeAnswer};
 use crate::cache::Availability;
 use crate::error::{json_errors, ApiError, CouponRefusals, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery, CouponPath};
+use crate::repeat::{self, Repeat};
 use crate::state::AppState;
 use crate::{admin, dashboard, openapi};
 
@@ -73,8 +75,9 @@ struct IssueParams {
     user_id: Option<String>,
 }
 
-/// Enqueue an issue request: validate, check the coupon exists and is not
-/// sold out (cache); `202` only once the queue acknowledged it.
+/// Enqueue an issue request: validate, check the coupon exists, answer a
+/// repeat with the user's request (the repeat gate), refuse a sold-out
+/// coupon (cache); `202` only once the queue acknowledged it.
 #[utoipa::path(
     post,
     path = "/api/coupons/{couponId}/issue",
@@ -84,6 +87,7 @@ struct IssueParams {
         ("userId" = i64, Query, minimum = 1, description = "User id"),
     ),
     responses(
+        (status = 200, description = "A repeat: the user already has a pending or winning request for this coupon; it is answered (`\"repeat\": true`) and nothing is queued or written", body = IssueRepeat),
         (status = 202, description = "Queued; look the result up by `requestId`", body = IssueAccepted),
         (status = 400, description = "Malformed or missing coupon or user id", body = ErrorBody),
         (status = 404, description = "No such coupon; nothing enqueued", body = ErrorBody),
@@ -96,7 +100,7 @@ async fn issue(
     State(state): State<AppState>,
     CouponPath(coupon): CouponPath,
     ApiQuery(params): ApiQuery<IssueParams>,
-) -> Result<(StatusCode, Json<IssueAccepted>), ApiError> {
+) -> Result<Response, ApiError> {
     let user: UserId = params
         .user_id
         .as_deref()
@@ -108,6 +112,13 @@ async fn issue(
     match state.coupons.get(coupon).await? {
         Some(Availability::Open) => {}
         Some(Availability::SoldOut) => {
+            // A repeat comes before the sold-out answer: a winner who clicks
+            // again is told of the coupon they hold.
+            if let Some(entry) = repeat::entry_of(&state, coupon, user).await {
+                if let Repeat::Answer(a) = repeat::answer(&state, coupon, user, entry, None).await {
+                    return Ok(a);
+                }
+            }
             metrics::counter!("coupon_issue_requests_total", "outcome" => "sold_out").increment(1);
             return Err(ApiError::sold_out(coupon));
         }
@@ -119,19 +130,38 @@ async fn issue(
             )));
         }
     }
-    let (event, enqueued, route) = match state.queue.enqueue(coupon, user).await {
-        Ok(done) => done,
-        Err((_, QueueError::SoldOut(_))) => {
-            // A worker just took the last unit; the cache learns it now
-            // rather than at its next reload.
-            state.coupons.sold_out_by_queue(coupon);
-            metrics::counter!("coupon_issue_requests_total", "outcome" => "sold_out").increment(1);
-            return Err(ApiError::sold_out(coupon));
-        }
-        Err((event, e)) => {
-            metrics::counter!("coupon_issue_requests_total", "outcome" => "queue_unavailable")
-                .increment(1);
-            return Err(ApiError::enqueue_failed(e, event.event_id));
+    // A stale gate entry is cleared by the first answer; the second admits
+    // the click as new.
+    let mut tries = 0;
+    let (event, enqueued, route) = loop {
+        tries += 1;
+        match state.queue.enqueue(coupon, user).await {
+            Ok((event, Admitted::New(enqueued), route)) => break (event, enqueued, route),
+            Ok((event, Admitted::Repeat { entry, progress }, _)) => {
+                match repeat::answer(&state, coupon, user, entry, progress).await {
+                    Repeat::Answer(a) => return Ok(a),
+                    Repeat::Cleared if tries < 2 => continue,
+                    Repeat::Cleared => {
+                        return Err(ApiError::enqueue_failed(
+                            QueueError::BadReply("the repeat gate keeps a stale entry".into()),
+                            event.event_id,
+                        ))
+                    }
+                }
+            }
+            Err((_, QueueError::SoldOut(_))) => {
+                // A worker just took the last unit; the cache learns it now
+                // rather than at its next reload.
+                state.coupons.sold_out_by_queue(coupon);
+                metrics::counter!("coupon_issue_requests_total", "outcome" => "sold_out")
+                    .increment(1);
+                return Err(ApiError::sold_out(coupon));
+            }
+            Err((event, e)) => {
+                metrics::counter!("coupon_issue_requests_total", "outcome" => "queue_unavailable")
+                    .increment(1);
+                return Err(ApiError::enqueue_failed(e, event.event_id));
+            }
         }
     };
     tracing::Span::current().record("request_id", tracing::field::display(event.event_id));
@@ -154,7 +184,8 @@ async fn issue(
             ahead: standing.map(|s| s.ahead),
             eta_ms: standing.and_then(|s| s.eta_ms),
         }),
-    ))
+    )
+        .into_response())
 }
 
 /// The final result of a request, or `PENDING` while it waits in the queue.

@@ -6,6 +6,7 @@ mod cluster;
 mod failover;
 mod faults;
 mod heartbeat;
+mod held;
 mod outage;
 mod queues;
 mod race;

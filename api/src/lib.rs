@@ -10,6 +10,8 @@ pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod held;
+pub mod lookup;
 pub mod openapi;
 pub mod repeat;
 pub mod routes;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{middleware, Json, Router};
 use common::db;
@@ -24,6 +24,7 @@ use crate::answers::{CouponAnswer, IssueAccepted, IssueRepeat, PendingResult, Qu
 use crate::cache::Availability;
 use crate::error::{json_errors, ApiError, CouponRefusals, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery, CouponPath};
+use crate::lookup::{self, LookupParams};
 use crate::repeat::{self, Repeat};
 use crate::state::AppState;
 use crate::{admin, dashboard, openapi};
@@ -31,11 +32,24 @@ use crate::{admin, dashboard, openapi};
 /// Largest request body accepted (admin JSON is tiny).
 pub const BODY_LIMIT: usize = 16 * 1024;
 
+/// Longest time to answer a call, except the held ones ([`held_routes`]).
+pub const TIME_LIMIT: Duration = Duration::from_secs(10);
+
 /// Every documented route, with the OpenAPI document they make up.
 pub fn api_routes() -> OpenApiRouter<AppState> {
+    timed_routes().merge(held_routes())
+}
+
+/// The routes whose answers may wait for a result (`waitMs`): they get
+/// [`lookup::MAX_WAIT`] more than [`TIME_LIMIT`].
+fn held_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(issue_result))
+}
+
+/// Every other route, answered within [`TIME_LIMIT`].
+fn timed_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(issue))
-        .routes(routes!(issue_result))
         .routes(routes!(coupon))
         .routes(routes!(queue_size))
         .routes(routes!(admin::create_coupon))
@@ -51,18 +65,22 @@ pub fn document() -> utoipa::openapi::OpenApi {
 
 /// The api's routes, the docs page, and their middleware.
 pub fn router(state: AppState) -> Router {
-    let (routes, doc) = api_routes().split_for_parts();
-    routes
+    let (timed, mut doc) = timed_routes().split_for_parts();
+    let (held, held_doc) = held_routes().split_for_parts();
+    doc.merge(held_doc);
+    timed
         .merge(openapi::docs(doc))
         .fallback(not_found)
+        .layer(time_limit(TIME_LIMIT))
+        .merge(held.layer(time_limit(lookup::MAX_WAIT + TIME_LIMIT)))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::map_response(json_errors))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(10),
-        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+fn time_limit(limit: Duration) -> TimeoutLayer {
+    TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limit)
 }
 
 async fn not_found() -> ApiError {
@@ -189,38 +207,46 @@ async fn issue(
 }
 
 /// The final result of a request, or `PENDING` while it waits in the queue.
+/// With `waitMs` the call waits for the result; with `Accept:
+/// text/event-stream` it streams where the request stands, then the result.
 #[utoipa::path(
     get,
     path = "/api/coupons/issue-requests/{requestId}",
     tag = "issue",
-    params(("requestId" = Uuid, Path, description = "The `requestId` of an accepted request")),
+    params(
+        ("requestId" = Uuid, Path, description = "The `requestId` of an accepted request"),
+        ("waitMs" = Option<u32>, Query, minimum = 0, maximum = 30000,
+            description = "Hold the call until the result is written or this many milliseconds pass (then `202`). `0` or absent: answer at once"),
+    ),
     responses(
-        (status = 200, description = "Processed", body = IssueResult),
-        (status = 202, description = "Accepted, not processed yet (or never accepted)", body = PendingResult),
-        (status = 400, description = "Not a UUID", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        (status = 200, description = "Processed. With `Accept: text/event-stream`: a stream of `pending` events (`ahead`, `etaMs`: at once and when they change), then one `result` event (this JSON) and the end; a stream lasts at most 5 minutes, ending with a `pending` event",
+            content((IssueResult = "application/json"), (String = "text/event-stream"))),
+        (status = 202, description = "Accepted, not processed yet (or never accepted); with `waitMs`, not within that time", body = PendingResult),
+        (status = 400, description = "`INVALID_REQUEST_ID`: not a UUID; `INVALID_WAIT_MS`: waitMs not a whole number from 0 to 30000", body = ErrorBody),
+        (status = 503, description = "Database unavailable (only without `waitMs`: a held call answers `202` when its time runs out)", body = ErrorBody),
     )
 )]
 async fn issue_result(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,
+    ApiQuery(params): ApiQuery<LookupParams>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let request_id = Uuid::parse_str(&raw)
         .map_err(|_| ApiError::bad_request("INVALID_REQUEST_ID", "requestId must be a UUID"))?;
-    Ok(match db::find_result(&state.pool, request_id).await? {
+    let wait = params.wait()?;
+    if lookup::wants_events(&headers) {
+        return Ok(lookup::events(&state, request_id).into_response());
+    }
+    let found = match wait {
+        Some(wait) => lookup::result_within(&state, request_id, wait).await,
+        None => db::find_result(&state.pool, request_id).await?,
+    };
+    Ok(match found {
         Some(result) => (StatusCode::OK, Json(result)).into_response(),
         None => {
-            let standing = state.waiting.lookup(request_id).await;
-            (
-                StatusCode::ACCEPTED,
-                Json(PendingResult {
-                    request_id,
-                    status: IssueStatus::Pending,
-                    ahead: standing.map(|s| s.ahead),
-                    eta_ms: standing.and_then(|s| s.eta_ms),
-                }),
-            )
-                .into_response()
+            let pending = lookup::pending(&state, request_id).await;
+            (StatusCode::ACCEPTED, Json(pending)).into_response()
         }
     })
 }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::active_queue::ActiveQueue;
 use crate::cache::CouponCache;
 use crate::config::ApiConfig;
+use crate::held::Held;
 use crate::routes::router;
 use crate::state::AppState;
 use crate::waiting::Waitings;
@@ -53,6 +54,7 @@ impl Application {
         Ok(Self {
             listener,
             state: AppState {
+                held: Held::new(pool.clone()),
                 pool,
                 waiting: Waitings::new(background.clone()),
                 queue,
@@ -94,14 +96,22 @@ impl Application {
         );
         let topics = spawn_topic_creation(self.state.queue.producer(), self.background.clone());
         let follower = self.state.queue.spawn_follower(self.background.clone());
+        let lookups = self.state.held.spawn_lookups(self.background.clone());
         let queue = self.state.queue.clone();
         let waiting = self.state.waiting.clone();
+        let held = self.state.held.clone();
+        // Held lookups answer at once when the shutdown starts, so the
+        // drain does not wait for them; their look-ups run until it is over.
+        let shutdown = async move {
+            shutdown.await;
+            held.close();
+        };
         tracing::info!(addr = %self.local_addr(), "api listening");
         let result = axum::serve(self.listener, router(self.state))
             .with_graceful_shutdown(shutdown)
             .await;
         self.background.cancel();
-        let _ = tokio::join!(refresher, topics, follower, waiting.stopped());
+        let _ = tokio::join!(refresher, topics, follower, lookups, waiting.stopped());
         // Every request in flight was answered: this api enqueues nothing more.
         queue.leave().await;
         result.context("serving http")

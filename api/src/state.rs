@@ -10,6 +10,7 @@ use sqlx::MySqlPool;
 use crate::active_queue::ActiveQueue;
 use crate::activity::Activity;
 use crate::cache::CouponCache;
+use crate::held::Held;
 use crate::waiting::Waitings;
 
 /// Everything a handler needs; cheap to clone.
@@ -26,6 +27,8 @@ pub struct AppState {
     pub activity: Activity,
     /// Where accepted requests stand (`ahead`, `etaMs`).
     pub waiting: Waitings,
+    /// Lookups waiting for their result, looked up together.
+    pub held: Held,
 }
 
 impl FromRef<AppState> for OpsState {

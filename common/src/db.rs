@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::{MySql, QueryBuilder};
 use uuid::Uuid;
 
 use crate::domain::{CouponId, IssueResult, IssueStatus, QueueType};
@@ -126,6 +127,20 @@ pub async fn find_result(
             .fetch_optional(pool)
             .await?,
     )
+}
+
+/// The stored results of `ids`, in one query (a request without a result
+/// is missing from the answer). Keep `ids` to a few thousand: each is a
+/// placeholder.
+pub async fn find_results(pool: &MySqlPool, ids: &[Uuid]) -> Result<Vec<IssueResult>, DbError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut q = QueryBuilder::<MySql>::new(format!("{SELECT_RESULTS} WHERE request_id IN "));
+    q.push_tuples(ids, |mut b, id| {
+        b.push_bind(id.to_string());
+    });
+    Ok(q.build_query_as().fetch_all(pool).await?)
 }
 
 /// Every result of one coupon (for audits and tests).

@@ -7,7 +7,8 @@
 //! - `app`: the real api on a free port in the test's process
 //!   ([`TestApp`]) and its configuration, on the [`Backend`] a test names.
 //! - `requests` and `fire`: one call to the api, and volleys of issue
-//!   requests with what the api answered ([`Accepted`], [`Refusals`]).
+//!   requests with what the api answered ([`Accepted`], [`Refusals`]);
+//!   `events`: a lookup's event stream, event by event ([`EventStream`]).
 //! - `workers`: real `worker` processes, their metrics, SIGTERM and SIGKILL;
 //!   `takeover`: killing the worker with work in hand ([`Killed`]) and
 //!   seeing another take it over.
@@ -24,6 +25,7 @@ mod audit;
 pub mod cluster;
 mod containers;
 mod docker_api;
+mod events;
 mod fire;
 mod ports;
 mod queues;
@@ -39,6 +41,7 @@ pub use app::{
     test_config_both, test_config_on, Backend, TestApp, ADMIN_TOKEN,
 };
 pub use audit::{answers, wait_until};
+pub use events::{EventStream, SseEvent};
 pub use fire::{users_with_repeats, Accepted, Refusals, Repeated};
 pub use ports::free_port;
 pub use queues::QueueReader;
@@ -48,4 +51,4 @@ pub use services::{
     TestDb,
 };
 pub use takeover::{Killed, WorkerProcess};
-pub use workers::{kill9, scrape, terminate, worker_bin};
+pub use workers::{kill9, scrape, scrape_at, terminate, worker_bin};

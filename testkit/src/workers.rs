@@ -88,7 +88,13 @@ impl TestApp {
 
 /// The value of a metric on a worker's `/metrics`, summed over its labels.
 pub async fn scrape(port: u16, metric: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+    scrape_at(&format!("http://127.0.0.1:{port}"), metric).await
+}
+
+/// The value of a metric on `{base}/metrics` (a worker's or an api's),
+/// summed over its labels.
+pub async fn scrape_at(base: &str, metric: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{base}/metrics"))
         .await
         .ok()?
         .text()

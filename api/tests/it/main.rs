@@ -3,6 +3,7 @@
 mod dashboard;
 mod docs;
 mod http;
+mod lookup;
 mod shutdown;
 mod switch;
 

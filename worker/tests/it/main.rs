@@ -7,6 +7,7 @@ mod failover;
 mod faults;
 mod gate;
 mod heartbeat;
+mod held;
 mod outage;
 mod queues;
 mod race;

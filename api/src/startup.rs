@@ -11,8 +11,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::active_queue::ActiveQueue;
+use crate::auth::Auth;
 use crate::cache::CouponCache;
 use crate::config::ApiConfig;
+use crate::limits::Limits;
 use crate::routes::router;
 use crate::state::AppState;
 use crate::waiting::Waitings;
@@ -30,6 +32,15 @@ impl Application {
     /// this build), loads the coupon cache, prepares the queue producer and
     /// binds the listener.
     pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
+        // Settings first: a bad one stops start-up before any connection.
+        let auth = Auth::new(&config.jwt_settings())?;
+        if !auth.required() {
+            tracing::warn!(
+                "no AUTH_JWT_SECRET or AUTH_JWT_PUBLIC_KEY_FILE: the api trusts the userId of \
+                 each request (a gateway in front must authenticate users)"
+            );
+        }
+        let limits = Limits::new(&config.limit_settings());
         let pool = db::pool(&config.common.database_url, 32).context("DATABASE_URL")?;
         db::migrate(&pool)
             .await
@@ -60,6 +71,8 @@ impl Application {
                 admin_token: config.admin_token.as_deref().map(Into::into),
                 metrics: telemetry::metrics_handle(),
                 activity: Default::default(),
+                auth,
+                limits,
             },
             background,
             cache_refresh: config.coupon_cache_refresh(),
@@ -94,14 +107,18 @@ impl Application {
         );
         let topics = spawn_topic_creation(self.state.queue.producer(), self.background.clone());
         let follower = self.state.queue.spawn_follower(self.background.clone());
+        let sweeper = self.state.limits.spawn_sweeper(self.background.clone());
         let queue = self.state.queue.clone();
         let waiting = self.state.waiting.clone();
         tracing::info!(addr = %self.local_addr(), "api listening");
-        let result = axum::serve(self.listener, router(self.state))
+        // The peer's address reaches the handlers (`ConnectInfo`) for the
+        // per-IP limit.
+        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
         self.background.cancel();
-        let _ = tokio::join!(refresher, topics, follower, waiting.stopped());
+        let _ = tokio::join!(refresher, topics, follower, sweeper, waiting.stopped());
         // Every request in flight was answered: this api enqueues nothing more.
         queue.leave().await;
         result.context("serving http")

@@ -9,7 +9,9 @@ use sqlx::MySqlPool;
 
 use crate::active_queue::ActiveQueue;
 use crate::activity::Activity;
+use crate::auth::Auth;
 use crate::cache::CouponCache;
+use crate::limits::Limits;
 use crate::waiting::Waitings;
 
 /// Everything a handler needs; cheap to clone.
@@ -26,6 +28,10 @@ pub struct AppState {
     pub activity: Activity,
     /// Where accepted requests stand (`ahead`, `etaMs`).
     pub waiting: Waitings,
+    /// Whether user tokens are required, and whose requests are whose.
+    pub auth: Auth,
+    /// The issue call's rate limits.
+    pub limits: Limits,
 }
 
 impl FromRef<AppState> for OpsState {

@@ -10,7 +10,9 @@
 //!   user is authenticated (`400` → `401`/`403` → `429`), the IP's first;
 //!   the user's limit keys on the resolved user (the token's `sub` when
 //!   tokens are required). A call refused for its IP does not count
-//!   against its user.
+//!   against its user. Without user tokens the user is whatever `userId`
+//!   the call names, so only the IP limit holds back a client that names
+//!   many users.
 //! - **In-process, per api instance** (GCRA cells of the `governor` crate):
 //!   the accept path pays no extra Redis round trip, and a limit holds even
 //!   while Redis is cut off. The price: each instance counts alone, so `N`
@@ -167,13 +169,12 @@ pub fn client_ip(peer: IpAddr, forwarded_for: &HeaderMap, trusted: &[IpNet]) -> 
     if !is_trusted(&client) {
         return client;
     }
-    let hops: Vec<&str> = forwarded_for
+    let hops = forwarded_for
         .get_all(X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .collect();
-    for hop in hops.iter().rev() {
+        .flat_map(|v| v.split(','));
+    for hop in hops.rev() {
         let Ok(ip) = hop.trim().parse::<IpAddr>() else {
             break;
         };

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Operators' reset between sales: sets coupon COUPON's stock (and total) to
 # STOCK, creating the coupon if needed, and clears its issued rows and
-# results. In Redis mode its queued, unprocessed requests are dropped too; in
+# results, and empties its repeat gate (both modes keep it in Redis). In
+# Redis mode its queued, unprocessed requests are dropped too; in
 # Kafka mode the log cannot be edited, so let the queue drain first. Waits
 # two of the api's coupon-cache reloads before returning (see the end).
 #
@@ -31,7 +32,8 @@ if command -v redis-cli >/dev/null 2>&1; then
   else
     redis_cli=(redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT")
   fi
-  "${redis_cli[@]}" DEL "${prefix}coupon-issue-events:{$coupon}" >/dev/null || true
+  # The queued requests, and the repeat gate: every user may ask again.
+  "${redis_cli[@]}" DEL "${prefix}coupon-issue-events:{$coupon}" "${prefix}coupon-issue-events:{$coupon}:gate" >/dev/null || true
 fi
 # A running api re-reads which coupons are sold out every
 # COUPON_CACHE_REFRESH_MS (1 s by default; set it here too if the api runs

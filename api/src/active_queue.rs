@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use common::domain::QueueType;
 use common::domain::{CouponId, CouponIssueEvent, UserId};
 use common::error::{DbError, QueueError};
-use common::queue::{Enqueued, Producer, Queues};
+use common::queue::{Admitted, Producer, Queues};
 use common::switch::{self, Epoch, SwitchError, FOLLOW_EVERY};
 use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;
@@ -116,7 +116,8 @@ impl ActiveQueue {
         &self.inner.queues
     }
 
-    /// Enqueues a new request into the active queue. A Redis fence moves
+    /// Admits a click through the repeat gate into the active queue (a
+    /// repeat is answered with the user's request, nothing queued). A Redis fence moves
     /// this api to the epoch it names and the request goes there; with
     /// fallback on, a failing queue switches the service to the other one
     /// and the request goes there (unless the failed queue may have taken it).
@@ -124,7 +125,7 @@ impl ActiveQueue {
         &self,
         coupon: CouponId,
         user: UserId,
-    ) -> Result<(CouponIssueEvent, Enqueued, Route), (CouponIssueEvent, QueueError)> {
+    ) -> Result<(CouponIssueEvent, Admitted, Route), (CouponIssueEvent, QueueError)> {
         let (mut event, mut result, mut route) = self.enqueue_once(coupon, user).await;
         // A fence is only ever raised to a newer epoch, so this ends.
         while let Err(QueueError::Fenced(epoch)) = result {
@@ -156,11 +157,17 @@ impl ActiveQueue {
         &self,
         coupon: CouponId,
         user: UserId,
-    ) -> (CouponIssueEvent, Result<Enqueued, QueueError>, Route) {
+    ) -> (CouponIssueEvent, Result<Admitted, QueueError>, Route) {
         let _in_flight = self.inner.gate.read().await;
         let route = self.route();
         let event = CouponIssueEvent::in_epoch(coupon, user, route.epoch);
-        let result = route.producer.enqueue(&event).await;
+        // Kafka mode's repeat gate lives in Redis (a single node connects
+        // on first use; a cluster that cannot be reached leaves it off).
+        let repeat_gate = match route.producer {
+            Producer::Kafka(_) => self.inner.queues.redis().await.ok(),
+            Producer::Redis(_) => None,
+        };
+        let result = route.producer.admit(&event, repeat_gate).await;
         (event, result, route)
     }
 

@@ -35,6 +35,32 @@ pub struct IssueAccepted {
     pub eta_ms: Option<u64>,
 }
 
+/// Answer to a repeat click (`200`): the user's pending or winning request
+/// for this coupon; nothing was queued or written.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssueRepeat {
+    /// The `requestId` of the user's request (the first click's).
+    pub request_id: Uuid,
+    pub coupon_id: i64,
+    pub user_id: i64,
+    /// `PENDING` or `SUCCESS`.
+    pub status: IssueStatus,
+    /// Its place in the queue; `null` while its queue has not acknowledged
+    /// it yet.
+    pub queue_position: Option<String>,
+    /// The queue it went to; `null` with `queuePosition`.
+    pub queue: Option<QueueType>,
+    /// As in the `202`, now; `0` once it won; `null` when its queue's
+    /// progress cannot be read or its place is not known yet.
+    #[schema(minimum = 0)]
+    pub ahead: Option<u64>,
+    #[schema(minimum = 0)]
+    pub eta_ms: Option<u64>,
+    /// Always `true`.
+    pub repeat: bool,
+}
+
 /// Answer for a request that is accepted but not processed yet.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -13,6 +13,7 @@ pub mod error;
 pub mod extract;
 pub mod limits;
 pub mod openapi;
+pub mod repeat;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -11,6 +11,7 @@ use axum::{middleware, Json, Router};
 use common::db;
 use common::domain::{IssueResult, IssueStatus};
 use common::error::QueueError;
+use common::queue::Admitted;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -18,12 +19,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::answers::{CouponAnswer, IssueAccepted, PendingResult, QueueSizeAnswer};
+use crate::answers::{CouponAnswer, IssueAccepted, IssueRepeat, PendingResult, QueueSizeAnswer};
 use crate::auth::{Caller, Viewer};
 use crate::cache::Availability;
 use crate::error::{json_errors, ApiError, CouponRefusals, ErrorBody};
 use crate::extract::{ApiPath, CouponPath};
 use crate::limits::ClientIp;
+use crate::repeat::{self, Repeat};
 use crate::state::AppState;
 use crate::{admin, dashboard, openapi};
 
@@ -71,8 +73,9 @@ async fn not_found() -> ApiError {
 /// Enqueue an issue request. The door answers in this order: `400`
 /// malformed ids → `401`/`403` who the user is (when tokens are required,
 /// see `crate::auth`) → `429` rate limits (`crate::limits`) → `404` unknown
-/// coupon → `409` sold out (both from the coupon cache) → enqueue; `202`
-/// only once the queue acknowledged it.
+/// coupon → `200` a repeat, with the user's request (the repeat gate) →
+/// `409` sold out (cache) → enqueue; `202` only once the queue acknowledged
+/// it.
 #[utoipa::path(
     post,
     path = "/api/coupons/{couponId}/issue",
@@ -83,6 +86,7 @@ async fn not_found() -> ApiError {
         ("userId" = Option<i64>, Query, minimum = 1, description = "User id; required unless the api requires user tokens (then the token's `sub` is the user, and a `userId` must match it)"),
     ),
     responses(
+        (status = 200, description = "A repeat: the user already has a pending or winning request for this coupon; it is answered (`\"repeat\": true`) and nothing is queued or written", body = IssueRepeat),
         (status = 202, description = "Queued; look the result up by `requestId`", body = IssueAccepted),
         (status = 400, description = "Malformed coupon or user id, or no user id", body = ErrorBody),
         (status = 401, description = "`UNAUTHENTICATED`: the api requires a user token and none valid was sent (`WWW-Authenticate: Bearer`)", body = ErrorBody),
@@ -100,11 +104,21 @@ async fn issue(
     CouponPath(coupon): CouponPath,
     Caller(user): Caller,
     ClientIp(ip): ClientIp,
-) -> Result<(StatusCode, Json<IssueAccepted>), ApiError> {
+) -> Result<Response, ApiError> {
     state.limits.admit(ip, user)?;
     match state.coupons.get(coupon).await? {
         Some(Availability::Open) => {}
         Some(Availability::SoldOut) => {
+            // A repeat comes before the sold-out answer: a winner who clicks
+            // again is told of the coupon they hold.
+            if let Some(entry) = repeat::entry_of(&state, coupon, user).await {
+                let request = entry.request_id;
+                if let Repeat::Answer(a) = repeat::answer(&state, coupon, user, entry, None).await {
+                    // The gate's entry is this user's: its owner is known.
+                    state.auth.accepted(request, user);
+                    return Ok(a);
+                }
+            }
             metrics::counter!("coupon_issue_requests_total", "outcome" => "sold_out").increment(1);
             return Err(ApiError::sold_out(coupon));
         }
@@ -116,23 +130,47 @@ async fn issue(
             )));
         }
     }
-    let (event, enqueued, route) = match state.queue.enqueue(coupon, user).await {
-        Ok(done) => done,
-        Err((_, QueueError::SoldOut(_))) => {
-            // A worker just took the last unit; the cache learns it now
-            // rather than at its next reload.
-            state.coupons.sold_out_by_queue(coupon);
-            metrics::counter!("coupon_issue_requests_total", "outcome" => "sold_out").increment(1);
-            return Err(ApiError::sold_out(coupon));
-        }
-        Err((event, e)) => {
-            metrics::counter!("coupon_issue_requests_total", "outcome" => "queue_unavailable")
-                .increment(1);
-            if e.is_uncertain() {
-                // Its id is handed out to be looked up.
-                state.auth.accepted(event.event_id, user);
+    // A stale gate entry is cleared by the first answer; the second admits
+    // the click as new.
+    let mut tries = 0;
+    let (event, enqueued, route) = loop {
+        tries += 1;
+        match state.queue.enqueue(coupon, user).await {
+            Ok((event, Admitted::New(enqueued), route)) => break (event, enqueued, route),
+            Ok((event, Admitted::Repeat { entry, progress }, _)) => {
+                let request = entry.request_id;
+                match repeat::answer(&state, coupon, user, entry, progress).await {
+                    Repeat::Answer(a) => {
+                        // The gate's entry is this user's: its owner is known.
+                        state.auth.accepted(request, user);
+                        return Ok(a);
+                    }
+                    Repeat::Cleared if tries < 2 => continue,
+                    Repeat::Cleared => {
+                        return Err(ApiError::enqueue_failed(
+                            QueueError::BadReply("the repeat gate keeps a stale entry".into()),
+                            event.event_id,
+                        ))
+                    }
+                }
             }
-            return Err(ApiError::enqueue_failed(e, event.event_id));
+            Err((_, QueueError::SoldOut(_))) => {
+                // A worker just took the last unit; the cache learns it now
+                // rather than at its next reload.
+                state.coupons.sold_out_by_queue(coupon);
+                metrics::counter!("coupon_issue_requests_total", "outcome" => "sold_out")
+                    .increment(1);
+                return Err(ApiError::sold_out(coupon));
+            }
+            Err((event, e)) => {
+                metrics::counter!("coupon_issue_requests_total", "outcome" => "queue_unavailable")
+                    .increment(1);
+                if e.is_uncertain() {
+                    // Its id is handed out to be looked up.
+                    state.auth.accepted(event.event_id, user);
+                }
+                return Err(ApiError::enqueue_failed(e, event.event_id));
+            }
         }
     };
     state.auth.accepted(event.event_id, user);
@@ -156,7 +194,8 @@ async fn issue(
             ahead: standing.map(|s| s.ahead),
             eta_ms: standing.and_then(|s| s.eta_ms),
         }),
-    ))
+    )
+        .into_response())
 }
 
 /// The final result of a request, or `PENDING` while it waits in the queue.

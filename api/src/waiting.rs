@@ -196,6 +196,22 @@ impl Waiting {
         self.inner.lanes.lock().expect("lanes lock").partitions
     }
 
+    /// Where a request at `target` on `lane` stands, for any request whose
+    /// place is known (the repeat gate holds it), with the lane's progress;
+    /// `progress` read with the place, when given, is taken in first.
+    pub async fn standing_at(
+        &self,
+        lane: Lane,
+        target: u64,
+        progress: Option<u64>,
+    ) -> Option<(Standing, u64)> {
+        if let Some(p) = progress {
+            self.with_lane(lane, p, |l| l.observe(p));
+        }
+        let standing = self.standing(lane, target).await?;
+        Some((standing, self.touch(lane)?))
+    }
+
     async fn standing(&self, lane: Lane, target: u64) -> Option<Standing> {
         let progress = self.progress(lane).await?;
         let ahead = target.saturating_sub(progress);

@@ -24,9 +24,22 @@ pub struct Accepted {
     pub queue: QueueType,
 }
 
+/// The `200` of a repeat click: the user's request, nothing queued.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Repeated {
+    pub request_id: Uuid,
+    pub user_id: i64,
+    pub status: common::domain::IssueStatus,
+    pub queue_position: Option<String>,
+    pub ahead: Option<u64>,
+    pub repeat: bool,
+}
+
 /// How the api answered one issue request.
 enum Answer {
     Accepted(Accepted),
+    Repeat(Repeated),
     /// `409 SOLD_OUT`: not queued.
     SoldOut,
     /// `503`, with the request id when the outcome is unknown.
@@ -37,6 +50,8 @@ enum Answer {
 #[derive(Debug, Default)]
 pub struct Refusals {
     pub accepted: Vec<Accepted>,
+    /// Answered `200`, a repeat of the user's request.
+    pub repeats: Vec<Repeated>,
     /// Answered `409 SOLD_OUT` (nothing queued).
     pub sold_out: usize,
     /// Answered 503.
@@ -46,8 +61,27 @@ pub struct Refusals {
 }
 
 impl Refusals {
+    /// Every repeat names a request that was accepted for the same user
+    /// (the gate never answers with a request nobody was given).
+    pub fn check_repeats(&self) {
+        let accepted: std::collections::HashMap<Uuid, i64> = self
+            .accepted
+            .iter()
+            .map(|a| (a.request_id, a.user_id))
+            .collect();
+        for r in &self.repeats {
+            assert!(r.repeat, "{r:?}");
+            assert_eq!(
+                accepted.get(&r.request_id),
+                Some(&r.user_id),
+                "a repeat must name an accepted request of its user: {r:?}"
+            );
+        }
+    }
+
     fn absorb(&mut self, other: Refusals) {
         self.accepted.extend(other.accepted);
+        self.repeats.extend(other.repeats);
         self.sold_out += other.sold_out;
         self.refused += other.refused;
         self.unconfirmed.extend(other.unconfirmed);
@@ -66,12 +100,19 @@ pub fn users_with_repeats(n: usize, distinct: usize) -> Vec<i64> {
 
 impl TestApp {
     /// Fires one request per entry of `users`, `concurrency` at a time;
-    /// returns the accepted ones. Every request must be accepted, or answered
-    /// `409 SOLD_OUT` once the coupon's stock is gone.
+    /// returns the accepted ones. Every request must be accepted, answered
+    /// as a repeat of an accepted request of its user, or answered `409
+    /// SOLD_OUT` once the coupon's stock is gone.
     pub async fn fire(&self, coupon: CouponId, users: &[i64], concurrency: usize) -> Vec<Accepted> {
+        self.fire_all(coupon, users, concurrency).await.accepted
+    }
+
+    /// [`TestApp::fire`], returning every answer: the repeats too.
+    pub async fn fire_all(&self, coupon: CouponId, users: &[i64], concurrency: usize) -> Refusals {
         let sale = self.fire_tolerant(coupon, users, concurrency).await;
         assert_eq!(sale.refused, 0, "every request is accepted or sold out");
-        sale.accepted
+        sale.check_repeats();
+        sale
     }
 
     /// Like [`TestApp::fire`], but a refused request (503 while a service is
@@ -98,6 +139,7 @@ impl TestApp {
                 drop(permit);
                 match res.status().as_u16() {
                     202 => Answer::Accepted(res.json::<Accepted>().await.unwrap()),
+                    200 => Answer::Repeat(res.json::<Repeated>().await.unwrap()),
                     409 => {
                         let body: serde_json::Value = res.json().await.unwrap();
                         assert_eq!(body["error"]["code"], "SOLD_OUT", "{body}");
@@ -119,6 +161,7 @@ impl TestApp {
         for t in tasks {
             match t.await.unwrap() {
                 Answer::Accepted(a) => out.accepted.push(a),
+                Answer::Repeat(r) => out.repeats.push(r),
                 Answer::SoldOut => out.sold_out += 1,
                 Answer::Refused(Some(id)) => {
                     out.refused += 1;

@@ -41,7 +41,7 @@ pub use app::{
     test_config, test_config_both, test_config_on, Backend, TestApp, ADMIN_TOKEN,
 };
 pub use audit::{answers, wait_until};
-pub use fire::{users_with_repeats, Accepted, Refusals};
+pub use fire::{users_with_repeats, Accepted, Refusals, Repeated};
 pub use ports::free_port;
 pub use queues::QueueReader;
 pub use servers::{CuttableProxy, OwnedMysql, OwnedQueue};

@@ -21,7 +21,7 @@ use common::domain::{queue_position_key, CouponId, QueuedEvent};
 use common::error::QueueError;
 use common::queue::batch;
 use common::queue::kafka::kafka_err;
-use common::queue::{Batch, KafkaProducer, KafkaSettings, Reject};
+use common::queue::{Batch, KafkaProducer, KafkaSettings, RedisQueue, Reject, Settled};
 use futures::StreamExt;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
@@ -47,6 +47,8 @@ pub struct KafkaWorker {
     pub max_poll_interval: Duration,
     /// librdkafka debug contexts (`cgrp`, `fetch`, ...), logged at debug level.
     pub debug: Option<String>,
+    /// The Redis that holds the repeat gate (see `common::queue::gate`).
+    pub gate: Option<RedisQueue>,
 }
 
 /// Logs rebalances and exposes the assigned partition count as the gauge
@@ -462,9 +464,11 @@ impl KafkaWorker {
             for mut batch in waiting {
                 let passable = self.pipeline.barrier.passable(&batch.events).await;
                 let rest = batch.events.split_off(passable);
-                self.pipeline
+                let drained = self
+                    .pipeline
                     .drain(&TopicDeadLetters(dlq), &batch, cancel)
                     .await?;
+                self.settle_gate(&batch, &drained.settled).await;
                 if !rest.is_empty() {
                     held.push(Batch {
                         events: rest,
@@ -495,6 +499,19 @@ impl KafkaWorker {
         metrics::counter!("coupon_issue_events_acknowledged_total", "queue" => "kafka")
             .increment(records.len() as u64);
         Ok(())
+    }
+
+    /// Settles the users' gate entries of a committed batch. Best effort: an
+    /// entry left pending is repaired by the api when its user clicks again
+    /// (it finds the request processed and reads its result once).
+    async fn settle_gate(&self, batch: &Batch, settled: &[Settled]) {
+        let (Some(gate), Some(first)) = (&self.gate, batch.events.first()) else {
+            return;
+        };
+        if let Err(e) = gate.settle(first.event.coupon_id, settled).await {
+            metrics::counter!("coupon_issue_gate_settle_failures_total").increment(1);
+            warn!(error = %e, "settling the repeat gate failed; the api repairs the entries on the users' next clicks");
+        }
     }
 
     /// Stores `next` as the partition's offset to commit: every record

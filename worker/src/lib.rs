@@ -90,7 +90,7 @@ impl Worker {
             heartbeat::Heartbeat::for_this_process(worker_id.clone(), common.queue_type)
                 .spawn(self.pool.clone(), cancel.clone());
         let queues = Queues::with(common.queue_settings(), self.queue.clone());
-        let barrier = Arc::new(Barrier::new(self.pool.clone(), queues));
+        let barrier = Arc::new(Barrier::new(self.pool.clone(), queues.clone()));
         let pipeline = || Pipeline {
             pool: self.pool.clone(),
             retry: RetryPolicy::default(),
@@ -116,7 +116,16 @@ impl Worker {
                 Ok(())
             }
             Producer::Kafka(_) => {
+                // The repeat gate lives in Redis in Kafka mode too.
+                let gate = match queues.redis().await {
+                    Ok(redis) => Some(redis.clone()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no Redis for the repeat gate: results are written, gate entries settle when users click again");
+                        None
+                    }
+                };
                 let consumer = KafkaWorker {
+                    gate,
                     settings: common.kafka_settings(),
                     pipeline: pipeline(),
                     batch_size: self.config.batch_size as usize,

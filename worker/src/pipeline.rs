@@ -5,10 +5,10 @@
 //! (invariant S6 of `common::switch`). Acknowledging is the caller's, once
 //! this returns `Ok`.
 
-use common::domain::QueuedEvent;
+use common::domain::{IssueStatus, QueuedEvent};
 use common::error::{DbError, QueueError};
 use common::processor::{self, RetryPolicy};
-use common::queue::{Batch, Reject};
+use common::queue::{Batch, Reject, Settled};
 use sqlx::MySqlPool;
 use std::sync::Arc;
 
@@ -45,6 +45,9 @@ pub struct Handled {
     /// Events of an earlier epoch than the coupon has processed: they are
     /// forwarded to the active queue, not decided here.
     pub late: Vec<QueuedEvent>,
+    /// Every event that has its result now (failed ones included), for the
+    /// repeat gate.
+    pub settled: Vec<Settled>,
 }
 
 /// Where a queue mode's dead letters go.
@@ -62,12 +65,15 @@ pub trait DeadLetters {
 }
 
 /// What a drained batch did.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Drained {
     /// Results written now.
     pub processed: usize,
     /// The coupon had no stock left when the batch committed.
     pub sold_out: bool,
+    /// The requests the repeat gate settles once the batch is acknowledged
+    /// (see `common::queue::gate`).
+    pub settled: Vec<Settled>,
 }
 
 /// What both queue modes hand their batches to: the database, how to wait
@@ -122,6 +128,7 @@ async fn drain_batch<D: DeadLetters>(
     Ok(Drained {
         processed: handled.processed,
         sold_out: handled.sold_out,
+        settled: handled.settled,
     })
 }
 
@@ -143,6 +150,7 @@ pub async fn handle_batch(
             failed: Vec::new(),
             sold_out: outcome.sold_out,
             late: outcome.late,
+            settled: outcome.settled,
         }),
         // Only shutdown ends the retries of a transient error: keep it queued.
         Err(e) if cancel.is_cancelled() || e.is_transient() => Err(e),
@@ -157,10 +165,12 @@ pub async fn handle_batch(
                         handled.processed += o.results.len();
                         handled.sold_out = o.sold_out;
                         handled.late.extend(o.late);
+                        handled.settled.extend(o.settled);
                     }
                     Err(e) if cancel.is_cancelled() || e.is_transient() => return Err(e),
                     Err(e) => {
                         fail(pool, one, &e).await?;
+                        handled.settled.push(failed(event));
                         handled.failed.push((event.clone(), e.to_string()));
                     }
                 }
@@ -173,6 +183,7 @@ pub async fn handle_batch(
                 processed: 0,
                 sold_out: false,
                 late: Vec::new(),
+                settled: events.iter().map(failed).collect(),
                 failed: events
                     .iter()
                     .map(|ev| (ev.clone(), e.to_string()))
@@ -180,6 +191,15 @@ pub async fn handle_batch(
             })
         }
     }
+}
+
+/// The gate's view of an event recorded as `SYSTEM_ERROR`.
+fn failed(event: &QueuedEvent) -> Settled {
+    Settled::new(
+        event.event.event_id,
+        event.event.user_id,
+        IssueStatus::SystemError,
+    )
 }
 
 /// Records `SYSTEM_ERROR` for events that failed on their own (a

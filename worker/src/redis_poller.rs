@@ -178,9 +178,10 @@ impl RedisPoller {
             };
             let drained = self.pipeline.drain(&dead_letters, &batch, cancel).await?;
             // Only now, with every result committed, do the entries leave the
-            // stream; a sold-out coupon is marked so the api stops queueing.
+            // stream, and their users' gate entries settle with them; a
+            // sold-out coupon is marked so the api stops queueing.
             self.queue
-                .remove_through(coupon, &last_id, drained.sold_out)
+                .remove_through(coupon, &last_id, drained.sold_out, &drained.settled)
                 .await?;
             processed += drained.processed;
             metrics::counter!("coupon_issue_events_acknowledged_total", "queue" => "redis")

@@ -64,7 +64,9 @@ async fn the_openapi_document_lists_every_route_with_its_error_shape() {
     let issue = &doc["paths"]["/api/coupons/{couponId}/issue"]["post"]["responses"];
     assert_eq!(
         keys(issue),
-        BTreeSet::from(["202", "400", "401", "403", "404", "409", "429", "503"].map(String::from))
+        BTreeSet::from(
+            ["200", "202", "400", "401", "403", "404", "409", "429", "503"].map(String::from)
+        )
     );
     assert!(
         issue["429"]["headers"]["Retry-After"].is_object(),

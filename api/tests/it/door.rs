@@ -251,10 +251,12 @@ async fn tokens_that_do_not_pass_get_401_and_a_malformed_user_id_400_first() {
     assert_eq!(queued_users(&app, coupon).await, [5]);
 }
 
-/// The pending answer needs the owner, which only the accepting instance
-/// knows; the result names it for every instance.
+/// The pending answer needs the owner, which only the instance that
+/// accepted the request knows, or one that answered the owner's repeat
+/// click with it (the repeat gate is per user); the result names it for
+/// every instance.
 #[tokio::test]
-async fn a_pending_request_is_shown_to_its_owner_by_the_instance_that_accepted_it() {
+async fn a_pending_request_is_shown_to_its_owner_by_an_instance_that_handed_it_out() {
     let tokens = TokenIssuer::new(Algorithm::HS256);
     let (db, common) = testkit::test_config(QueueType::Redis).await;
     let config = |common| {
@@ -277,8 +279,28 @@ async fn a_pending_request_is_shown_to_its_owner_by_the_instance_that_accepted_i
     let id = accepted["requestId"].as_str().unwrap();
     assert_eq!(lookup(&first, id, Some(&token)).await.status(), 202);
     assert_eq!(lookup(&second, id, Some(&token)).await.status(), 404);
+    // The owner clicks again, on the second instance: the repeat names the
+    // request, and from then on that instance shows it to the owner only.
+    let res = second
+        .issue_request(coupon, "")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let (status, _, repeat) = answer(res).await;
+    assert_eq!((status, repeat["requestId"].as_str()), (200, Some(id)));
+    assert_eq!(lookup(&second, id, Some(&token)).await.status(), 202);
+    assert_eq!(
+        lookup(&second, id, Some(&tokens.user(4))).await.status(),
+        404
+    );
     first.decide_queued(coupon).await;
-    assert_eq!(lookup(&second, id, Some(&token)).await.status(), 200);
+    let third = testkit::spawn_api(first.db.clone(), config(first.common.clone())).await;
+    assert_eq!(lookup(&third, id, Some(&token)).await.status(), 200);
+    assert_eq!(
+        lookup(&third, id, Some(&tokens.user(4))).await.status(),
+        404
+    );
 }
 
 /// Log lines written to a buffer.

@@ -184,7 +184,8 @@ async fn malformed_issue_requests_get_a_json_4xx_and_enqueue_nothing() {
     }
     // Nothing was queued, and no key was made for the made-up coupons: a
     // request accepted now is the only entry of the coupon's queue, and its
-    // keys are the only ones under this test's prefix.
+    // keys (its stream, its repeat gate, the pending set) are the only ones
+    // under this test's prefix.
     let res = app.issue(coupon, "7").await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let accepted: Accepted = res.json().await.unwrap();
@@ -195,7 +196,7 @@ async fn malformed_issue_requests_get_a_json_4xx_and_enqueue_nothing() {
     let keys = RedisKeys::new(app.common.redis_key_prefix.as_str());
     let mut found = app.redis_keys().await;
     found.sort();
-    let mut expected = vec![keys.stream(id), keys.pending()];
+    let mut expected = vec![keys.stream(id), keys.gate(id), keys.pending()];
     expected.sort();
     assert_eq!(found, expected);
 }

@@ -18,6 +18,7 @@ mod retry;
 
 use crate::domain::{CouponId, IssueResult, IssueStatus, QueuedEvent};
 use crate::error::DbError;
+use crate::queue::Settled;
 pub use retry::{process_batch_with_retry, RetryPolicy};
 
 /// Largest batch the processor takes; keeps bulk statements well under
@@ -37,6 +38,9 @@ pub struct BatchOutcome {
     /// epoch (invariant S6): the caller forwards them to the active queue
     /// before acknowledging the batch.
     pub late: Vec<QueuedEvent>,
+    /// Every event of the batch that has its result now, written by this
+    /// call or before (a redelivery): what the repeat gate settles.
+    pub settled: Vec<Settled>,
 }
 
 /// The issue rules of a coupon, read under its row lock.
@@ -163,6 +167,14 @@ pub async fn process_batch(
         })
         .collect();
     let already_processed = events.len() - fresh.len();
+    let mut settled: Vec<Settled> = events
+        .iter()
+        .filter_map(|q| {
+            let status = *existing.get(&q.event.event_id.to_string())?;
+            (status != IssueStatus::SystemError)
+                .then(|| Settled::new(q.event.event_id, q.event.user_id, status))
+        })
+        .collect();
     // invariant S6: decided in epoch order or not here at all. A coupon that
     // does not exist has no order to keep.
     let processed_epoch = coupon.map_or(0, |c| c.queue_epoch.max(0) as u64);
@@ -183,6 +195,7 @@ pub async fn process_batch(
             already_processed,
             sold_out: coupon.is_some_and(|c| c.stock <= 0),
             late,
+            settled,
         });
     }
     let replayed: Vec<String> = fresh
@@ -257,11 +270,18 @@ pub async fn process_batch(
         metrics::counter!("coupon_issue_results_total", "status" => r.status.as_str()).increment(1);
     }
     let sold_out = coupon.is_some_and(|c| i64::from(c.stock) <= winners.len() as i64);
+    settled.extend(
+        fresh
+            .iter()
+            .zip(&results)
+            .map(|(q, r)| Settled::new(q.event.event_id, q.event.user_id, r.status)),
+    );
     Ok(BatchOutcome {
         results,
         already_processed,
         sold_out,
         late,
+        settled,
     })
 }
 

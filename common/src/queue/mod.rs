@@ -4,13 +4,17 @@
 //! settings ([`RedisSettings`], [`KafkaSettings`]); `config` builds them.
 
 pub mod batch;
+pub mod gate;
 pub mod kafka;
 mod lane;
 mod producer;
 pub mod redis;
 
 pub use self::batch::{Batch, Reject};
+pub use self::gate::{Admitted, GateEntry, GateState, Settled};
 pub use self::kafka::{KafkaProducer, KafkaSettings, PartitionProgress};
 pub use self::lane::{Enqueued, Lane, QueueSize};
-pub use self::producer::{Producer, QueueSettings, Queues, ENQUEUE_LIMIT, ENQUEUE_TIMEOUT};
+pub use self::producer::{
+    Producer, QueueSettings, Queues, CLAIM_STALE, ENQUEUE_LIMIT, ENQUEUE_TIMEOUT,
+};
 pub use self::redis::{RedisQueue, RedisSettings};

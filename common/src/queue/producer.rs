@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
+use super::gate::{Admitted, Claim, GateState};
 use super::kafka::{KafkaProducer, KafkaSettings};
 use super::lane::{Enqueued, QueueSize};
 use super::redis::{RedisQueue, RedisSettings};
@@ -19,6 +20,17 @@ pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(2);
 /// does: Kafka's own delivery timeout is [`ENQUEUE_TIMEOUT`]; this guards
 /// against a client that never answers.
 pub const ENQUEUE_LIMIT: Duration = Duration::from_secs(5);
+
+/// A claim in the repeat gate older than this is taken over by the user's
+/// next click, which sends its event again (Kafka mode): by then the api
+/// that made it has placed it, dropped it, or is sending it again itself
+/// (twice [`ENQUEUE_LIMIT`]).
+pub const CLAIM_STALE: Duration = Duration::from_secs(10);
+
+/// After an uncertain outcome (Kafka mode) the api sends a claimed event
+/// again, under the same id, once a second for this many times, so that
+/// the request id it handed out ends in a result.
+const RESEND_TRIES: u32 = 120;
 
 /// The producing side of the configured queue.
 #[derive(Clone)]
@@ -62,6 +74,25 @@ impl Producer {
             }
         })
         .await
+    }
+
+    /// A user's click, through the repeat gate (see [`super::gate`]): a new
+    /// request is enqueued, a repeat is answered with the user's request.
+    /// Redis mode: one script does both. Kafka mode: `gate` is the Redis
+    /// that holds it; the entry is claimed, the event produced, and its
+    /// place recorded. Without a gate, or while it does not answer, the
+    /// click is enqueued as a new request: the door stays open, and the
+    /// database's own duplicate check still stands.
+    pub async fn admit(
+        &self,
+        event: &CouponIssueEvent,
+        gate: Option<&RedisQueue>,
+    ) -> Result<Admitted, QueueError> {
+        match (self, gate) {
+            (Producer::Redis(q), _) => within_limit(q.admit(event)).await,
+            (Producer::Kafka(k), Some(gate)) => admit_to_kafka(k, gate, event).await,
+            (Producer::Kafka(_), None) => Ok(Admitted::New(self.enqueue(event).await?)),
+        }
     }
 
     /// Puts an event accepted earlier into this queue: a late event a worker
@@ -117,10 +148,108 @@ impl Producer {
     }
 }
 
+/// Kafka mode's gate: claim, produce, place (see [`Producer::admit`]).
+async fn admit_to_kafka(
+    k: &KafkaProducer,
+    gate: &RedisQueue,
+    event: &CouponIssueEvent,
+) -> Result<Admitted, QueueError> {
+    let claim = match gate.claim(event, CLAIM_STALE).await {
+        Ok(claim) => claim,
+        Err(e) => {
+            metrics::counter!("coupon_issue_gate_unavailable_total").increment(1);
+            tracing::warn!(error = %e, "repeat gate unavailable: enqueueing without it");
+            return Ok(Admitted::New(within_limit(k.enqueue(event)).await?));
+        }
+    };
+    let (coupon, user) = (event.coupon_id, event.user_id);
+    match claim {
+        Claim::Repeat(entry) => Ok(Admitted::Repeat {
+            entry,
+            progress: None,
+        }),
+        Claim::TakenOver(mut entry) => {
+            // A claim whose api never placed it: send its event again, under
+            // its id (the processor decides a request id once).
+            if let GateState::Claimed { event: json, .. } = &entry.state {
+                match CouponIssueEvent::from_json(json.as_bytes()) {
+                    Ok(stale) => match within_limit(k.enqueue(&stale)).await {
+                        Ok(enqueued) => {
+                            gate.place(coupon, user, entry.request_id, Some(&enqueued))
+                                .await?;
+                            entry = super::gate::GateEntry {
+                                request_id: entry.request_id,
+                                state: GateState::Pending(super::gate::Place {
+                                    position: enqueued.position,
+                                    lane: enqueued.lane,
+                                    target: enqueued.target,
+                                }),
+                            };
+                        }
+                        Err(e) => tracing::warn!(error = %e, request_id = %entry.request_id,
+                            "sending a stale claim's event again failed; the next click retries"),
+                    },
+                    Err(e) => tracing::error!(error = %e, "a gate claim holds no readable event"),
+                }
+            }
+            Ok(Admitted::Repeat {
+                entry,
+                progress: None,
+            })
+        }
+        Claim::Claimed => match within_limit(k.enqueue(event)).await {
+            Ok(enqueued) => {
+                if let Err(e) = gate
+                    .place(coupon, user, event.event_id, Some(&enqueued))
+                    .await
+                {
+                    // The claim stays; a stale claim is sent again under the
+                    // same id, which the processor skips.
+                    tracing::warn!(error = %e, "recording a request's place in the gate failed");
+                }
+                Ok(Admitted::New(enqueued))
+            }
+            Err(e) if e.is_uncertain() => {
+                resend_later(k.clone(), gate.clone(), event.clone());
+                Err(e)
+            }
+            Err(e) => {
+                if let Err(e) = gate.place(coupon, user, event.event_id, None).await {
+                    tracing::warn!(error = %e, "dropping a refused request's gate claim failed; it goes stale");
+                }
+                Err(e)
+            }
+        },
+    }
+}
+
+/// Sends a claimed event whose outcome is unknown again, under its id,
+/// until the broker acknowledges it, and records its place in the gate.
+fn resend_later(k: KafkaProducer, gate: RedisQueue, event: CouponIssueEvent) {
+    tokio::spawn(async move {
+        for _ in 0..RESEND_TRIES {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Ok(enqueued) = within_limit(k.enqueue(&event)).await {
+                gate.place(
+                    event.coupon_id,
+                    event.user_id,
+                    event.event_id,
+                    Some(&enqueued),
+                )
+                .await
+                .ok();
+                return;
+            }
+        }
+        tracing::warn!(request_id = %event.event_id,
+            "gave up sending again a request whose outcome is unknown; the user's next click takes its claim over");
+    });
+}
+
 /// `enqueue`, returning within [`ENQUEUE_LIMIT`] whatever the broker does.
-async fn within_limit(
-    enqueue: impl std::future::Future<Output = Result<Enqueued, QueueError>>,
-) -> Result<Enqueued, QueueError> {
+async fn within_limit<T>(
+    enqueue: impl std::future::Future<Output = Result<T, QueueError>>,
+) -> Result<T, QueueError> {
     tokio::time::timeout(ENQUEUE_LIMIT, enqueue)
         .await
         .map_err(|_| QueueError::Timeout(ENQUEUE_LIMIT))?

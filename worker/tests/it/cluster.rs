@@ -141,12 +141,15 @@ async fn the_queue_keys_of_many_coupons_spread_over_every_master() {
         );
         found.extend(on_node);
     }
-    let expected: HashSet<String> = coupons.iter().map(|&c| keys.stream(c)).collect();
+    let expected: HashSet<String> = coupons
+        .iter()
+        .flat_map(|&c| [keys.stream(c), keys.gate(c)])
+        .collect();
     assert_eq!(
         found, expected,
-        "exactly one stream per coupon, nothing else"
+        "exactly one stream and one repeat gate per coupon, nothing else"
     );
-    // A coupon's lease hashes to the slot of its stream.
+    // A coupon's lease and gate hash to the slot of its stream.
     for &c in &coupons {
         let slot = |key: String| async {
             let v = node_command(&masters[0], redis::cmd("CLUSTER").arg("KEYSLOT").arg(key))
@@ -155,6 +158,7 @@ async fn the_queue_keys_of_many_coupons_spread_over_every_master() {
             redis::from_redis_value::<i64>(v).unwrap()
         };
         assert_eq!(slot(keys.stream(c)).await, slot(keys.lease(c)).await);
+        assert_eq!(slot(keys.stream(c)).await, slot(keys.gate(c)).await);
     }
 }
 

@@ -5,6 +5,7 @@
 mod cluster;
 mod failover;
 mod faults;
+mod gate;
 mod heartbeat;
 mod outage;
 mod queues;

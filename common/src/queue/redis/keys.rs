@@ -56,6 +56,13 @@ impl RedisKeys {
         format!("{}{STREAM}{{{coupon}}}:fence", self.prefix)
     }
 
+    /// The coupon's repeat gate (see `common::queue::gate`): a hash of user
+    /// id to that user's pending or winning request. Same slot as its
+    /// stream.
+    pub fn gate(&self, coupon: CouponId) -> String {
+        format!("{}{STREAM}{{{coupon}}}:gate", self.prefix)
+    }
+
     /// Pub/sub channel of wake-ups: the id of a coupon whose empty stream
     /// just got an entry.
     pub fn wake_channel(&self) -> String {
@@ -106,6 +113,7 @@ mod tests {
         assert_eq!(k.progress(c), "t1:coupon-issue-events:{7}:progress");
         assert_eq!(k.sold_out(c), "t1:coupon-issue-events:{7}:sold-out");
         assert_eq!(k.fence(c), "t1:coupon-issue-events:{7}:fence");
+        assert_eq!(k.gate(c), "t1:coupon-issue-events:{7}:gate");
         assert_eq!(k.pending(), "t1:coupon-issue-events:pending");
         assert_eq!(k.dead_letters(), "t1:coupon-issue-events:dlq");
     }

@@ -25,9 +25,12 @@ use anyhow::Context;
 use redis::aio::ConnectionLike;
 use redis::{Script, Value};
 
-use crate::domain::{CouponId, CouponIssueEvent, QueueType, QueuedEvent};
+use uuid::Uuid;
+
+use crate::domain::{CouponId, CouponIssueEvent, QueueType, QueuedEvent, UserId};
 use crate::error::QueueError;
 use crate::queue::batch::{self, Batch, Reject};
+use crate::queue::gate::{Admitted, Claim, GateEntry, Settled};
 use crate::queue::lane::{Enqueued, Lane};
 
 pub mod cluster;
@@ -45,8 +48,9 @@ use reply::{bytes_field, parse_xrange};
 pub use settings::{check_key_prefix, check_url, ClusterNodes, RedisSettings};
 use single::SingleNode;
 
-/// The entry, a wake-up when the stream was empty (see [`wake`]) and, on a
-/// single node, its coupon marked pending (`KEYS[5]`; a cluster has no
+/// The entry, a wake-up when the stream was empty (see [`wake`]), the
+/// user's gate entry (`KEYS[5]`, see [`crate::queue::gate`]) and, on a
+/// single node, its coupon marked pending (`KEYS[6]`; a cluster has no
 /// pending set, its streams are the record). Every key but the pending set
 /// carries the coupon's hash tag, so on a cluster they share a slot.
 ///
@@ -56,6 +60,8 @@ use single::SingleNode;
 /// * the error `FENCED <epoch>` when the event's epoch (`ARGV[5]`, empty for
 ///   none) is below the coupon's fence (`KEYS[4]`, invariant S3 of
 ///   `common::switch`);
+/// * `{'R', entry, processed}` when the user (`ARGV[6]`, empty for an event
+///   that is not a new click) has an entry in the gate: a repeat;
 /// * nil while the coupon is marked sold out (`KEYS[3]`) and `ARGV[4]` is `1`
 ///   (a new request; a replayed one was accepted long ago).
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
@@ -65,13 +71,87 @@ if ARGV[5] ~= '' then
   local fence = tonumber(redis.call('GET', KEYS[4]) or '0')
   if tonumber(ARGV[5]) < fence then return redis.error_reply('FENCED ' .. fence) end
 end
+if ARGV[6] ~= '' then
+  local entry = redis.call('HGET', KEYS[5], ARGV[6])
+  if entry then
+    return {'R', entry, redis.call('HGET', KEYS[2], 'processed') or '0'}
+  end
+end
 if ARGV[4] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return false end
 local was_empty = redis.call('XLEN', KEYS[1]) == 0
 local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
-if KEYS[5] then redis.call('SADD', KEYS[5], ARGV[2]) end
+if KEYS[6] then redis.call('SADD', KEYS[6], ARGV[2]) end
 if was_empty then redis.call('PUBLISH', ARGV[3], ARGV[2]) end
-local processed = redis.call('HGET', KEYS[2], 'processed') or '0'
-return {id, redis.call('XLEN', KEYS[1]), tonumber(processed)}",
+local processed = tonumber(redis.call('HGET', KEYS[2], 'processed') or '0')
+local len = redis.call('XLEN', KEYS[1])
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[5], ARGV[6], 'P ' .. ARGV[7] .. ' ' .. id .. ' c ' .. (processed + len - 1))
+end
+return {id, tostring(len), tostring(processed)}",
+    )
+});
+
+/// Settles gate entries (`KEYS[1]` of the settle script, `KEYS[4]` of the
+/// trim script) from `ARGV[first]` on, in triples `user requestId won`: an
+/// entry that still names the request becomes `W` when it won and goes
+/// otherwise. Shared by [`TRIM_AND_COUNT`] and [`SETTLE`].
+fn settle_lua(gate: &str, first: usize) -> String {
+    format!(
+        r"
+for i = {first}, #ARGV, 3 do
+  local entry = redis.call('HGET', {gate}, ARGV[i])
+  local id = ARGV[i + 1]
+  if entry and string.sub(entry, 3, 2 + #id) == id then
+    if ARGV[i + 2] ~= '1' then
+      redis.call('HDEL', {gate}, ARGV[i])
+    elseif string.sub(entry, 1, 1) == 'C' then
+      redis.call('HSET', {gate}, ARGV[i], 'W ' .. id)
+    elseif string.sub(entry, 1, 1) == 'P' then
+      redis.call('HSET', {gate}, ARGV[i], 'W' .. string.sub(entry, 2))
+    end
+  end
+end"
+    )
+}
+
+/// Settles gate entries on their own (Kafka mode: see [`settle_lua`]).
+static SETTLE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&(settle_lua("KEYS[1]", 1) + "\nreturn 1")));
+
+/// Kafka mode: claims the user's (`ARGV[1]`) gate entry (`KEYS[1]`) with
+/// `ARGV[2]` before producing. Answers `{'N'}` when claimed; `{'R', entry}`
+/// when the user has one (a repeat); `{'T', entry}` when that entry is a
+/// claim older than `ARGV[4]` ms at `ARGV[3]` (ms): the caller takes it over
+/// (it is stamped with `ARGV[3]`) and sends its event again.
+static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local entry = redis.call('HGET', KEYS[1], ARGV[1])
+if not entry then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return {'N'}
+end
+local id, at, event = string.match(entry, '^C (%S+) (%d+) (.*)$')
+if id and tonumber(ARGV[3]) - tonumber(at) > tonumber(ARGV[4]) then
+  redis.call('HSET', KEYS[1], ARGV[1], 'C ' .. id .. ' ' .. ARGV[3] .. ' ' .. event)
+  return {'T', entry}
+end
+return {'R', entry}",
+    )
+});
+
+/// Kafka mode: replaces the user's (`ARGV[1]`) claim of request `ARGV[2]`
+/// with `ARGV[3]` (its place), or removes it when `ARGV[3]` is empty (the
+/// broker refused the event). Anything else in the entry is left alone: a
+/// worker may have settled it already.
+static PLACE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local entry = redis.call('HGET', KEYS[1], ARGV[1])
+if not entry or string.sub(entry, 1, 3 + #ARGV[2]) ~= 'C ' .. ARGV[2] .. ' ' then return 0 end
+if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1])
+else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
+return 1",
     )
 });
 
@@ -88,15 +168,19 @@ return 1",
 /// Trims the committed entries and adds how many it removed to the coupon's
 /// processed count, atomically: two workers trimming the same range count
 /// each entry once. With `ARGV[2]` > 0 it also marks the coupon sold out for
-/// that many milliseconds.
+/// that many milliseconds. The gate (`KEYS[4]`) is settled in the same step
+/// (see [`settle_lua`]): an entry goes pending to settled as its queue entry
+/// goes.
 static TRIM_AND_COUNT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
         r"
 local n = redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
 if n > 0 then redis.call('HINCRBY', KEYS[2], 'processed', n) end
 if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[3], '1', 'PX', ARGV[2]) end
+{}
 return n",
-    )
+        settle_lua("KEYS[4]", 3)
+    ))
 });
 
 /// How long a worker's sold-out mark stops enqueues: it bridges the time
@@ -271,13 +355,32 @@ impl RedisQueue {
 
     /// Appends the event to its coupon's stream; returns the entry id and
     /// where the entry stands. `Fenced` when a switch moved the service off
-    /// Redis at a later epoch than the event's (nothing added).
+    /// Redis at a later epoch than the event's (nothing added). Does not
+    /// look at the repeat gate (see [`RedisQueue::admit`]).
     pub async fn enqueue(&self, event: &CouponIssueEvent) -> Result<Enqueued, QueueError> {
+        let admitted = self
+            .append(
+                event.coupon_id,
+                event.to_json().as_bytes(),
+                Some(event.epoch),
+                true,
+                None,
+            )
+            .await?;
+        Ok(admitted.into_new())
+    }
+
+    /// A user's click: as [`RedisQueue::enqueue`], but when the user already
+    /// has an entry in the coupon's repeat gate nothing is added and that
+    /// entry is the answer; otherwise the new request's entry is written in
+    /// the same atomic step as the stream entry.
+    pub async fn admit(&self, event: &CouponIssueEvent) -> Result<Admitted, QueueError> {
         self.append(
             event.coupon_id,
             event.to_json().as_bytes(),
             Some(event.epoch),
             true,
+            Some((event.user_id, event.event_id)),
         )
         .await
     }
@@ -293,8 +396,16 @@ impl RedisQueue {
         fenced: bool,
     ) -> Result<Enqueued, QueueError> {
         let epoch = fenced.then_some(event.epoch);
-        self.append(event.coupon_id, event.to_json().as_bytes(), epoch, false)
-            .await
+        let admitted = self
+            .append(
+                event.coupon_id,
+                event.to_json().as_bytes(),
+                epoch,
+                false,
+                None,
+            )
+            .await?;
+        Ok(admitted.into_new())
     }
 
     /// Appends a raw payload to a coupon's stream, as a producer with a bug
@@ -304,7 +415,8 @@ impl RedisQueue {
         coupon: CouponId,
         payload: &[u8],
     ) -> Result<Enqueued, QueueError> {
-        self.append(coupon, payload, None, true).await
+        let admitted = self.append(coupon, payload, None, true, None).await?;
+        Ok(admitted.into_new())
     }
 
     async fn append(
@@ -313,32 +425,139 @@ impl RedisQueue {
         payload: &[u8],
         epoch: Option<u64>,
         new_request: bool,
-    ) -> Result<Enqueued, QueueError> {
+        gate: Option<(UserId, Uuid)>,
+    ) -> Result<Admitted, QueueError> {
         let mut inv = ENQUEUE.prepare_invoke();
         inv.key(self.keys.stream(coupon))
             .key(self.keys.progress(coupon))
             .key(self.keys.sold_out(coupon))
-            .key(self.keys.fence(coupon));
+            .key(self.keys.fence(coupon))
+            .key(self.keys.gate(coupon));
         if !self.is_cluster() {
             inv.key(self.keys.pending());
         }
+        let (user, request) = match gate {
+            Some((user, request)) => (user.to_string(), request.to_string()),
+            None => (String::new(), String::new()),
+        };
         inv.arg(payload)
             .arg(coupon.get())
             .arg(self.keys.wake_channel())
             .arg(if new_request { "1" } else { "0" })
-            .arg(epoch.map_or(String::new(), |e| e.to_string()));
-        let reply: Option<(String, u64, u64)> = self.run(Invocation::Script(inv)).await?;
-        let (id, len, processed) = reply.ok_or(QueueError::SoldOut(coupon))?;
+            .arg(epoch.map_or(String::new(), |e| e.to_string()))
+            .arg(user)
+            .arg(request);
+        let reply: Option<(String, String, String)> = self.run(Invocation::Script(inv)).await?;
+        let (id, second, processed) = reply.ok_or(QueueError::SoldOut(coupon))?;
+        let number = |s: &str| {
+            s.parse::<u64>()
+                .map_err(|_| QueueError::BadReply(format!("enqueue script answered {s:?}")))
+        };
+        let processed = number(&processed)?;
+        if id == "R" {
+            let entry = GateEntry::parse(coupon, &second)
+                .ok_or_else(|| QueueError::BadReply(format!("gate entry {second:?}")))?;
+            return Ok(Admitted::Repeat {
+                entry,
+                progress: Some(processed),
+            });
+        }
         // The stream holds exactly the entries not yet processed, this one
         // last: `len - 1` are ahead of it, and its turn comes when the
         // processed count reaches `processed + len - 1`.
-        let ahead = len.saturating_sub(1);
-        Ok(Enqueued {
+        let ahead = number(&second)?.saturating_sub(1);
+        Ok(Admitted::New(Enqueued {
             position: id,
             lane: Lane::Coupon(coupon),
             target: processed + ahead,
             progress: Some(processed),
-        })
+        }))
+    }
+
+    /// The user's entry in the coupon's repeat gate, if any.
+    pub async fn gate_entry(
+        &self,
+        coupon: CouponId,
+        user: UserId,
+    ) -> Result<Option<GateEntry>, QueueError> {
+        let raw: Option<String> = self
+            .run(Invocation::Cmd(
+                redis::cmd("HGET")
+                    .arg(self.keys.gate(coupon))
+                    .arg(user.get()),
+            ))
+            .await?;
+        Ok(raw.and_then(|r| GateEntry::parse(coupon, &r)))
+    }
+
+    /// Kafka mode: claims the user's gate entry for `event` before it is
+    /// produced (see [`CLAIM`]).
+    pub async fn claim(
+        &self,
+        event: &CouponIssueEvent,
+        stale: Duration,
+    ) -> Result<Claim, QueueError> {
+        let coupon = event.coupon_id;
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut inv = CLAIM.prepare_invoke();
+        inv.key(self.keys.gate(coupon))
+            .arg(event.user_id.get())
+            .arg(GateEntry::claim(event, now))
+            .arg(now)
+            .arg(stale.as_millis() as u64);
+        let reply: Vec<String> = self.run(Invocation::Script(inv)).await?;
+        let entry = |raw: Option<&String>| {
+            raw.and_then(|r| GateEntry::parse(coupon, r))
+                .ok_or_else(|| QueueError::BadReply(format!("claim answered {reply:?}")))
+        };
+        match reply.first().map(String::as_str) {
+            Some("N") => Ok(Claim::Claimed),
+            Some("R") => Ok(Claim::Repeat(entry(reply.get(1))?)),
+            Some("T") => Ok(Claim::TakenOver(entry(reply.get(1))?)),
+            _ => Err(QueueError::BadReply(format!("claim answered {reply:?}"))),
+        }
+    }
+
+    /// Kafka mode: records where the claimed request `request` of `user`
+    /// went (`Some`), or drops the claim (`None`: the broker refused it).
+    /// Leaves an entry that no longer is that claim alone.
+    pub async fn place(
+        &self,
+        coupon: CouponId,
+        user: UserId,
+        request: Uuid,
+        enqueued: Option<&Enqueued>,
+    ) -> Result<(), QueueError> {
+        let mut inv = PLACE.prepare_invoke();
+        inv.key(self.keys.gate(coupon))
+            .arg(user.get())
+            .arg(request.to_string())
+            .arg(enqueued.map_or(String::new(), |e| GateEntry::pending(request, e)));
+        let _: i64 = self.run(Invocation::Script(inv)).await?;
+        Ok(())
+    }
+
+    /// Settles the gate entries of requests whose results committed (Kafka
+    /// mode; in Redis mode [`RedisQueue::remove_through`] does it).
+    pub async fn settle(&self, coupon: CouponId, settled: &[Settled]) -> Result<(), QueueError> {
+        if settled.is_empty() {
+            return Ok(());
+        }
+        let mut inv = SETTLE.prepare_invoke();
+        inv.key(self.keys.gate(coupon));
+        settle_args(&mut inv, settled);
+        let _: i64 = self.run(Invocation::Script(inv)).await?;
+        Ok(())
+    }
+
+    /// Empties the coupon's repeat gate (an operator's reset).
+    pub async fn clear_gate(&self, coupon: CouponId) -> Result<(), QueueError> {
+        let _: i64 = self
+            .run(Invocation::Cmd(
+                redis::cmd("DEL").arg(self.keys.gate(coupon)),
+            ))
+            .await?;
+        Ok(())
     }
 
     /// Raises the fence of every coupon in `coupons` to `epoch` (invariant
@@ -531,6 +750,7 @@ impl RedisQueue {
         coupon: CouponId,
         last_id: &str,
         sold_out: bool,
+        settled: &[Settled],
     ) -> Result<(), QueueError> {
         let threshold = next_entry_id(last_id)
             .ok_or_else(|| QueueError::BadReply(format!("bad stream entry id {last_id}")))?;
@@ -543,8 +763,10 @@ impl RedisQueue {
         inv.key(self.keys.stream(coupon))
             .key(self.keys.progress(coupon))
             .key(self.keys.sold_out(coupon))
+            .key(self.keys.gate(coupon))
             .arg(threshold)
             .arg(mark_ms);
+        settle_args(&mut inv, settled);
         let _: i64 = self.run(Invocation::Script(inv)).await?;
         Ok(())
     }
@@ -566,6 +788,15 @@ impl RedisQueue {
             .arg(coupon.get());
         let n: i64 = self.run(Invocation::Script(inv)).await?;
         Ok(n == 1)
+    }
+}
+
+/// The settle scripts' arguments: `user requestId won` per request.
+fn settle_args(inv: &mut redis::ScriptInvocation<'_>, settled: &[Settled]) {
+    for s in settled {
+        inv.arg(s.user_id.get())
+            .arg(s.request_id.to_string())
+            .arg(if s.won { "1" } else { "0" });
     }
 }
 

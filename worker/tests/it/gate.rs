@@ -1,0 +1,223 @@
+//! The repeat gate (DESIGN.md, "The door"): a crowd clicking again and
+//! again, through two api instances, in both queue modes and on a Redis
+//! Cluster. The queue and MySQL see one request per user; every repeat is
+//! answered with that user's request; a user whose request ended without a
+//! coupon may ask again; the operators' reset clears the gate.
+
+use std::collections::{HashMap, HashSet};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::domain::{CouponId, IssueStatus};
+use rstest::rstest;
+use testkit::{spawn_app_on, spawn_app_with, Accepted, Backend, Refusals, TestApp};
+
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Every user of `users` clicks `clicks` times, all at once, half of the
+/// clicks through each api.
+async fn crowd(apis: [&TestApp; 2], coupon: CouponId, users: &[i64], clicks: usize) -> Refusals {
+    let half: Vec<i64> = users
+        .iter()
+        .flat_map(|u| std::iter::repeat_n(*u, clicks / 2))
+        .collect();
+    let (a, b) = tokio::join!(
+        apis[0].fire_tolerant(coupon, &half, 200),
+        apis[1].fire_tolerant(coupon, &half, 200)
+    );
+    let mut all = Refusals::default();
+    for part in [a, b] {
+        assert_eq!(part.refused, 0, "nothing refused");
+        all.accepted.extend(part.accepted);
+        all.repeats.extend(part.repeats);
+        all.sold_out += part.sold_out;
+    }
+    all.check_repeats();
+    all
+}
+
+/// One click of `user`; its status code and body.
+async fn click(api: &TestApp, coupon: CouponId, user: i64) -> (u16, serde_json::Value) {
+    let res = api.issue(coupon.get(), &user.to_string()).await;
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+/// `scripts/reset-db.sh COUPON STOCK` on the app's database and Redis, as
+/// an operator runs it between sales.
+fn operators_reset(app: &TestApp, coupon: CouponId, stock: i32) {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let redis = reqwest::Url::parse(&app.common.redis_url).unwrap();
+    let mut cmd = Command::new(format!("{root}/scripts/reset-db.sh"));
+    cmd.arg(coupon.get().to_string())
+        .arg(stock.to_string())
+        .env("DB_NAME", &app.db.name)
+        .env("REDIS_KEY_PREFIX", &app.common.redis_key_prefix)
+        .env("REDIS_HOST", redis.host_str().unwrap())
+        .env("REDIS_PORT", redis.port().unwrap_or(6379).to_string())
+        .env("USE_DOCKER", "no");
+    match &app.common.redis_cluster_nodes {
+        Some(nodes) => cmd.env("REDIS_CLUSTER_NODES", nodes.to_string()),
+        None => cmd.env_remove("REDIS_CLUSTER_NODES"),
+    };
+    let out = cmd.output().expect("reset-db.sh runs");
+    assert!(
+        out.status.success(),
+        "reset-db.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[rstest]
+#[case::redis(Backend::Redis)]
+#[case::redis_cluster(Backend::RedisCluster)]
+#[case::kafka(Backend::Kafka)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crowd_clicking_again_through_two_apis_queues_one_request_per_user(
+    #[case] backend: Backend,
+) {
+    let first = spawn_app_on(backend).await;
+    let second = spawn_app_with(first.db.clone(), first.common.clone()).await;
+    let stock = 30;
+    let coupon = first.create_coupon(stock).await;
+    let users: Vec<i64> = (1..=60).collect();
+
+    // No worker yet: every request stays pending, so no user may ask again.
+    let sale = crowd([&first, &second], coupon, &users, 8).await;
+    let mut accepted_by_user: HashMap<i64, usize> = HashMap::new();
+    for a in &sale.accepted {
+        *accepted_by_user.entry(a.user_id).or_default() += 1;
+    }
+    assert_eq!(
+        accepted_by_user.len(),
+        users.len(),
+        "every user was accepted"
+    );
+    assert!(
+        accepted_by_user.values().all(|n| *n == 1),
+        "simultaneous clicks of one user give one 202: {accepted_by_user:?}"
+    );
+    assert_eq!(sale.repeats.len(), users.len() * 7);
+    assert!(sale
+        .repeats
+        .iter()
+        .all(|r| r.status == IssueStatus::Pending));
+    // The gate holds each request's place: the api that did not accept it
+    // tells where it stands too.
+    let placed: Vec<_> = sale
+        .repeats
+        .iter()
+        .filter(|r| r.queue_position.is_some())
+        .collect();
+    assert!(!placed.is_empty());
+    assert!(placed.iter().all(|r| r.ahead.is_some()), "{placed:?}");
+
+    let _worker = first.spawn_worker();
+    first
+        .wait_for_results(coupon, sale.accepted.len(), DRAIN_TIMEOUT)
+        .await;
+    let report = first.audit(coupon, stock, &sale.accepted).await;
+    assert_eq!(report.results, users.len(), "one result per user");
+    assert_eq!(report.count(IssueStatus::Success), stock as usize);
+    assert_eq!(
+        report.count(IssueStatus::OutOfStock),
+        users.len() - stock as usize
+    );
+    assert_eq!(report.count(IssueStatus::DuplicateRequest), 0);
+
+    // After the sell-out: a winner is told of their coupon (not SOLD_OUT),
+    // by either api; a loser is told the coupon is sold out.
+    let winners: HashSet<i64> =
+        sqlx::query_scalar("SELECT user_id FROM user_coupon WHERE coupon_id = ?")
+            .bind(coupon.get())
+            .fetch_all(&first.db.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    let request_of: HashMap<i64, &Accepted> =
+        sale.accepted.iter().map(|a| (a.user_id, a)).collect();
+    let winner = *winners.iter().next().unwrap();
+    let loser = *users.iter().find(|u| !winners.contains(u)).unwrap();
+    for api in [&first, &second] {
+        let (status, body) = click(api, coupon, winner).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "SUCCESS", "{body}");
+        assert_eq!(body["repeat"], true);
+        assert_eq!(
+            body["requestId"],
+            request_of[&winner].request_id.to_string(),
+            "{body}"
+        );
+        let (status, body) = click(api, coupon, loser).await;
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["error"]["code"], "SOLD_OUT");
+    }
+
+    // A restock by SQL: the loser may ask again, as a new request.
+    sqlx::query("UPDATE coupon SET stock = 1 WHERE coupon_id = ?")
+        .bind(coupon.get())
+        .execute(&first.db.pool)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let again = loop {
+        let (status, body) = click(&second, coupon, loser).await;
+        if status == 202 {
+            break body;
+        }
+        assert_eq!(status, 409, "{body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the restocked coupon did not re-open"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_ne!(
+        again["requestId"],
+        request_of[&loser].request_id.to_string(),
+        "a new request after the first ended without a coupon"
+    );
+    first
+        .wait_for_results(coupon, sale.accepted.len() + 1, DRAIN_TIMEOUT)
+        .await;
+
+    // The operators' reset clears the gate: the winner may ask again.
+    operators_reset(&first, coupon, 5);
+    let (status, body) = click(&first, coupon, winner).await;
+    assert_eq!(status, 202, "after a reset: {body}");
+}
+
+#[rstest]
+#[case::redis(Backend::Redis)]
+#[case::kafka(Backend::Kafka)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repeats_during_a_running_sale_never_reach_the_queue(#[case] backend: Backend) {
+    // 400 users clicking 5 times each while a worker drains: a user whose
+    // request ended may ask again (it is then a new request), so the check
+    // is on what the gate promises: every repeat names its user's accepted
+    // request, and no user has two requests pending at once (no
+    // DUPLICATE_REQUEST ever comes from two pending requests).
+    let app = spawn_app_on(backend).await;
+    let second = spawn_app_with(app.db.clone(), app.common.clone()).await;
+    let stock = 100;
+    let coupon = app.create_coupon(stock).await;
+    let _worker = app.spawn_worker();
+    let users: Vec<i64> = (1..=400).collect();
+    let sale = crowd([&app, &second], coupon, &users, 6).await;
+    app.wait_for_results(coupon, sale.accepted.len(), DRAIN_TIMEOUT)
+        .await;
+    let report = app.audit(coupon, stock, &sale.accepted).await;
+    assert_eq!(report.results, sale.accepted.len());
+    assert_eq!(report.count(IssueStatus::Success), stock as usize);
+    assert_eq!(
+        report.count(IssueStatus::DuplicateRequest),
+        0,
+        "{:?}",
+        report.by_status
+    );
+    assert!(
+        sale.accepted.len() + sale.repeats.len() + sale.sold_out == users.len() * 6,
+        "every click answered"
+    );
+    assert!(!sale.repeats.is_empty());
+}

@@ -8,7 +8,9 @@ use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::domain::{CouponId, IssueStatus};
+use common::domain::{CouponId, CouponIssueEvent, IssueStatus, QueueType, UserId, FIRST_EPOCH};
+use common::queue::redis::RedisKeys;
+use common::queue::{GateEntry, CLAIM_STALE};
 use rstest::rstest;
 use testkit::{spawn_app_on, spawn_app_with, Accepted, Backend, Refusals, TestApp};
 
@@ -40,6 +42,26 @@ async fn crowd(apis: [&TestApp; 2], coupon: CouponId, users: &[i64], clicks: usi
 async fn click(api: &TestApp, coupon: CouponId, user: i64) -> (u16, serde_json::Value) {
     let res = api.issue(coupon.get(), &user.to_string()).await;
     (res.status().as_u16(), res.json().await.unwrap())
+}
+
+/// Clicks of fresh users (from `first_user` on) until `api` answers `409
+/// SOLD_OUT`; returns how many it accepted meanwhile.
+async fn until_sold_out(api: &TestApp, coupon: CouponId, first_user: i64) -> usize {
+    let started = Instant::now();
+    for (n, user) in (first_user..).enumerate() {
+        let (status, body) = click(api, coupon, user).await;
+        match status {
+            409 => return n,
+            202 => {}
+            other => panic!("{other}: {body}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the api did not learn the sell-out"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    unreachable!()
 }
 
 /// `scripts/reset-db.sh COUPON STOCK` on the app's database and Redis, as
@@ -97,19 +119,29 @@ async fn a_crowd_clicking_again_through_two_apis_queues_one_request_per_user(
         "simultaneous clicks of one user give one 202: {accepted_by_user:?}"
     );
     assert_eq!(sale.repeats.len(), users.len() * 7);
+    if backend != Backend::Kafka {
+        assert_eq!(
+            first.queue_size(coupon).await,
+            users.len() as u64,
+            "one queue entry per user"
+        );
+    }
     assert!(sale
         .repeats
         .iter()
         .all(|r| r.status == IssueStatus::Pending));
-    // The gate holds each request's place: the api that did not accept it
-    // tells where it stands too.
-    let placed: Vec<_> = sale
-        .repeats
-        .iter()
-        .filter(|r| r.queue_position.is_some())
-        .collect();
-    assert!(!placed.is_empty());
-    assert!(placed.iter().all(|r| r.ahead.is_some()), "{placed:?}");
+    // The gate holds each request's place once its queue acknowledged it
+    // (Kafka: simultaneous repeats may meet the claim before that): any api,
+    // not only the one that accepted it, tells where it stands.
+    for api in [&first, &second] {
+        for user in &users {
+            let (status, body) = click(api, coupon, *user).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["status"], "PENDING", "{body}");
+            assert!(body["queuePosition"].is_string(), "{body}");
+            assert!(body["ahead"].is_u64(), "{body}");
+        }
+    }
 
     let _worker = first.spawn_worker();
     first
@@ -124,8 +156,13 @@ async fn a_crowd_clicking_again_through_two_apis_queues_one_request_per_user(
     );
     assert_eq!(report.count(IssueStatus::DuplicateRequest), 0);
 
-    // After the sell-out: a winner is told of their coupon (not SOLD_OUT),
-    // by either api; a loser is told the coupon is sold out.
+    // After the sell-out (once each api knows it: Kafka mode learns it at
+    // its next coupon cache reload): a winner is told of their coupon (not
+    // SOLD_OUT), by either api; a loser is told the coupon is sold out.
+    let mut probes = 0;
+    for (i, api) in [&first, &second].into_iter().enumerate() {
+        probes += until_sold_out(api, coupon, 100_000 * (i as i64 + 1)).await;
+    }
     let winners: HashSet<i64> =
         sqlx::query_scalar("SELECT user_id FROM user_coupon WHERE coupon_id = ?")
             .bind(coupon.get())
@@ -178,7 +215,7 @@ async fn a_crowd_clicking_again_through_two_apis_queues_one_request_per_user(
         "a new request after the first ended without a coupon"
     );
     first
-        .wait_for_results(coupon, sale.accepted.len() + 1, DRAIN_TIMEOUT)
+        .wait_for_results(coupon, sale.accepted.len() + probes + 1, DRAIN_TIMEOUT)
         .await;
 
     // The operators' reset clears the gate: the winner may ask again.
@@ -220,4 +257,69 @@ async fn repeats_during_a_running_sale_never_reach_the_queue(#[case] backend: Ba
         "every click answered"
     );
     assert!(!sale.repeats.is_empty());
+}
+
+/// Kafka mode: an api that claimed a user's gate entry and died before
+/// producing leaves a claim nobody places. The user's next click, once the
+/// claim is stale, sends its event again under the same id: the request id
+/// the gate handed out ends in a result, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_kafka_claim_is_taken_over_and_its_request_ends_in_a_result() {
+    let app = spawn_app_on(Backend::Kafka).await;
+    let coupon = app.create_coupon(10).await;
+    let user = UserId::try_from(77).unwrap();
+    let orphan = CouponIssueEvent::in_epoch(coupon, user, FIRST_EPOCH);
+    let claimed_at = chrono::Utc::now().timestamp_millis() - CLAIM_STALE.as_millis() as i64 - 1_000;
+    let keys = RedisKeys::new(app.common.redis_key_prefix.as_str());
+    let mut redis = redis::Client::open(app.common.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("HSET")
+        .arg(keys.gate(coupon))
+        .arg(user.get())
+        .arg(GateEntry::claim(&orphan, claimed_at))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+
+    let (status, body) = click(&app, coupon, user.get()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["requestId"], orphan.event_id.to_string());
+    assert!(body["queuePosition"].is_string(), "sent again: {body}");
+    // A second click while it is placed: the same request, not sent again.
+    let (status, again) = click(&app, coupon, user.get()).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["queuePosition"], body["queuePosition"]);
+
+    let _worker = app.spawn_worker();
+    app.wait_for_results(coupon, 1, DRAIN_TIMEOUT).await;
+    let result = app
+        .get_json(&format!("/api/coupons/issue-requests/{}", orphan.event_id))
+        .await;
+    assert_eq!(result["status"], "SUCCESS", "{result}");
+    assert_eq!(app.result_count(coupon).await, 1);
+}
+
+/// Kafka mode with its Redis (the gate's home) unreachable: the door stays
+/// open. Every click is queued as a new request, MySQL's own check answers
+/// the repeats `DUPLICATE_REQUEST`, and every accepted request gets its
+/// result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_mode_without_its_redis_gate_keeps_the_door_open() {
+    let (db, mut common) = testkit::test_config(QueueType::Kafka).await;
+    common.redis_url = format!("redis://127.0.0.1:{}", testkit::free_port());
+    let app = spawn_app_with(db, common).await;
+    let stock = 20;
+    let coupon = app.create_coupon(stock).await;
+    let users: Vec<i64> = (1..=50).flat_map(|u| [u, u]).collect();
+    let sale = app.fire_all(coupon, &users, 20).await;
+    assert!(sale.repeats.is_empty(), "no gate, no repeat answers");
+    let _worker = app.spawn_worker();
+    app.wait_for_results(coupon, sale.accepted.len(), DRAIN_TIMEOUT)
+        .await;
+    let report = app.audit(coupon, stock, &sale.accepted).await;
+    assert_eq!(report.results, sale.accepted.len());
+    assert_eq!(report.count(IssueStatus::Success), stock as usize);
 }

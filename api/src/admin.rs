@@ -1,7 +1,7 @@
 //! Operator endpoints, behind the admin bearer token.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::{DateTime, Datelike, Utc};
 use common::db::{self, NewCoupon};
@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use crate::active_queue::Switched;
 use crate::error::{AdminJsonRefusals, ApiError, ErrorBody};
-use crate::extract::ApiJson;
+use crate::extract::{bearer, ApiJson};
 use crate::state::AppState;
 
 /// Body of `POST /api/admin/coupons`.
@@ -140,11 +140,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
             "admin endpoints are disabled: ADMIN_TOKEN is not set",
         )
     })?;
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let given = bearer(headers).unwrap_or("");
     // Constant time: timing does not reveal how much of a guess was right
     // (only its length, which is not secret enough to matter).
     if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {

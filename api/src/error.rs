@@ -2,10 +2,13 @@
 //! `{"error": {"code": "...", "message": "..."}}`; internals are logged, not
 //! shown.
 
+use std::time::Duration;
+
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use common::domain::UserId;
 use common::error::{DbError, QueueError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -71,6 +74,8 @@ pub struct ApiError {
     internal: Option<String>,
     /// Set when the request may still be processed under this id.
     request_id: Option<uuid::Uuid>,
+    /// `429`: whole seconds until a retry can pass (`Retry-After`).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -81,6 +86,7 @@ impl ApiError {
             message: message.into(),
             internal: None,
             request_id: None,
+            retry_after: None,
         }
     }
 
@@ -107,6 +113,33 @@ impl ApiError {
             "UNAUTHORIZED",
             "a valid admin bearer token is required",
         )
+    }
+
+    /// `401 UNAUTHENTICATED`: the issue call or a lookup needs a valid user
+    /// token (`AUTH_JWT_*` is set) and `why` says what was wrong with it.
+    pub fn unauthenticated(why: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", why)
+    }
+
+    /// `403 USER_MISMATCH`: the query's `userId` is not the token's user.
+    pub fn user_mismatch(query: UserId, token: UserId) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "USER_MISMATCH",
+            format!("userId {query} is not the user of the token ({token}); leave userId out or send the same"),
+        )
+    }
+
+    /// `429 RATE_LIMITED`, with `Retry-After` in whole seconds (at least 1).
+    pub fn rate_limited(scope: &str, retry_after: Duration) -> Self {
+        let secs = whole_seconds(retry_after);
+        let mut err = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            format!("too many requests from this {scope}; retry in {secs} s"),
+        );
+        err.retry_after = Some(secs);
+        err
     }
 
     /// The answer for a bare status (405, 413, ... produced by the framework).
@@ -244,8 +277,19 @@ impl IntoResponse for ApiError {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         res
     }
+}
+
+/// `wait` rounded up to whole seconds, at least 1: a client that waits
+/// `Retry-After` seconds is let through.
+fn whole_seconds(wait: Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
 }
 
 /// Middleware: turns any error answer that is not JSON yet (the framework's
@@ -296,5 +340,16 @@ mod tests {
             ApiError::from(DbError::StockChanged(1.try_into().unwrap())).status,
             StatusCode::INTERNAL_SERVER_ERROR
         );
+    }
+
+    #[test]
+    fn retry_after_is_the_wait_rounded_up_to_a_whole_second_and_never_0() {
+        assert_eq!(whole_seconds(Duration::ZERO), 1);
+        assert_eq!(whole_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(whole_seconds(Duration::from_millis(1000)), 1);
+        assert_eq!(whole_seconds(Duration::from_millis(1001)), 2);
+        let res = ApiError::rate_limited("user", Duration::from_millis(2500)).into_response();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "3");
     }
 }

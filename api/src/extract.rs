@@ -2,6 +2,7 @@
 
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
 use common::domain::CouponId;
 
 use crate::error::ApiError;
@@ -35,4 +36,14 @@ impl<S: Send + Sync> FromRequestParts<S> for CouponPath {
             .map(CouponPath)
             .map_err(|e| ApiError::bad_request("INVALID_COUPON_ID", format!("couponId {e}")))
     }
+}
+
+/// The token of `Authorization: Bearer <token>` (the scheme's case does not
+/// matter, RFC 7235); `None` without one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_matches(' '))
 }

@@ -4,7 +4,7 @@
 //! `/docs` works offline.
 
 use axum::Router;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
@@ -38,7 +38,9 @@ pub const DOCS_PATH: &str = "/docs";
 )]
 pub struct ApiDoc;
 
-/// Declares the admin bearer token as the `adminToken` security scheme.
+/// Declares the bearer tokens: `adminToken` (the admin token) and
+/// `userToken` (a user's JWT, required by the issue call and lookups when
+/// `AUTH_JWT_*` is set).
 struct AdminToken;
 
 impl Modify for AdminToken {
@@ -46,7 +48,21 @@ impl Modify for AdminToken {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "adminToken",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "userToken",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A user's JWT (HS256, RS256 or ES256 per the api's settings); its `sub` \
+                         is the user id. Required only when the api sets AUTH_JWT_SECRET or \
+                         AUTH_JWT_PUBLIC_KEY_FILE.",
+                    ))
+                    .build(),
+            ),
         );
     }
 }

@@ -9,10 +9,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{middleware, Json, Router};
 use common::db;
-use common::domain::{IssueResult, IssueStatus, UserId};
+use common::domain::{IssueResult, IssueStatus};
 use common::error::QueueError;
 use common::queue::Admitted;
-use serde::Deserialize;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -21,9 +20,11 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::answers::{CouponAnswer, IssueAccepted, IssueRepeat, PendingResult, QueueSizeAnswer};
+use crate::auth::{Caller, Viewer};
 use crate::cache::Availability;
 use crate::error::{json_errors, ApiError, CouponRefusals, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery, CouponPath};
+use crate::limits::ClientIp;
 use crate::lookup::{self, LookupParams};
 use crate::repeat::{self, Repeat};
 use crate::state::AppState;
@@ -87,29 +88,31 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such resource")
 }
 
-#[derive(Debug, Deserialize)]
-struct IssueParams {
-    #[serde(rename = "userId")]
-    user_id: Option<String>,
-}
-
-/// Enqueue an issue request: validate, check the coupon exists, answer a
-/// repeat with the user's request (the repeat gate), refuse a sold-out
-/// coupon (cache); `202` only once the queue acknowledged it.
+/// Enqueue an issue request. The door answers in this order: `400`
+/// malformed ids → `401`/`403` who the user is (when tokens are required,
+/// see `crate::auth`) → `429` rate limits (`crate::limits`) → `404` unknown
+/// coupon → `200` a repeat, with the user's request (the repeat gate) →
+/// `409` sold out (cache) → enqueue; `202` only once the queue acknowledged
+/// it.
 #[utoipa::path(
     post,
     path = "/api/coupons/{couponId}/issue",
     tag = "issue",
+    security((), ("userToken" = [])),
     params(
         ("couponId" = i64, Path, minimum = 1, description = "Coupon id"),
-        ("userId" = i64, Query, minimum = 1, description = "User id"),
+        ("userId" = Option<i64>, Query, minimum = 1, description = "User id; required unless the api requires user tokens (then the token's `sub` is the user, and a `userId` must match it)"),
     ),
     responses(
         (status = 200, description = "A repeat: the user already has a pending or winning request for this coupon; it is answered (`\"repeat\": true`) and nothing is queued or written", body = IssueRepeat),
         (status = 202, description = "Queued; look the result up by `requestId`", body = IssueAccepted),
-        (status = 400, description = "Malformed or missing coupon or user id", body = ErrorBody),
+        (status = 400, description = "Malformed coupon or user id, or no user id", body = ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: the api requires a user token and none valid was sent (`WWW-Authenticate: Bearer`)", body = ErrorBody),
+        (status = 403, description = "`USER_MISMATCH`: `userId` is not the token's user", body = ErrorBody),
         (status = 404, description = "No such coupon; nothing enqueued", body = ErrorBody),
         (status = 409, description = "`SOLD_OUT`: the coupon's stock is 0; nothing enqueued", body = ErrorBody),
+        (status = 429, description = "`RATE_LIMITED`: over `RATE_LIMIT_PER_USER` or `RATE_LIMIT_PER_IP`; retry after `Retry-After` seconds; nothing enqueued", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Whole seconds to wait, at least 1"))),
         (status = 503, description = "`QUEUE_UNAVAILABLE`: nothing enqueued; `QUEUE_OUTCOME_UNKNOWN` (with `requestId`): it may still be processed", body = ErrorBody),
     )
 )]
@@ -117,23 +120,20 @@ struct IssueParams {
 async fn issue(
     State(state): State<AppState>,
     CouponPath(coupon): CouponPath,
-    ApiQuery(params): ApiQuery<IssueParams>,
+    Caller(user): Caller,
+    ClientIp(ip): ClientIp,
 ) -> Result<Response, ApiError> {
-    let user: UserId = params
-        .user_id
-        .as_deref()
-        .ok_or_else(|| {
-            ApiError::bad_request("MISSING_USER_ID", "query parameter userId is required")
-        })?
-        .parse()
-        .map_err(|e| ApiError::bad_request("INVALID_USER_ID", format!("userId {e}")))?;
+    state.limits.admit(ip, user)?;
     match state.coupons.get(coupon).await? {
         Some(Availability::Open) => {}
         Some(Availability::SoldOut) => {
             // A repeat comes before the sold-out answer: a winner who clicks
             // again is told of the coupon they hold.
             if let Some(entry) = repeat::entry_of(&state, coupon, user).await {
+                let request = entry.request_id;
                 if let Repeat::Answer(a) = repeat::answer(&state, coupon, user, entry, None).await {
+                    // The gate's entry is this user's: its owner is known.
+                    state.auth.accepted(request, user);
                     return Ok(a);
                 }
             }
@@ -156,8 +156,13 @@ async fn issue(
         match state.queue.enqueue(coupon, user).await {
             Ok((event, Admitted::New(enqueued), route)) => break (event, enqueued, route),
             Ok((event, Admitted::Repeat { entry, progress }, _)) => {
+                let request = entry.request_id;
                 match repeat::answer(&state, coupon, user, entry, progress).await {
-                    Repeat::Answer(a) => return Ok(a),
+                    Repeat::Answer(a) => {
+                        // The gate's entry is this user's: its owner is known.
+                        state.auth.accepted(request, user);
+                        return Ok(a);
+                    }
                     Repeat::Cleared if tries < 2 => continue,
                     Repeat::Cleared => {
                         return Err(ApiError::enqueue_failed(
@@ -178,10 +183,15 @@ async fn issue(
             Err((event, e)) => {
                 metrics::counter!("coupon_issue_requests_total", "outcome" => "queue_unavailable")
                     .increment(1);
+                if e.is_uncertain() {
+                    // Its id is handed out to be looked up.
+                    state.auth.accepted(event.event_id, user);
+                }
                 return Err(ApiError::enqueue_failed(e, event.event_id));
             }
         }
     };
+    state.auth.accepted(event.event_id, user);
     tracing::Span::current().record("request_id", tracing::field::display(event.event_id));
     metrics::counter!("coupon_issue_requests_total", "outcome" => "accepted").increment(1);
     state.activity.accepted(coupon);
@@ -209,10 +219,19 @@ async fn issue(
 /// The final result of a request, or `PENDING` while it waits in the queue.
 /// With `waitMs` the call waits for the result; with `Accept:
 /// text/event-stream` it streams where the request stands, then the result.
+///
+/// With user tokens required (see `crate::auth`) the call needs one, and a
+/// request is shown to its owner only; anyone else gets the `404` of an
+/// unknown id. A result names its owner. A request without a result yet is
+/// shown as pending only by the api instance that accepted it from that
+/// user (it remembers the owner): another instance, or one restarted since,
+/// cannot tell whose it is and answers `404` until the result is written.
+/// Without tokens every id reads as pending until it has a result.
 #[utoipa::path(
     get,
     path = "/api/coupons/issue-requests/{requestId}",
     tag = "issue",
+    security((), ("userToken" = [])),
     params(
         ("requestId" = Uuid, Path, description = "The `requestId` of an accepted request"),
         ("waitMs" = Option<u32>, Query, minimum = 0, maximum = 30000,
@@ -221,8 +240,10 @@ async fn issue(
     responses(
         (status = 200, description = "Processed. With `Accept: text/event-stream`: a stream of `pending` events (`ahead`, `etaMs`: at once and when they change), then one `result` event (this JSON) and the end; a stream lasts at most 5 minutes, ending with a `pending` event",
             content((IssueResult = "application/json"), (String = "text/event-stream"))),
-        (status = 202, description = "Accepted, not processed yet (or never accepted); with `waitMs`, not within that time", body = PendingResult),
+        (status = 202, description = "Accepted, not processed yet (without user tokens: or never accepted); with `waitMs`, not within that time", body = PendingResult),
         (status = 400, description = "`INVALID_REQUEST_ID`: not a UUID; `INVALID_WAIT_MS`: waitMs not a whole number from 0 to 30000", body = ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: the api requires a user token and none valid was sent", body = ErrorBody),
+        (status = 404, description = "With user tokens required: no request of this user with this id is known here", body = ErrorBody),
         (status = 503, description = "Database unavailable (only without `waitMs`: a held call answers `202` when its time runs out)", body = ErrorBody),
     )
 )]
@@ -230,24 +251,39 @@ async fn issue_result(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,
     ApiQuery(params): ApiQuery<LookupParams>,
+    viewer: Viewer,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let request_id = Uuid::parse_str(&raw)
         .map_err(|_| ApiError::bad_request("INVALID_REQUEST_ID", "requestId must be a UUID"))?;
     let wait = params.wait()?;
+    let unknown = || ApiError::not_found(format!("no issue request {request_id} of this user"));
     if lookup::wants_events(&headers) {
+        // The stream shows the request to its owner only, as the JSON does.
+        if !viewer.may_see_pending(request_id) {
+            match db::find_result(&state.pool, request_id).await? {
+                Some(result) if viewer.may_see(result.user_id) => {}
+                _ => return Err(unknown()),
+            }
+        }
         return Ok(lookup::events(&state, request_id).into_response());
     }
     let found = match wait {
-        Some(wait) => lookup::result_within(&state, request_id, wait).await,
-        None => db::find_result(&state.pool, request_id).await?,
+        Some(wait) if viewer.may_see_pending(request_id) => {
+            lookup::result_within(&state, request_id, wait).await
+        }
+        _ => db::find_result(&state.pool, request_id).await?,
     };
     Ok(match found {
-        Some(result) => (StatusCode::OK, Json(result)).into_response(),
-        None => {
+        Some(result) if viewer.may_see(result.user_id) => {
+            (StatusCode::OK, Json(result)).into_response()
+        }
+        Some(_) => return Err(unknown()),
+        None if viewer.may_see_pending(request_id) => {
             let pending = lookup::pending(&state, request_id).await;
             (StatusCode::ACCEPTED, Json(pending)).into_response()
         }
+        None => return Err(unknown()),
     })
 }
 

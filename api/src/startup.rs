@@ -11,9 +11,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::active_queue::ActiveQueue;
+use crate::auth::Auth;
 use crate::cache::CouponCache;
 use crate::config::ApiConfig;
 use crate::held::Held;
+use crate::limits::Limits;
 use crate::routes::router;
 use crate::state::AppState;
 use crate::waiting::Waitings;
@@ -31,6 +33,15 @@ impl Application {
     /// this build), loads the coupon cache, prepares the queue producer and
     /// binds the listener.
     pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
+        // Settings first: a bad one stops start-up before any connection.
+        let auth = Auth::new(&config.jwt_settings())?;
+        if !auth.required() {
+            tracing::warn!(
+                "no AUTH_JWT_SECRET or AUTH_JWT_PUBLIC_KEY_FILE: the api trusts the userId of \
+                 each request (a gateway in front must authenticate users)"
+            );
+        }
+        let limits = Limits::new(&config.limit_settings());
         let pool = db::pool(&config.common.database_url, 32).context("DATABASE_URL")?;
         db::migrate(&pool)
             .await
@@ -62,6 +73,8 @@ impl Application {
                 admin_token: config.admin_token.as_deref().map(Into::into),
                 metrics: telemetry::metrics_handle(),
                 activity: Default::default(),
+                auth,
+                limits,
             },
             background,
             cache_refresh: config.coupon_cache_refresh(),
@@ -97,6 +110,7 @@ impl Application {
         let topics = spawn_topic_creation(self.state.queue.producer(), self.background.clone());
         let follower = self.state.queue.spawn_follower(self.background.clone());
         let lookups = self.state.held.spawn_lookups(self.background.clone());
+        let sweeper = self.state.limits.spawn_sweeper(self.background.clone());
         let queue = self.state.queue.clone();
         let waiting = self.state.waiting.clone();
         let held = self.state.held.clone();
@@ -107,11 +121,21 @@ impl Application {
             held.close();
         };
         tracing::info!(addr = %self.local_addr(), "api listening");
-        let result = axum::serve(self.listener, router(self.state))
+        // The peer's address reaches the handlers (`ConnectInfo`) for the
+        // per-IP limit.
+        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
         self.background.cancel();
-        let _ = tokio::join!(refresher, topics, follower, lookups, waiting.stopped());
+        let _ = tokio::join!(
+            refresher,
+            topics,
+            follower,
+            lookups,
+            sweeper,
+            waiting.stopped()
+        );
         // Every request in flight was answered: this api enqueues nothing more.
         queue.leave().await;
         result.context("serving http")

@@ -9,8 +9,10 @@ use sqlx::MySqlPool;
 
 use crate::active_queue::ActiveQueue;
 use crate::activity::Activity;
+use crate::auth::Auth;
 use crate::cache::CouponCache;
 use crate::held::Held;
+use crate::limits::Limits;
 use crate::waiting::Waitings;
 
 /// Everything a handler needs; cheap to clone.
@@ -29,6 +31,10 @@ pub struct AppState {
     pub waiting: Waitings,
     /// Lookups waiting for their result, looked up together.
     pub held: Held,
+    /// Whether user tokens are required, and whose requests are whose.
+    pub auth: Auth,
+    /// The issue call's rate limits.
+    pub limits: Limits,
 }
 
 impl FromRef<AppState> for OpsState {

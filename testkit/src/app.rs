@@ -133,7 +133,9 @@ pub async fn spawn_app_with_cache_refresh(mode: QueueType, refresh: Duration) ->
     spawn_api(db, config).await
 }
 
-async fn spawn_api(db: TestDb, config: ApiConfig) -> TestApp {
+/// Starts the api with `config` (made with [`api_config`], then changed by
+/// the test) on the database `db`.
+pub async fn spawn_api(db: TestDb, config: ApiConfig) -> TestApp {
     let common = config.common.clone();
     let app = Application::build(config).await.expect("api builds");
     let (addr, shutdown) = app.spawn();

@@ -12,6 +12,7 @@
 //! - `workers`: real `worker` processes, their metrics, SIGTERM and SIGKILL;
 //!   `takeover`: killing the worker with work in hand ([`Killed`]) and
 //!   seeing another take it over.
+//! - `tokens`: user tokens for an api that requires them ([`TokenIssuer`]).
 //! - `queues`: what the queues hold, read directly (queue sizes, entries
 //!   ever enqueued, lease holders).
 //! - `audit`: waiting for results ([`wait_until`]) and auditing the sale
@@ -34,11 +35,12 @@ pub mod servers;
 mod service;
 pub mod services;
 mod takeover;
+mod tokens;
 mod workers;
 
 pub use app::{
-    api_config, spawn_app, spawn_app_on, spawn_app_with, spawn_app_with_cache_refresh, test_config,
-    test_config_both, test_config_on, Backend, TestApp, ADMIN_TOKEN,
+    api_config, spawn_api, spawn_app, spawn_app_on, spawn_app_with, spawn_app_with_cache_refresh,
+    test_config, test_config_both, test_config_on, Backend, TestApp, ADMIN_TOKEN,
 };
 pub use audit::{answers, wait_until};
 pub use events::{EventStream, SseEvent};
@@ -51,4 +53,5 @@ pub use services::{
     TestDb,
 };
 pub use takeover::{Killed, WorkerProcess};
+pub use tokens::{unix_now, TokenIssuer};
 pub use workers::{kill9, scrape, scrape_at, terminate, worker_bin};

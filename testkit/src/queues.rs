@@ -1,7 +1,7 @@
 //! What a test's queues hold, read from Redis and the broker directly rather
 //! than through the api (whose figures are the active queue's).
 
-use common::domain::{CouponId, CouponIssueEvent, QueueType};
+use common::domain::{CouponId, CouponIssueEvent, QueueType, QueuedEvent};
 use common::queue::redis::RedisKeys;
 use common::queue::Producer;
 
@@ -96,6 +96,30 @@ impl TestApp {
             }
             Producer::Kafka(k) => k.high_watermarks().await.unwrap().values().sum::<i64>() as u64,
         }
+    }
+
+    /// Decides the events waiting in the coupon's Redis stream here, as a
+    /// worker would (results written, stock taken), without a worker
+    /// process; they stay in the stream.
+    pub async fn decide_queued(&self, coupon: CouponId) {
+        let Producer::Redis(q) = self.queue_reader(QueueType::Redis).await.producer else {
+            unreachable!("the Redis producer");
+        };
+        let events: Vec<QueuedEvent> = q
+            .read_head(coupon, 1_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| QueuedEvent {
+                event: CouponIssueEvent::from_json(e.payload.as_deref().expect("an event"))
+                    .expect("an event"),
+                queue: QueueType::Redis,
+                position: e.id,
+            })
+            .collect();
+        common::processor::process_batch(&self.db.pool, &events)
+            .await
+            .expect("the batch is decided");
     }
 
     /// The events waiting in the coupon's Redis stream, oldest first.

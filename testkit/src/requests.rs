@@ -16,6 +16,16 @@ impl TestApp {
             .expect("api answers")
     }
 
+    /// `POST /api/coupons/{coupon}/issue?{query}`, to be sent by the caller
+    /// (who adds a token or headers).
+    pub fn issue_request(&self, coupon: CouponId, query: &str) -> reqwest::RequestBuilder {
+        self.client.post(format!(
+            "{}/api/coupons/{}/issue?{query}",
+            self.address,
+            coupon.get()
+        ))
+    }
+
     /// `PUT /api/admin/queue` with the admin token.
     pub async fn switch_queue(&self, to: QueueType) -> reqwest::Response {
         self.client

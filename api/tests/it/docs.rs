@@ -64,7 +64,23 @@ async fn the_openapi_document_lists_every_route_with_its_error_shape() {
     let issue = &doc["paths"]["/api/coupons/{couponId}/issue"]["post"]["responses"];
     assert_eq!(
         keys(issue),
-        BTreeSet::from(["200", "202", "400", "404", "409", "503"].map(String::from))
+        BTreeSet::from(
+            ["200", "202", "400", "401", "403", "404", "409", "429", "503"].map(String::from)
+        )
+    );
+    assert!(
+        issue["429"]["headers"]["Retry-After"].is_object(),
+        "{}",
+        issue["429"]
+    );
+    let lookup = &doc["paths"]["/api/coupons/issue-requests/{requestId}"]["get"];
+    assert!(lookup["responses"]["401"].is_object() && lookup["responses"]["404"].is_object());
+    // User tokens are optional (the api requires them only when configured).
+    let security = &doc["paths"]["/api/coupons/{couponId}/issue"]["post"]["security"];
+    assert_eq!(security, &serde_json::json!([{}, { "userToken": [] }]));
+    assert_eq!(
+        doc["components"]["securitySchemes"]["userToken"]["bearerFormat"],
+        "JWT"
     );
     assert_eq!(
         issue["202"]["content"]["application/json"]["schema"]["$ref"],

@@ -2,6 +2,7 @@
 
 mod dashboard;
 mod docs;
+mod door;
 mod http;
 mod lookup;
 mod shutdown;

@@ -89,6 +89,10 @@ function render(d) {
   $("workers").tBodies[0].replaceChildren(...d.workers.map(workerRow));
   $("worker-count").textContent = String(d.workers.length);
   $("no-workers").hidden = d.workers.length > 0;
+  for (const [answer, n] of Object.entries(d.door)) {
+    const cell = $(`door-${answer}`);
+    if (cell) cell.textContent = fmt.format(n);
+  }
 }
 
 async function poll() {

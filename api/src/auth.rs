@@ -36,6 +36,7 @@ use moka::sync::Cache;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::door::Outcome;
 use crate::error::ApiError;
 use crate::extract::{bearer, ApiQuery};
 use crate::state::AppState;
@@ -247,14 +248,13 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::parse)
             .transpose()
             .map_err(|e| ApiError::bad_request("INVALID_USER_ID", format!("userId {e}")))?;
-        let token = state.auth.user(parts).inspect_err(|_| {
-            metrics::counter!("coupon_issue_requests_total", "outcome" => "unauthenticated")
-                .increment(1);
-        })?;
+        let token = state
+            .auth
+            .user(parts)
+            .inspect_err(|_| Outcome::Unauthenticated.count())?;
         match (token, named) {
             (Some(token), Some(named)) if named != token => {
-                metrics::counter!("coupon_issue_requests_total", "outcome" => "user_mismatch")
-                    .increment(1);
+                Outcome::UserMismatch.count();
                 Err(ApiError::user_mismatch(named, token))
             }
             (Some(user), _) | (None, Some(user)) => Ok(Caller(user)),

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod dashboard;
+pub mod door;
 pub mod error;
 pub mod extract;
 pub mod held;

@@ -43,6 +43,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 
+use crate::door::Outcome;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -143,7 +144,7 @@ fn limiter<K: Clone + Eq + std::hash::Hash>(rate: u32) -> Option<DefaultKeyedRat
 }
 
 fn refused(scope: &str, wait: Duration) -> ApiError {
-    metrics::counter!("coupon_issue_requests_total", "outcome" => "rate_limited").increment(1);
+    Outcome::RateLimited.count();
     ApiError::rate_limited(scope, wait)
 }
 

@@ -11,6 +11,7 @@ use common::domain::{CouponId, IssueStatus, QueueType, UserId};
 use common::queue::{GateEntry, GateState, Lane, Settled};
 
 use crate::answers::IssueRepeat;
+use crate::door::Outcome;
 use crate::state::AppState;
 
 /// What the gate's entry comes to.
@@ -68,7 +69,7 @@ pub async fn answer(
             Err(e) => tracing::debug!(error = %e, "reading a repeated request's result"),
         }
     }
-    metrics::counter!("coupon_issue_requests_total", "outcome" => "repeat").increment(1);
+    Outcome::Repeat.count();
     let won = status == IssueStatus::Success;
     let (ahead, eta_ms) = match standing {
         _ if won => (Some(0), Some(0)),

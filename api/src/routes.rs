@@ -22,6 +22,7 @@ use uuid::Uuid;
 use crate::answers::{CouponAnswer, IssueAccepted, IssueRepeat, PendingResult, QueueSizeAnswer};
 use crate::auth::{Caller, Viewer};
 use crate::cache::Availability;
+use crate::door::Outcome;
 use crate::error::{json_errors, ApiError, CouponRefusals, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery, CouponPath};
 use crate::limits::ClientIp;
@@ -137,12 +138,11 @@ async fn issue(
                     return Ok(a);
                 }
             }
-            metrics::counter!("coupon_issue_requests_total", "outcome" => "sold_out").increment(1);
+            Outcome::SoldOut.count();
             return Err(ApiError::sold_out(coupon));
         }
         None => {
-            metrics::counter!("coupon_issue_requests_total", "outcome" => "unknown_coupon")
-                .increment(1);
+            Outcome::UnknownCoupon.count();
             return Err(ApiError::not_found(format!(
                 "coupon {coupon} does not exist"
             )));
@@ -176,13 +176,11 @@ async fn issue(
                 // A worker just took the last unit; the cache learns it now
                 // rather than at its next reload.
                 state.coupons.sold_out_by_queue(coupon);
-                metrics::counter!("coupon_issue_requests_total", "outcome" => "sold_out")
-                    .increment(1);
+                Outcome::SoldOut.count();
                 return Err(ApiError::sold_out(coupon));
             }
             Err((event, e)) => {
-                metrics::counter!("coupon_issue_requests_total", "outcome" => "queue_unavailable")
-                    .increment(1);
+                Outcome::QueueUnavailable.count();
                 if e.is_uncertain() {
                     // Its id is handed out to be looked up.
                     state.auth.accepted(event.event_id, user);
@@ -193,7 +191,7 @@ async fn issue(
     };
     state.auth.accepted(event.event_id, user);
     tracing::Span::current().record("request_id", tracing::field::display(event.event_id));
-    metrics::counter!("coupon_issue_requests_total", "outcome" => "accepted").increment(1);
+    Outcome::Accepted.count();
     state.activity.accepted(coupon);
     let standing = state
         .waiting

@@ -25,6 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::activity::WINDOW_SECS;
+use crate::door::DoorCounts;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
@@ -66,6 +67,8 @@ pub struct Dashboard {
     pub coupons: Vec<CouponActivity>,
     /// Workers whose heartbeat is recent.
     pub workers: Vec<WorkerStatus>,
+    /// How this api answered the issue calls since it started.
+    pub door: DoorCounts,
 }
 
 /// One coupon's figures.
@@ -198,6 +201,7 @@ async fn build(state: &AppState) -> Result<Dashboard, ApiError> {
         series_start: from,
         series_seconds: len as u32,
         coupons,
+        door: DoorCounts::now(),
         workers,
     })
 }

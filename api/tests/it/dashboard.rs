@@ -161,6 +161,27 @@ async fn the_dashboard_shows_coupon_figures_and_live_workers_but_no_user_ids() {
         .map(|w| w["workerId"].as_str().unwrap())
         .collect();
     assert_eq!(workers, ["worker-alive"]);
+    // A repeat click: the door's counts show it.
+    // (The page's data is cached for half a second.)
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let door_before = app.json("/api/dashboard").await["door"].clone();
+    let res = app
+        .client
+        .post(format!(
+            "{}/api/coupons/{coupon}/issue?userId={user}",
+            app.address
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let door = app.json("/api/dashboard").await["door"].clone();
+    assert!(
+        door["repeat"].as_u64().unwrap() > door_before["repeat"].as_u64().unwrap(),
+        "{door_before} -> {door}"
+    );
+    assert!(door["accepted"].as_u64().unwrap() >= 3, "{door}");
 }
 
 #[tokio::test]

@@ -16,6 +16,20 @@
 #   batch-1     a small backlog drained with BATCH_SIZE=1, and the same with
 #               the default batch (batch-N): their ratio
 #   rss         peak RSS (VmHWM) of the api and of the workers
+#   crowd       CROWD_USERS users clicking CROWD_CLICKS times each on one
+#               coupon of CROWD_STOCK (clicks shuffled, 128 in flight); every
+#               user with a 202 waits for that request's result from then on
+#               (look-ups with waitMs=5000; a client pauses 1 s after a 202
+#               that came back at once), through a fresh api and one worker:
+#               queue entries, result rows and MySQL SELECTs/INSERTs
+#               (Com_select and Com_insert of the server) per user, click
+#               p50/p99, time until the last user knows; invariant audit
+#   crowd-before  with --before REF: the same crowd against REF's api and
+#               worker (built in release into run/bench/before/, from a
+#               detached worktree run/bench/before-src, target dir
+#               run/bench/before-target), with its own database
+#               coupon_test_bench_before and keys; interleaved with crowd
+#               (odd runs: crowd first), and beside it in a "Crowd" table
 #
 # and, in the same run, the ceilings each figure is divided by:
 #
@@ -43,13 +57,21 @@
 #   scripts/bench.sh [--quick] [--queues "redis kafka"] [--runs 3]
 #                    [--requests 100000] [--users 50000] [--stock 10000]
 #                    [--rate 5000] [--rate-seconds 5] [--batch 500]
+#                    [--crowd-users 50000] [--crowd-clicks 5]
+#                    [--crowd-stock 10000] [--before REF]
 #                    [--plot docs/bench.svg] [--doc docs/performance.md]
 #
-# --quick: 20,000 calls from 10,000 users on 2,000 units, one run (about a
-# minute per mode). Ports: BENCH_API_PORT (29090), BENCH_WORKER_PORT (29100,
-# the worker's is one above), BENCH_BARE_PORT (29200). Database
-# e_commerce_bench, scratch database coupon_test_bench_ceiling, Redis keys
-# under bench:PID:RUN:, Kafka topics bench-PID-RUN (none are removed).
+# --quick: 20,000 calls from 10,000 users on 2,000 units, a crowd of 10,000
+# users × 5 clicks on 2,000 units, one run (about a minute per mode).
+# --before REF: any git ref (main, a tag, a commit); its first build is a
+# cold release build of REF's api and worker (up to 25 minutes on 2 cores),
+# later ones are incremental. Ports: BENCH_API_PORT (29090),
+# BENCH_WORKER_PORT (29100, the worker's is one above), BENCH_BARE_PORT
+# (29200). Database BENCH_DB (e_commerce_bench), scratch database
+# coupon_test_bench_ceiling, the baseline's BENCH_BEFORE_DB
+# (coupon_test_bench_before), Redis keys under bench:PID:RUN: (the
+# baseline's under bench:PID:RUN:before:), Kafka topics bench-PID-RUN (and
+# bench-PID-RUN-before); none are removed.
 # POLL_INTERVAL_MS of the Redis worker stays at its default (1000); one
 # extra, labelled row measures `rate` with POLL_INTERVAL_MS=50.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -57,10 +79,14 @@ cd "$ROOT_DIR"
 
 queues="redis kafka" runs=3 requests=100000 users=50000 stock=10000 coupons=20
 rate=5000 rate_seconds=5 batch=500 small=4000 plot="$ROOT_DIR/docs/bench.svg"
-doc="$ROOT_DIR/docs/performance.md"
+doc="$ROOT_DIR/docs/performance.md" crowd_users=50000 crowd_clicks=5 crowd_stock=10000 before_ref=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --quick) runs=1 requests=20000 users=10000 stock=2000 rate_seconds=3 small=2000; shift ;;
+    --quick)
+      runs=1 requests=20000 users=10000 stock=2000 rate_seconds=3 small=2000
+      crowd_users=10000 crowd_stock=2000
+      shift
+      ;;
     --queues) queues=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
     --requests) requests=$2; shift 2 ;;
@@ -69,6 +95,10 @@ while [[ $# -gt 0 ]]; do
     --rate) rate=$2; shift 2 ;;
     --rate-seconds) rate_seconds=$2; shift 2 ;;
     --batch) batch=$2; shift 2 ;;
+    --crowd-users) crowd_users=$2; shift 2 ;;
+    --crowd-clicks) crowd_clicks=$2; shift 2 ;;
+    --crowd-stock) crowd_stock=$2; shift 2 ;;
+    --before) before_ref=$2; shift 2 ;;
     --plot) plot=$2; shift 2 ;;
     --doc) doc=$2; shift 2 ;;
     -h|--help) sed -n '2,/^source/p' "$0" | sed '$d'; exit 0 ;;
@@ -76,7 +106,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-export DB_NAME=e_commerce_bench
+export DB_NAME=${BENCH_DB:-e_commerce_bench}
 export DATABASE_URL="$(app_database_url)"
 # The application user may create coupon_test_* databases.
 SCRATCH_URL="mysql://$DB_USER:$DB_PASSWORD@$MYSQL_HOST:$MYSQL_PORT/coupon_test_bench_ceiling"
@@ -93,6 +123,30 @@ BIN="${CARGO_TARGET_DIR:-$ROOT_DIR/target}/release"
 mysql_admin -e 'CREATE DATABASE IF NOT EXISTS coupon_test_bench_ceiling CHARACTER SET utf8mb4'
 DATABASE_URL=$SCRATCH_URL "$BIN/api" --migrate-only >/dev/null
 mkdir -p "$RUN_DIR"
+
+# The baseline of the crowd-before steps: REF's api and worker, built in
+# release from a detached worktree, with their own target dir and database
+# (REF may know fewer migrations: an api refuses a newer schema).
+BEFORE_BIN="$RUN_DIR/before" BEFORE_URL="" before_label=""
+if [[ -n "$before_ref" ]]; then
+  before_commit=$(git rev-parse --verify --quiet "$before_ref^{commit}") || die "--before $before_ref is not a commit"
+  before_label=$(git rev-parse --short "$before_commit")
+  [[ "$before_commit" == "$before_ref"* ]] || before_label="$before_ref ($before_label)"
+  before_src="$RUN_DIR/before-src"
+  git worktree prune
+  if [[ -e "$before_src/.git" ]]; then
+    git -C "$before_src" checkout --quiet --detach "$before_commit"
+  else
+    git worktree add --quiet --detach "$before_src" "$before_commit"
+  fi
+  log "building the baseline $before_label: api and worker (release)"
+  (cd "$before_src" && CARGO_TARGET_DIR="$RUN_DIR/before-target" cargo build --release --quiet --bin api --bin worker)
+  mkdir -p "$BEFORE_BIN"
+  cp "$RUN_DIR/before-target/release/api" "$RUN_DIR/before-target/release/worker" "$BEFORE_BIN/"
+  before_db=${BENCH_BEFORE_DB:-coupon_test_bench_before}
+  DB_NAME=$before_db create_database >/dev/null
+  BEFORE_URL="mysql://$DB_USER:$DB_PASSWORD@$MYSQL_HOST:$MYSQL_PORT/$before_db"
+fi
 load_before="load average $(cut -d' ' -f1 /proc/loadavg) at the start"
 results="$RUN_DIR/results.jsonl"
 : >"$results"
@@ -102,7 +156,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-steps_per_mode=9
+steps_per_mode=10
+[[ -n "$before_ref" ]] && steps_per_mode=11
 total_steps=$(((2 + steps_per_mode * $(wc -w <<<"$queues")) * runs)) step=0
 progress() {
   step=$((step + 1))
@@ -134,10 +189,11 @@ append_step() {
 # Peak RSS in kB of a process we started.
 vm_hwm() { awk '/^VmHWM/ {print $2}' "/proc/$(cat "$RUN_DIR/$1.pid")/status" 2>/dev/null || echo 0; }
 peak_worker=0
+WORKER_BIN="$BIN/worker"
 start_worker() { # start_worker N ENV...
   local n=$1
   shift
-  start_process "worker-$n" env "$@" WORKER_PORT=$((WORKER_PORT0 + n)) "$BIN/worker" 2>/dev/null
+  start_process "worker-$n" env "$@" WORKER_PORT=$((WORKER_PORT0 + n)) "$WORKER_BIN" 2>/dev/null
   wait_for_http "http://127.0.0.1:$((WORKER_PORT0 + n))/ready" 60 || die "worker not ready"
   if [[ "$APP_QUEUE_TYPE" == kafka ]]; then
     wait_for_partitions $((WORKER_PORT0 + n)) 60 || die "worker got no partitions"
@@ -184,6 +240,31 @@ cpu_snapshot() {
 }
 
 sale() { "$BIN/loadgen" sale --api "$API" --admin-token "$ADMIN_TOKEN" "$@"; }
+
+# crowd_step KIND: the crowd phase through a fresh api and one worker, this
+# build's (crowd) or the baseline's (crowd-before, with its own database,
+# Redis keys and Kafka topic).
+crowd_step() {
+  local kind=$1 bin=$BIN db=$DATABASE_URL suffix=""
+  if [[ "$kind" == crowd-before ]]; then
+    bin=$BEFORE_BIN db=$BEFORE_URL suffix="before"
+  fi
+  local env=(DATABASE_URL="$db" REDIS_KEY_PREFIX="$REDIS_KEY_PREFIX${suffix:+$suffix:}"
+    KAFKA_TOPIC="$KAFKA_TOPIC${suffix:+-$suffix}" KAFKA_GROUP_ID="$KAFKA_GROUP_ID${suffix:+-$suffix}")
+  progress "$queue $kind: $crowd_users users × $crowd_clicks clicks on 1 coupon of $crowd_stock, and their waits"
+  start_process api env "${env[@]}" "$bin/api" 2>/dev/null
+  wait_for_http "$API/ready" 60 || die "api ($kind) not ready"
+  # A baseline from before the live switch has no queue record to set.
+  if curl -fsS -o /dev/null "$API/api/admin/queue" 2>/dev/null; then
+    make_active "$API" "$queue"
+  fi
+  WORKER_BIN="$bin/worker" start_worker 1 "${env[@]}" BATCH_SIZE="$batch"
+  record "$queue" "$kind" "$BIN/loadgen" crowd --api "$API" --admin-token "$ADMIN_TOKEN" \
+    --database-url "$db" --label "$queue $kind" --users "$crowd_users" --clicks "$crowd_clicks" \
+    --stock "$crowd_stock"
+  stop_worker 1
+  stop_process api 2>/dev/null
+}
 small_args=(--requests "$small" --users $((small / 2)) --stock $((small / 10)))
 
 for ((run = 1; run <= runs; run++)); do
@@ -255,13 +336,24 @@ for ((run = 1; run <= runs; run++)); do
     "$BIN/loadgen" line rss --run "$run" --mode "$queue" --kind rss --api-kb "$(vm_hwm api)" \
       --api-kb-closed-loop "$api_kb_closed" --worker-kb "$peak_worker" >>"$results"
     stop_process api 2>/dev/null
+
+    # This build and the baseline in turn, the first alternating by run.
+    crowds=(crowd)
+    if [[ -n "$before_ref" ]]; then
+      crowds=(crowd crowd-before)
+      ((run % 2 == 0)) && crowds=(crowd-before crowd)
+    fi
+    for kind in "${crowds[@]}"; do
+      crowd_step "$kind"
+    done
   done
 done
 
 machine="$load_before; $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GB", $2 / 1048576}' /proc/meminfo), $(uname -sr)"
 "$BIN/loadgen" report --input "$results" --out-dir "$RUN_DIR" --plot "$plot" --doc "$doc" \
   --machine "$machine" --cores "$(nproc)" --batch "$batch" --requests "$requests" \
-  --users "$users" --stock "$stock" --coupons "$coupons" --rate "$rate" --small "$small"
+  --users "$users" --stock "$stock" --coupons "$coupons" --rate "$rate" --small "$small" \
+  ${before_label:+--before "$before_label"}
 cat "$RUN_DIR/results.md"
 log "wrote $RUN_DIR/results.md, $RUN_DIR/results.json and $plot"
 ((failures == 0)) || die "$failures step(s) failed; see FAILED in the table"

@@ -117,6 +117,10 @@ pub struct Timeline {
 pub struct SaleFigures {
     pub sent: usize,
     pub accepted: usize,
+    /// `200` repeat answers: the user's pending or winning request, nothing
+    /// queued (0 from an api without the repeat gate).
+    #[serde(default)]
+    pub repeats: usize,
     pub sold_out: usize,
     pub failed: usize,
     pub send_seconds: f64,
@@ -150,6 +154,90 @@ pub struct SaleFigures {
 }
 
 impl Figures for SaleFigures {
+    fn ok(&self) -> bool {
+        self.ok
+    }
+}
+
+/// `loadgen crowd`: users clicking again and again on one coupon, then
+/// waiting for their results; what the door let through to the queue and
+/// to MySQL, per user.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CrowdFigures {
+    pub coupon: i64,
+    pub stock: i64,
+    /// Distinct users that clicked.
+    pub users: usize,
+    pub clicks_per_user: usize,
+    pub concurrency: usize,
+    /// Result look-ups in flight at most during the waiting.
+    pub waiters: usize,
+    /// The `waitMs` of every look-up.
+    pub wait_ms: u64,
+    /// Whether users started waiting once every click was answered, rather
+    /// than at their first `202`.
+    #[serde(default)]
+    pub wait_after_clicks: bool,
+    /// Issue calls sent: users × clicks.
+    pub clicks: usize,
+    /// `202`: queued.
+    pub accepted: usize,
+    /// `200` repeat answers: nothing queued.
+    pub repeats: usize,
+    /// `409 SOLD_OUT`.
+    pub sold_out: usize,
+    /// Anything else, or no answer: refused.
+    pub other: usize,
+    /// Users with at least one `202`: those who wait for the result of
+    /// their first.
+    pub users_accepted: usize,
+    /// Accepted ÷ users.
+    pub queue_entries_per_user: f64,
+    /// Accepted ÷ users with a `202` (1.00 when the door queues a user
+    /// once).
+    #[serde(default)]
+    pub queue_entries_per_waiting_user: f64,
+    /// Rows of `coupon_issue_result` for the coupon.
+    pub result_rows: usize,
+    /// Result rows ÷ users (goal 1.00: at most one per user).
+    pub result_rows_per_user: f64,
+    /// Server-wide `Com_select` and `Com_insert` deltas (`SHOW GLOBAL
+    /// STATUS`) over the clicks and the waiting, the benchmark's own
+    /// queries left out.
+    pub com_select: u64,
+    pub com_insert: u64,
+    pub selects_per_user: f64,
+    pub inserts_per_user: f64,
+    /// (SELECTs + INSERTs) ÷ users.
+    pub statements_per_user: f64,
+    /// Every click, whatever its answer.
+    pub latency_click: Latency,
+    /// Clicks sent in.
+    pub click_seconds: f64,
+    /// From the first click until the last waiting user's look-up answered
+    /// `200`.
+    pub last_knows_seconds: f64,
+    /// From the first click until each waiting user's look-up answered
+    /// `200`.
+    pub knows: Latency,
+    /// `GET /api/coupons/issue-requests/{id}` calls made.
+    pub lookups: usize,
+    /// Of them, answered `202` PENDING.
+    pub lookups_pending: usize,
+    /// Of those, answered before half of `waitMs`: an api that did not hold
+    /// the call (the client then waited a second before asking again).
+    pub lookups_early: usize,
+    /// Look-ups that failed (no answer, or neither `200` nor `202`); asked
+    /// again after a second.
+    pub lookup_errors: usize,
+    /// Look-ups ÷ users who waited.
+    pub lookups_per_waiting_user: f64,
+    pub ok: bool,
+    pub audit: Option<AuditFigures>,
+}
+
+impl Figures for CrowdFigures {
     fn ok(&self) -> bool {
         self.ok
     }

@@ -1,12 +1,16 @@
 //! The HTTP load: issue calls either closed-loop (a fixed number in flight)
 //! or open-loop (a fixed offered rate, latency counted from each call's
 //! scheduled start, so a stalled server cannot hide its queueing delay).
+//! An answer is a `202` (queued), a `200` repeat (the user's earlier
+//! request, nothing queued), a `409` (sold out), or a failure.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
@@ -26,6 +30,9 @@ pub enum Pace {
 pub enum Outcome {
     /// `202`, with the request id.
     Accepted(Uuid),
+    /// `200` with `"repeat": true`: the user already had a pending or
+    /// winning request for the coupon, whose id this is; nothing queued.
+    Repeat(Uuid),
     /// `409 SOLD_OUT`: answered at once, nothing queued.
     SoldOut,
     /// Anything else, or no answer.
@@ -49,6 +56,7 @@ pub struct Sample {
 pub struct Counters {
     pub sent: AtomicUsize,
     pub accepted: AtomicU64,
+    pub repeats: AtomicU64,
     pub sold_out: AtomicU64,
     pub failed: AtomicU64,
 }
@@ -62,12 +70,23 @@ pub struct Plan {
     /// Open loop: every `result_sample`-th accepted call is followed until it
     /// has a result (0: none).
     pub result_sample: usize,
+    /// Closed loop: every answer, by call index, as it comes (the channel
+    /// closes when the last call is answered).
+    pub answers: Option<UnboundedSender<(usize, Outcome)>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct AcceptedBody {
     request_id: Uuid,
+}
+
+/// The `200` of a repeat click: the user's earlier request.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RepeatBody {
+    request_id: Uuid,
+    repeat: bool,
 }
 
 pub fn client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
@@ -91,6 +110,10 @@ async fn fire(client: &reqwest::Client, url: &str) -> Outcome {
         202 => serde_json::from_slice::<AcceptedBody>(&body)
             .map(|b| Outcome::Accepted(b.request_id))
             .unwrap_or(Outcome::Failed),
+        200 => match serde_json::from_slice::<RepeatBody>(&body) {
+            Ok(b) if b.repeat => Outcome::Repeat(b.request_id),
+            _ => Outcome::Failed,
+        },
         409 => Outcome::SoldOut,
         _ => Outcome::Failed,
     }
@@ -99,6 +122,7 @@ async fn fire(client: &reqwest::Client, url: &str) -> Outcome {
 fn count(counters: &Counters, outcome: Outcome) {
     let c = match outcome {
         Outcome::Accepted(_) => &counters.accepted,
+        Outcome::Repeat(_) => &counters.repeats,
         Outcome::SoldOut => &counters.sold_out,
         Outcome::Failed => &counters.failed,
     };
@@ -148,6 +172,10 @@ pub async fn run(
                         let t = Instant::now();
                         let outcome = fire(&client, url).await;
                         count(&counters, outcome);
+                        if let Some(tx) = &plan.answers {
+                            // The receiver may have stopped listening.
+                            let _ = tx.send((index, outcome));
+                        }
                         mine.push(Sample {
                             index,
                             done: start.elapsed(),
@@ -207,4 +235,88 @@ pub async fn run(
     let elapsed = samples.iter().map(|s| s.done).max().unwrap_or_default();
     samples.sort_by_key(|s| s.index);
     Ok((samples, elapsed))
+}
+
+/// The repeat answers that do not name a request this run saw accepted
+/// (`202`) for the same user: the gate must only hand out the user's own
+/// request. `user_of` gives the user of a call by its index; at most
+/// `max` are described.
+pub fn stray_repeats(
+    samples: &[Sample],
+    user_of: impl Fn(usize) -> i64,
+    max: usize,
+) -> Vec<String> {
+    let accepted: HashMap<Uuid, i64> = samples
+        .iter()
+        .filter_map(|s| match s.outcome {
+            Outcome::Accepted(id) => Some((id, user_of(s.index))),
+            _ => None,
+        })
+        .collect();
+    let stray: Vec<(Uuid, i64)> = samples
+        .iter()
+        .filter_map(|s| match s.outcome {
+            Outcome::Repeat(id) if accepted.get(&id) != Some(&user_of(s.index)) => {
+                Some((id, user_of(s.index)))
+            }
+            _ => None,
+        })
+        .collect();
+    if stray.is_empty() {
+        return vec![];
+    }
+    let mut out = vec![format!(
+        "{} repeat answer(s) name no request accepted for their user",
+        stray.len()
+    )];
+    out.extend(
+        stray
+            .iter()
+            .take(max)
+            .map(|(id, user)| format!("user {user} was answered with request {id}")),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(index: usize, outcome: Outcome) -> Sample {
+        Sample {
+            index,
+            done: Duration::ZERO,
+            latency: Duration::ZERO,
+            outcome,
+            to_result: None,
+        }
+    }
+
+    #[test]
+    fn a_repeat_must_name_its_users_accepted_request() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        // Calls 0..4 are users 1, 1, 2, 2 and 3.
+        let users = [1, 1, 2, 2, 3];
+        let good = [
+            sample(0, Outcome::Accepted(a)),
+            sample(1, Outcome::Repeat(a)),
+            sample(2, Outcome::Accepted(b)),
+            sample(3, Outcome::SoldOut),
+        ];
+        assert!(stray_repeats(&good, |i| users[i], 3).is_empty());
+        // User 3 is told of user 1's request, and of one nobody was given.
+        let bad = [
+            sample(0, Outcome::Accepted(a)),
+            sample(1, Outcome::Repeat(a)),
+            sample(4, Outcome::Repeat(a)),
+            sample(4, Outcome::Repeat(b)),
+        ];
+        let v = stray_repeats(&bad, |i| users[i], 1);
+        assert_eq!(v.len(), 2);
+        assert_eq!(
+            v[0],
+            "2 repeat answer(s) name no request accepted for their user"
+        );
+        assert_eq!(v[1], format!("user 3 was answered with request {a}"));
+    }
 }

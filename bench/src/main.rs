@@ -2,6 +2,8 @@
 //!
 //! * `sale`: creates coupons, sends the workload at a fixed concurrency or a
 //!   fixed offered rate, waits for every result, audits the sale;
+//! * `crowd`: users clicking again and again on one coupon, then waiting
+//!   for their results: what reaches the queue and MySQL per user;
 //! * `drain`: times a worker through a backlog `sale --backlog` left;
 //! * `bare-http`, `enqueue`, `insert`: the ceilings measured in the same run;
 //! * `line`: the lines of figures the benchmark script measures itself (CPU
@@ -21,6 +23,7 @@
 
 mod audit;
 mod ceiling;
+mod crowd;
 mod figures;
 mod load;
 mod plot;
@@ -48,6 +51,10 @@ struct Cli {
 enum Command {
     /// Send the workload to the api, wait for the results, audit.
     Sale(sale::SaleArgs),
+    /// Users clicking several times each on one coupon, then waiting for
+    /// their results: queue entries, result rows and MySQL statements per
+    /// user, and when the last user knew.
+    Crowd(crowd::CrowdArgs),
     /// Time a worker through a backlog left by `sale --backlog`.
     Drain(results::DrainArgs),
     /// Serve the issue route with a constant 202, nothing else.
@@ -111,6 +118,7 @@ enum LineCommand {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Sale(a) => emit(a.step.as_ref(), sale::sale(&a).await),
+        Command::Crowd(a) => emit(a.step.as_ref(), crowd::crowd(&a).await),
         Command::Drain(a) => emit(a.step.as_ref(), results::drain(&a).await),
         Command::Enqueue(a) => emit(a.step.as_ref(), ceiling::enqueue(&a).await),
         Command::Insert(a) => emit(a.step.as_ref(), ceiling::insert(&a).await),

@@ -1,6 +1,10 @@
 //! `loadgen sale`: creates the run's coupons through the admin api, sends the
 //! workload, waits until every accepted request has its result in MySQL,
-//! and audits the sale; or, with `--backlog`, only queues it.
+//! and audits the sale; or, with `--backlog`, only queues it. A user's
+//! repeat call is answered `200` by the api's repeat gate while their
+//! first is pending or won: counted as a repeat, never as a failure, and
+//! not audited (only the `202`s are requests), but it must name its user's
+//! accepted request.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -81,7 +85,10 @@ pub async fn sale(args: &SaleArgs) -> anyhow::Result<SaleFigures> {
     } else {
         let mut ids = Vec::with_capacity(args.coupons);
         for i in 0..args.coupons {
-            ids.push(create_coupon(&client, args, i, stock_each).await?);
+            let name = format!("bench {} #{i}", args.label);
+            ids.push(
+                create_coupon(&client, &args.api, &args.admin_token, &name, stock_each).await?,
+            );
         }
         ids
     };
@@ -123,6 +130,7 @@ pub async fn sale(args: &SaleArgs) -> anyhow::Result<SaleFigures> {
         urls,
         pace,
         result_sample: args.result_sample,
+        answers: None,
     };
     let (samples, sent) = load::run(client, plan, counters).await?;
     let mut out = SaleFigures {
@@ -199,22 +207,27 @@ pub async fn sale(args: &SaleArgs) -> anyhow::Result<SaleFigures> {
     out.last_result_seconds = Some(last_result.as_secs_f64());
     out.request_to_result_db = Some(Latency::of(&to_result));
     out.timeline.processed = rates(&processed);
-    let audit = audit(&pool, &per_coupon, stock_each).await?;
+    let mut audit = audit(&pool, &per_coupon, stock_each).await?;
+    audit
+        .violations
+        .extend(load::stray_repeats(&samples, |i| calls[i].user, 3));
     out.ok = out.failed == 0 && audit.violations.is_empty();
     out.audit = Some(audit);
     Ok(out)
 }
 
-async fn create_coupon(
+/// Creates a coupon through the admin api; returns its id.
+pub async fn create_coupon(
     client: &reqwest::Client,
-    args: &SaleArgs,
-    i: usize,
+    api: &str,
+    admin_token: &str,
+    name: &str,
     quantity: i64,
 ) -> anyhow::Result<i64> {
     let created: Value = client
-        .post(format!("{}/api/admin/coupons", args.api))
-        .bearer_auth(&args.admin_token)
-        .json(&json!({ "name": format!("bench {} #{i}", args.label), "quantity": quantity }))
+        .post(format!("{api}/api/admin/coupons"))
+        .bearer_auth(admin_token)
+        .json(&json!({ "name": name, "quantity": quantity }))
         .send()
         .await?
         .error_for_status()
@@ -245,7 +258,7 @@ fn load_figures(samples: &[Sample], sent: Duration) -> SaleFigures {
     // from then on every coupon is sold out and nothing is enqueued.
     let open_end = first_sold_out.unwrap_or(sent);
     let sold_out_start = first_sold_out.map(|t| t.max(last_accepted));
-    let (mut accepted, mut sold_out, mut failed) = (0, 0, 0);
+    let (mut accepted, mut repeats, mut sold_out, mut failed) = (0, 0, 0, 0);
     let (mut accepted_in_open, mut sold_out_in_phase) = (0, 0);
     let (mut lat_accepted, mut lat_sold_out) = (stats::histogram(), stats::histogram());
     let mut to_result = stats::histogram();
@@ -258,6 +271,8 @@ fn load_figures(samples: &[Sample], sent: Duration) -> SaleFigures {
                 stats::record(&mut lat_accepted, s.latency);
                 bump(&mut t_accepted, s.done);
             }
+            // Answered from the gate: neither queued nor refused.
+            Outcome::Repeat(_) => repeats += 1,
             Outcome::SoldOut => {
                 sold_out += 1;
                 sold_out_in_phase += usize::from(sold_out_start.is_some_and(|t| s.done > t));
@@ -273,6 +288,7 @@ fn load_figures(samples: &[Sample], sent: Duration) -> SaleFigures {
     SaleFigures {
         sent: samples.len(),
         accepted,
+        repeats,
         sold_out,
         failed,
         send_seconds: sent.as_secs_f64(),
@@ -327,10 +343,11 @@ async fn progress(
             None => "-".into(),
         };
         eprintln!(
-            "  [{label}] {:>4.0}s  sent {}/{total}  202 {}  409 {}  failed {}  results {results}",
+            "  [{label}] {:>4.0}s  sent {}/{total}  202 {}  200 {}  409 {}  failed {}  results {results}",
             start.elapsed().as_secs_f64(),
             c.sent.load(Ordering::Relaxed),
             c.accepted.load(Ordering::Relaxed),
+            c.repeats.load(Ordering::Relaxed),
             c.sold_out.load(Ordering::Relaxed),
             c.failed.load(Ordering::Relaxed),
         );

@@ -1,7 +1,9 @@
 //! The requests of a run: `requests` issue calls from `users` distinct users
 //! (every user at least once, the rest repeats drawn at random), spread
 //! uniformly over `coupons` coupons, in a shuffled but seeded order so that
-//! repeated runs send the same sequence.
+//! repeated runs send the same sequence; and a crowd's clicks: every user
+//! the same number of times, shuffled, so that one user's clicks are spread
+//! over the whole phase.
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -28,6 +30,17 @@ pub fn calls(requests: usize, users: usize, coupons: usize, seed: u64) -> Vec<Ca
         .collect()
 }
 
+/// The users of `users × clicks` clicks on one coupon (users `1..=users`,
+/// each exactly `clicks` times), in a seeded shuffled order.
+pub fn crowd(users: usize, clicks: usize, seed: u64) -> Vec<i64> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out: Vec<i64> = (1..=users as i64)
+        .flat_map(|u| std::iter::repeat_n(u, clicks))
+        .collect();
+    out.shuffle(&mut rng);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -48,5 +61,21 @@ mod tests {
         let a: Vec<i64> = calls(100, 50, 1, 1).iter().map(|c| c.user).collect();
         let b: Vec<i64> = calls(100, 50, 1, 1).iter().map(|c| c.user).collect();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_crowd_clicks_each_user_the_same_number_of_times_spread_out() {
+        let c = crowd(1000, 5, 3);
+        assert_eq!(c.len(), 5000);
+        let mut per_user = std::collections::HashMap::new();
+        for u in &c {
+            *per_user.entry(*u).or_insert(0) += 1;
+        }
+        assert_eq!(per_user.len(), 1000);
+        assert!(per_user.values().all(|n| *n == 5));
+        // Shuffled: user 1's clicks are not all at the start.
+        let last_of_1 = c.iter().rposition(|u| *u == 1).unwrap();
+        assert!(last_of_1 > 100, "{last_of_1}");
+        assert_eq!(c, crowd(1000, 5, 3));
     }
 }

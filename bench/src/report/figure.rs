@@ -118,14 +118,16 @@ pub(super) fn at_most(max: f64) -> impl FnOnce(f64, Option<f64>) -> bool {
     move |value, _| value <= max
 }
 
-/// The steps whose runs are audited (`batch-N` is added).
-pub(super) const AUDITED: [&str; 6] = [
+/// The steps whose runs are audited (`batch-N` is added); the baseline's
+/// `crowd-before` is counted in the crowd table only.
+pub(super) const AUDITED: [&str; 7] = [
     "sale",
     "sale-20",
     "rate",
     "rate-poll50",
     "backlog",
     "batch-1",
+    "crowd",
 ];
 
 /// Every row of the table, in order.
@@ -274,6 +276,12 @@ pub fn figures(runs: &Runs, c: &Config) -> anyhow::Result<Vec<Figure>> {
             m,
             format!("sale: accepted of {requests} calls"),
             median(sales.iter().map(|s| s.accepted as f64)),
+            "",
+        ));
+        out.push(Figure::new(
+            m,
+            format!("sale: repeat answers (200, nothing queued) of {requests} calls"),
+            median(sales.iter().map(|s| s.repeats as f64)),
             "",
         ));
         out.extend(cpu_figure(m, &runs.ok(m, "cpu")?, c.cores()));

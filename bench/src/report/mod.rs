@@ -4,7 +4,8 @@
 //! ceiling measured in the same run, their ratio and the target; a step that
 //! failed in any run is marked FAILED. The tables also go into the document
 //! given by `--doc`, between its `bench` markers, and the last sale's
-//! timeline of every mode into the SVG given by `--plot`.
+//! timeline of every mode into the SVG given by `--plot`. The crowd steps
+//! get a table of their own: the baseline build beside this one.
 
 use std::path::{Path, PathBuf};
 
@@ -20,10 +21,12 @@ use crate::plot::{self, Panel};
 pub const DOC_BEGIN: &str = "<!-- bench:begin -->";
 pub const DOC_END: &str = "<!-- bench:end -->";
 
+mod crowd;
 mod figure;
 mod runs;
 mod text;
 
+pub use crowd::{crowd_markdown, crowd_rows, CrowdRow};
 pub use figure::{figures, Figure};
 pub use runs::Runs;
 pub use text::{grouped, markdown};
@@ -83,6 +86,10 @@ pub struct Config {
     /// wall seconds. Defaults to the cores this process sees.
     #[arg(long)]
     pub cores: Option<usize>,
+    /// The baseline build of the `crowd-before` steps, in words (the git
+    /// ref and its commit).
+    #[arg(long)]
+    pub before: Option<String>,
 }
 
 impl Config {
@@ -175,6 +182,7 @@ struct Results<'a> {
     machine: &'a str,
     config: &'a Config,
     figures: &'a [Figure],
+    crowd: &'a [CrowdRow],
     timelines: &'a [Panel],
     runs: Vec<&'a Line<Value>>,
 }
@@ -185,7 +193,9 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
     let runs = Runs::parse(&text).with_context(|| args.input.display().to_string())?;
     let figures = figures(&runs, &args.config)?;
     let date = Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
-    let md = markdown(&figures, &args.config, runs.runs(), &date);
+    let crowd = crowd_rows(&runs)?;
+    let mut md = markdown(&figures, &args.config, runs.runs(), &date);
+    md.push_str(&crowd_markdown(&crowd, &runs, &args.config));
     let panels = panels(&runs, &args.config);
     std::fs::create_dir_all(&args.out_dir)?;
     std::fs::write(args.out_dir.join("results.md"), &md)?;
@@ -194,6 +204,7 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
         machine: &args.config.machine,
         config: &args.config,
         figures: &figures,
+        crowd: &crowd,
         timelines: &panels,
         runs: runs.steps.iter().map(|r| &r.line).collect(),
     };
@@ -229,6 +240,7 @@ mod tests {
             rate: 5_000,
             small: 2_000,
             cores: Some(2),
+            before: Some("main (abc1234)".into()),
         }
     }
 
@@ -537,6 +549,147 @@ mod tests {
             splice("<!-- bench:end -->\n<!-- bench:begin -->\n", "x"),
             None
         );
+    }
+
+    /// A crowd's line as `loadgen crowd` prints it: the baseline polls
+    /// (every click queued, a SELECT per look-up), this build holds.
+    fn crowd(run: u32, kind: &str, ok: bool) -> String {
+        let before = kind == "crowd-before";
+        let r = f64::from(run);
+        let figures = crate::figures::CrowdFigures {
+            users: 10_000,
+            clicks_per_user: 5,
+            stock: 2_000,
+            concurrency: 128,
+            waiters: 1_000,
+            wait_ms: 5_000,
+            clicks: 50_000,
+            accepted: if before { 30_000 } else { 9_000 },
+            repeats: if before { 0 } else { 21_000 },
+            sold_out: 20_000,
+            queue_entries_per_user: if before { 3.0 } else { 0.9 },
+            queue_entries_per_waiting_user: if before { 3.33 } else { 1.0 },
+            result_rows_per_user: if before { 3.0 } else { 0.9 },
+            selects_per_user: if before { 4.0 + r } else { 0.1 },
+            inserts_per_user: 0.01,
+            statements_per_user: if before { 4.01 + r } else { 0.11 },
+            latency_click: Latency {
+                count: 50_000,
+                p50_ms: 4.0,
+                p99_ms: 10.0 * r,
+                p999_ms: 30.0,
+                max_ms: 40.0,
+            },
+            last_knows_seconds: if before { 9.0 } else { 4.5 },
+            knows: Latency {
+                p50_ms: 2_000.0,
+                p99_ms: 4_000.0,
+                ..Latency::default()
+            },
+            users_accepted: 9_000,
+            lookups: if before { 40_000 } else { 9_500 },
+            lookups_per_waiting_user: if before { 4.44 } else { 1.06 },
+            lookups_early: if before { 31_000 } else { 0 },
+            ok,
+            audit: Some(crate::figures::AuditFigures {
+                violations: if ok {
+                    vec![]
+                } else {
+                    vec!["coupon 9: 2 results without an accepted request".into()]
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        serde_json::to_string(&Line {
+            run,
+            mode: "redis".into(),
+            kind: kind.into(),
+            result: figures,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_crowd_table_sets_the_baseline_beside_this_build() {
+        // Three runs; the baseline's run 3 broke an invariant.
+        let jsonl: Vec<String> = (1..=3)
+            .flat_map(|run| {
+                [
+                    crowd(run, "crowd", true),
+                    crowd(run, "crowd-before", run != 3),
+                ]
+            })
+            .collect();
+        let runs = Runs::parse(&jsonl.join("\n")).unwrap();
+        let rows = crowd_rows(&runs).unwrap();
+        let row = |starts: &str| {
+            rows.iter()
+                .find(|r| r.figure.starts_with(starts))
+                .unwrap_or_else(|| panic!("no row {starts}"))
+        };
+        // The baseline's SELECTs per user: runs 1 and 2 (5 and 6), not 3.
+        let selects = row("MySQL SELECTs per user");
+        assert_eq!((selects.before, selects.after), (Some(5.5), Some(0.1)));
+        assert_eq!(
+            (selects.before_text.as_str(), selects.after_text.as_str()),
+            ("5.50", "0.10")
+        );
+        assert_eq!(row("result rows per user").goal, "≤ 1.00");
+        let entries = row("queue entries per user who got a 202");
+        assert_eq!(
+            (entries.before_text.as_str(), entries.after_text.as_str()),
+            ("3.33", "1.00")
+        );
+        assert_eq!(row("200 repeat answers").after_text, "21,000");
+        assert_eq!(row("click p50 / p99").after_text, "4.0 ms / 20.0 ms");
+        assert_eq!(row("click p50 / p99").before_text, "4.0 ms / 15.0 ms");
+        assert_eq!(row("first click to the last user").before_text, "9.00 s");
+        let passed = row("runs passed");
+        assert_eq!(passed.after_text, "3 of 3");
+        assert_eq!(
+            passed.before_text,
+            "2 of 3; run 3: coupon 9: 2 results without an accepted request"
+        );
+
+        let md = crowd_markdown(&rows, &runs, &config());
+        assert!(md.contains(
+            "10,000 users click 5 times each on one coupon of 2,000 (all clicks shuffled, \
+             c=128); every user with a `202` asks for the result of that first one until told, \
+             from the moment the `202` came, while the crowd goes on clicking (`waitMs=5,000`"
+        ));
+        assert!(
+            md.contains("| queue | figure | before: main (abc1234) | after: this build | goal |")
+        );
+        assert!(
+            md.contains("| redis | MySQL statements per user (SELECT + INSERT) | 5.51 | 0.11 |  |")
+        );
+        assert!(md.contains("| redis | look-ups answered 202 at once (not held) | 31,000 | 0 |  |"));
+        // This build's crowd counts in the main table's audit.
+        let figures = figures(&runs, &config()).unwrap();
+        let audit = find(&figures, "redis", "invariant audit");
+        assert_eq!(audit.text.as_deref(), Some("3 of 3"));
+    }
+
+    #[test]
+    fn without_crowd_steps_there_is_no_crowd_table_and_without_a_baseline_it_says_so() {
+        let runs = Runs::parse(&fixture()).unwrap();
+        let rows = crowd_rows(&runs).unwrap();
+        assert!(rows.is_empty());
+        assert_eq!(crowd_markdown(&rows, &runs, &config()), "");
+
+        let runs = Runs::parse(&crowd(1, "crowd", true)).unwrap();
+        let rows = crowd_rows(&runs).unwrap();
+        let c = Config {
+            before: None,
+            ..config()
+        };
+        let md = crowd_markdown(&rows, &runs, &c);
+        assert!(md.contains("| before (not run: `scripts/bench.sh --before REF`) | after"));
+        assert!(md.contains("| redis | result rows per user | n/a | 0.90 | ≤ 1.00 |"));
+        assert!(md.contains(
+            "| redis | runs passed (invariant audit, nothing refused) | n/a | 1 of 1 | all |"
+        ));
     }
 
     #[test]

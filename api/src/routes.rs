@@ -102,7 +102,7 @@ async fn not_found() -> ApiError {
     security((), ("userToken" = [])),
     params(
         ("couponId" = i64, Path, minimum = 1, description = "Coupon id"),
-        ("userId" = Option<i64>, Query, minimum = 1, description = "User id; required unless the api requires user tokens (then the token's `sub` is the user, and a `userId` must match it)"),
+        ("userId" = i64, Query, minimum = 1, description = "User id. With user tokens required (`AUTH_JWT_*`) the token's `sub` is the user: `userId` may then be left out, and one that differs gets `403 USER_MISMATCH`"),
     ),
     responses(
         (status = 200, description = "A repeat: the user already has a pending or winning request for this coupon; it is answered (`\"repeat\": true`) and nothing is queued or written", body = IssueRepeat),

@@ -175,8 +175,15 @@ async fn admit_to_kafka(
                 match CouponIssueEvent::from_json(json.as_bytes()) {
                     Ok(stale) => match within_limit(k.enqueue(&stale)).await {
                         Ok(enqueued) => {
-                            gate.place(coupon, user, entry.request_id, Some(&enqueued))
-                                .await?;
+                            // Queued now whatever the gate says: a failed
+                            // place leaves the claim, taken over again later
+                            // (the processor decides the id once).
+                            if let Err(e) = gate
+                                .place(coupon, user, entry.request_id, Some(&enqueued))
+                                .await
+                            {
+                                tracing::warn!(error = %e, "recording a request's place in the gate failed");
+                            }
                             entry = super::gate::GateEntry {
                                 request_id: entry.request_id,
                                 state: GateState::Pending(super::gate::Place {

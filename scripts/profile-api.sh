@@ -105,6 +105,7 @@ if ((profiling)); then
   kill -INT "$perf_pid"
   wait "$perf_pid" || true
 fi
+echo "api peak RSS: $(awk '/^VmHWM/ {printf "%.0f MB", $2 / 1024}' "/proc/$(cat "$RUN_DIR/api.pid")/status")"
 stop_process api
 
 if ((profiling)); then

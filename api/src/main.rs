@@ -1,4 +1,9 @@
 use api::{ApiConfig, Application};
+
+// An allocator made for servers: glibc's malloc and free were about a fifth
+// of the api's CPU on the accept path (docs/performance.md, "Profile").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 use common::{db, shutdown::shutdown_signal, telemetry};
 

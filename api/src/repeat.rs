@@ -25,7 +25,8 @@ pub enum Repeat {
 }
 
 /// The repeat answer for `entry`, the user's entry in the coupon's gate;
-/// `progress` is its lane's progress when read with it.
+/// `progress` is its lane's progress when read with it. The request's owner
+/// is remembered, as for a `202`.
 pub async fn answer(
     state: &AppState,
     coupon: CouponId,
@@ -70,6 +71,9 @@ pub async fn answer(
         }
     }
     Outcome::Repeat.count();
+    // The gate's entry is this user's: its owner is known (lookups with
+    // user tokens).
+    state.auth.accepted(entry.request_id, user);
     let won = status == IssueStatus::Success;
     let (ahead, eta_ms) = match standing {
         _ if won => (Some(0), Some(0)),

@@ -131,10 +131,7 @@ async fn issue(
             // A repeat comes before the sold-out answer: a winner who clicks
             // again is told of the coupon they hold.
             if let Some(entry) = repeat::entry_of(&state, coupon, user).await {
-                let request = entry.request_id;
                 if let Repeat::Answer(a) = repeat::answer(&state, coupon, user, entry, None).await {
-                    // The gate's entry is this user's: its owner is known.
-                    state.auth.accepted(request, user);
                     return Ok(a);
                 }
             }
@@ -156,13 +153,8 @@ async fn issue(
         match state.queue.enqueue(coupon, user).await {
             Ok((event, Admitted::New(enqueued), route)) => break (event, enqueued, route),
             Ok((event, Admitted::Repeat { entry, progress }, _)) => {
-                let request = entry.request_id;
                 match repeat::answer(&state, coupon, user, entry, progress).await {
-                    Repeat::Answer(a) => {
-                        // The gate's entry is this user's: its owner is known.
-                        state.auth.accepted(request, user);
-                        return Ok(a);
-                    }
+                    Repeat::Answer(a) => return Ok(a),
                     Repeat::Cleared if tries < 2 => continue,
                     Repeat::Cleared => {
                         return Err(ApiError::enqueue_failed(

@@ -38,7 +38,7 @@ use self::wait::{dispatch, know_all, Waiters, Waiting};
 use crate::figures::{CrowdFigures, Step};
 use crate::load::{self, Counters, Outcome, Pace, Plan, Sample};
 use crate::results::{audit, result_count};
-use crate::sale::create_coupon;
+use crate::sale::{create_coupon, Target};
 use crate::stats::{self, Latency};
 use crate::workload;
 
@@ -46,12 +46,8 @@ mod wait;
 
 #[derive(clap::Args)]
 pub struct CrowdArgs {
-    #[arg(long, env = "API_URL", default_value = "http://127.0.0.1:9090")]
-    pub api: String,
-    #[arg(long, env = "DATABASE_URL", default_value = common::config::DEFAULT_DATABASE_URL)]
-    pub database_url: String,
-    #[arg(long, env = "ADMIN_TOKEN", default_value = "dev-admin-token")]
-    pub admin_token: String,
+    #[command(flatten)]
+    pub target: Target,
     /// Name of the run in progress lines.
     #[arg(long, default_value = "crowd")]
     pub label: String,
@@ -128,13 +124,25 @@ pub async fn crowd(args: &CrowdArgs) -> anyhow::Result<CrowdFigures> {
     let users = args.users.max(1);
     let client = load::client(concurrency)?;
     let name = format!("bench {}", args.label);
-    let coupon = create_coupon(&client, &args.api, &args.admin_token, &name, args.stock).await?;
+    let coupon = create_coupon(
+        &client,
+        &args.target.api,
+        &args.target.admin_token,
+        &name,
+        args.stock,
+    )
+    .await?;
     let clicks = workload::crowd(users, args.clicks.max(1), args.seed);
     let urls = clicks
         .iter()
-        .map(|user| format!("{}/api/coupons/{coupon}/issue?userId={user}", args.api))
+        .map(|user| {
+            format!(
+                "{}/api/coupons/{coupon}/issue?userId={user}",
+                args.target.api
+            )
+        })
         .collect();
-    let pool = common::db::pool(&args.database_url, 1).context("DATABASE_URL")?;
+    let pool = common::db::pool(&args.target.database_url, 1).context("DATABASE_URL")?;
     let before = Statements::read(&pool).await?;
 
     let counters = Arc::new(Counters::default());
@@ -157,7 +165,7 @@ pub async fn crowd(args: &CrowdArgs) -> anyhow::Result<CrowdFigures> {
         args.wait_after_clicks,
     ));
     let plan = Plan {
-        api: args.api.clone(),
+        api: args.target.api.clone(),
         urls,
         pace: Pace::Closed { concurrency },
         result_sample: 0,

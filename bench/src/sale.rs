@@ -27,14 +27,21 @@ use crate::workload;
 /// Width of one timeline bucket.
 const BUCKET: Duration = Duration::from_millis(250);
 
+/// The api a load is sent to, its admin token and its database.
 #[derive(clap::Args)]
-pub struct SaleArgs {
+pub struct Target {
     #[arg(long, env = "API_URL", default_value = "http://127.0.0.1:9090")]
     pub api: String,
     #[arg(long, env = "DATABASE_URL", default_value = common::config::DEFAULT_DATABASE_URL)]
     pub database_url: String,
     #[arg(long, env = "ADMIN_TOKEN", default_value = "dev-admin-token")]
     pub admin_token: String,
+}
+
+#[derive(clap::Args)]
+pub struct SaleArgs {
+    #[command(flatten)]
+    pub target: Target,
     /// Name of the run in progress lines.
     #[arg(long, default_value = "sale")]
     pub label: String,
@@ -87,7 +94,14 @@ pub async fn sale(args: &SaleArgs) -> anyhow::Result<SaleFigures> {
         for i in 0..args.coupons {
             let name = format!("bench {} #{i}", args.label);
             ids.push(
-                create_coupon(&client, &args.api, &args.admin_token, &name, stock_each).await?,
+                create_coupon(
+                    &client,
+                    &args.target.api,
+                    &args.target.admin_token,
+                    &name,
+                    stock_each,
+                )
+                .await?,
             );
         }
         ids
@@ -98,7 +112,7 @@ pub async fn sale(args: &SaleArgs) -> anyhow::Result<SaleFigures> {
         .map(|c| {
             format!(
                 "{}/api/coupons/{}/issue?userId={}",
-                args.api, coupons[c.coupon], c.user
+                args.target.api, coupons[c.coupon], c.user
             )
         })
         .collect();
@@ -112,7 +126,7 @@ pub async fn sale(args: &SaleArgs) -> anyhow::Result<SaleFigures> {
     let pool = if args.bare {
         None
     } else {
-        Some(common::db::pool(&args.database_url, 2).context("DATABASE_URL")?)
+        Some(common::db::pool(&args.target.database_url, 2).context("DATABASE_URL")?)
     };
 
     let counters = Arc::new(Counters::default());
@@ -126,7 +140,7 @@ pub async fn sale(args: &SaleArgs) -> anyhow::Result<SaleFigures> {
     let started_at = Utc::now();
     let start = Instant::now();
     let plan = Plan {
-        api: args.api.clone(),
+        api: args.target.api.clone(),
         urls,
         pace,
         result_sample: args.result_sample,

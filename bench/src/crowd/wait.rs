@@ -110,7 +110,7 @@ impl Waiters {
                 .timeout(Duration::from_millis(args.wait_ms) + Duration::from_secs(30))
                 .build()?,
             turns: Semaphore::new(waiters),
-            api: args.api.clone(),
+            api: args.target.api.clone(),
             wait_ms: args.wait_ms,
             pause: Duration::from_millis(args.pause_ms),
             deadline,

@@ -31,10 +31,16 @@
 #               coupon_test_bench_before and keys; interleaved with crowd
 #               (odd runs: crowd first), and beside it in a "Crowd" table
 #
+#   accept      REQUESTS calls from as many users on a coupon of as many
+#               units, no worker running (every call an enqueue), through an
+#               api of its own (keys ...accept:, topic ...-accept): accepted
+#               req/s and the api's CPU time per accepted request (/proc)
+#
 # and, in the same run, the ceilings each figure is divided by:
 #
 #   bare-http   `loadgen bare-http`: the issue route answering a same-sized
-#               202 with no work, driven like the sale
+#               202 with no work, driven like the sale; its CPU time per
+#               answer is the ceiling of the api's per accepted request
 #   enqueue     the project's Redis enqueue (same script, same client) alone,
 #               and a bare rdkafka producer with the project's settings, 128
 #               in flight
@@ -60,6 +66,14 @@
 #                    [--crowd-users 50000] [--crowd-clicks 5]
 #                    [--crowd-stock 10000] [--before REF]
 #                    [--plot docs/bench.svg] [--doc docs/performance.md]
+#                    [--readme README.md] [--save-reference]
+#
+# The regression guard: every run compares the api's CPU per accepted
+# request (accept step), as a multiple of the bare server's per answer, with
+# bench/reference.json, and warns when it is more than 15 % over it (a row
+# in the table too); --save-reference writes this run's multiples there.
+# --readme: the figures that have a goal go between its
+# `<!-- bench:summary:begin -->` and `<!-- bench:summary:end -->` lines.
 #
 # --quick: 20,000 calls from 10,000 users on 2,000 units, a crowd of 10,000
 # users × 5 clicks on 2,000 units, one run (about a minute per mode).
@@ -79,7 +93,7 @@ cd "$ROOT_DIR"
 
 queues="redis kafka" runs=3 requests=100000 users=50000 stock=10000 coupons=20
 rate=5000 rate_seconds=5 batch=500 small=4000 plot="$ROOT_DIR/docs/bench.svg"
-doc="$ROOT_DIR/docs/performance.md" crowd_users=50000 crowd_clicks=5 crowd_stock=10000 before_ref=""
+doc="$ROOT_DIR/docs/performance.md" readme="$ROOT_DIR/README.md" save_reference="" crowd_users=50000 crowd_clicks=5 crowd_stock=10000 before_ref=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick)
@@ -101,6 +115,8 @@ while [[ $# -gt 0 ]]; do
     --before) before_ref=$2; shift 2 ;;
     --plot) plot=$2; shift 2 ;;
     --doc) doc=$2; shift 2 ;;
+    --readme) readme=$2; shift 2 ;;
+    --save-reference) save_reference=--save-reference; shift ;;
     -h|--help) sed -n '2,/^source/p' "$0" | sed '$d'; exit 0 ;;
     *) die "unknown argument $1" ;;
   esac
@@ -156,8 +172,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-steps_per_mode=10
-[[ -n "$before_ref" ]] && steps_per_mode=11
+steps_per_mode=11
+[[ -n "$before_ref" ]] && steps_per_mode=12
 total_steps=$(((2 + steps_per_mode * $(wc -w <<<"$queues")) * runs)) step=0
 progress() {
   step=$((step + 1))
@@ -272,7 +288,7 @@ for ((run = 1; run <= runs; run++)); do
   start_process bare-http "$BIN/loadgen" bare-http --port "$BARE_PORT" 2>/dev/null
   wait_for_port 127.0.0.1 "$BARE_PORT" 10 || die "bare-http did not start"
   record any bare-http "$BIN/loadgen" sale --bare --label bare-http --api "http://127.0.0.1:$BARE_PORT" \
-    --requests "$requests" --users "$users"
+    --requests "$requests" --users "$users" --cpu-pid "$(cat "$RUN_DIR/bare-http.pid")"
   stop_process bare-http 2>/dev/null
 
   progress "ceiling: bulk insert of $requests result rows, $batch per statement"
@@ -289,6 +305,15 @@ for ((run = 1; run <= runs; run++)); do
       --users "$users" --scratch "$scratch"
 
     "$ROOT_DIR/scripts/down.sh" --quiet
+    progress "$queue accept: $requests calls from as many users, no worker running"
+    start_process api env REDIS_KEY_PREFIX="${REDIS_KEY_PREFIX}accept:" KAFKA_TOPIC="$KAFKA_TOPIC-accept" \
+      "$BIN/api" 2>/dev/null
+    wait_for_http "$API/ready" 60 || die "api not ready"
+    make_active "$API" "$queue"
+    record "$queue" accept sale --label "$queue accept" --requests "$requests" --users "$requests" \
+      --stock "$requests" --backlog "$RUN_DIR/accept.json" --cpu-pid "$(cat "$RUN_DIR/api.pid")"
+    stop_process api 2>/dev/null
+
     peak_worker=0
     start_process api "$BIN/api" 2>/dev/null
     wait_for_http "$API/ready" 60 || die "api not ready"
@@ -351,6 +376,7 @@ done
 
 machine="$load_before; $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GB", $2 / 1048576}' /proc/meminfo), $(uname -sr)"
 "$BIN/loadgen" report --input "$results" --out-dir "$RUN_DIR" --plot "$plot" --doc "$doc" \
+  --readme "$readme" --reference "$ROOT_DIR/bench/reference.json" $save_reference \
   --machine "$machine" --cores "$(nproc)" --batch "$batch" --requests "$requests" \
   --users "$users" --stock "$stock" --coupons "$coupons" --rate "$rate" --small "$small" \
   ${before_label:+--before "$before_label"}

@@ -149,6 +149,12 @@ pub struct SaleFigures {
     pub last_result_seconds: Option<f64>,
     /// `processed_at − requested_at` of every result.
     pub request_to_result_db: Option<Latency>,
+    /// CPU seconds of the process given by `--cpu-pid` over the calls.
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
+    /// The same in µs per `202`.
+    #[serde(default)]
+    pub cpu_us_per_accepted: Option<f64>,
     pub ok: bool,
     pub audit: Option<AuditFigures>,
 }

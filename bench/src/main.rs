@@ -23,6 +23,7 @@
 
 mod audit;
 mod ceiling;
+mod cpu;
 mod crowd;
 mod figures;
 mod load;

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use sqlx::MySqlPool;
 use uuid::Uuid;
 
+use crate::cpu;
 use crate::figures::{SaleFigures, Step, Timeline};
 use crate::load::{self, Counters, Outcome, Pace, Plan, Sample};
 use crate::results::{audit, result_count, result_times, wait_for_results, Backlog, BacklogCoupon};
@@ -79,6 +80,10 @@ pub struct SaleArgs {
     /// Give up waiting for results after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
+    /// Measure this process's CPU time (user + system, from `/proc`) over
+    /// the calls: the server's CPU per accepted request.
+    #[arg(long)]
+    pub cpu_pid: Option<u32>,
     #[command(flatten)]
     pub step: Option<Step>,
 }
@@ -146,7 +151,12 @@ pub async fn sale(args: &SaleArgs) -> anyhow::Result<SaleFigures> {
         result_sample: args.result_sample,
         answers: None,
     };
+    let cpu_before = args.cpu_pid.map(cpu::seconds).transpose()?;
     let (samples, sent) = load::run(client, plan, counters).await?;
+    let cpu_seconds = match (args.cpu_pid, cpu_before) {
+        (Some(pid), Some(before)) => Some(cpu::seconds(pid)? - before),
+        _ => None,
+    };
     let mut out = SaleFigures {
         coupons: coupons.clone(),
         requests: args.requests,
@@ -155,6 +165,10 @@ pub async fn sale(args: &SaleArgs) -> anyhow::Result<SaleFigures> {
         concurrency,
         ..load_figures(&samples, sent)
     };
+    out.cpu_seconds = cpu_seconds;
+    out.cpu_us_per_accepted = cpu_seconds
+        .filter(|_| out.accepted > 0)
+        .map(|s| s * 1e6 / out.accepted as f64);
     out.ok = out.failed == 0;
 
     let Some(pool) = pool else {

@@ -141,11 +141,18 @@ pub fn figures(runs: &Runs, c: &Config) -> anyhow::Result<Vec<Figure>> {
             .iter()
             .map(|i| i.per_second),
     );
+    let bare_cpu = median(bare_runs.iter().filter_map(|s| s.cpu_us_per_accepted));
     out.push(
         Figure::new("any", "bare HTTP ceiling: 202/s at c=128", bare, " req/s")
             .failed(runs.failed("any", "bare-http"))
             .latency(&bare_lat),
     );
+    out.push(Figure::new(
+        "any",
+        "bare HTTP ceiling: its CPU per answer (user + system)",
+        bare_cpu,
+        "µs",
+    ));
     out.push(
         Figure::new(
             "any",
@@ -179,6 +186,8 @@ pub fn figures(runs: &Runs, c: &Config) -> anyhow::Result<Vec<Figure>> {
             .failed(runs.failed(m, "enqueue"))
             .latency(&percentiles(&enqueues, |e| Some(&e.latency))),
         );
+
+        out.extend(accept_figures(runs, m, (bare, bare_cpu), enq, enq_name)?);
 
         let sales: Vec<SaleFigures> = runs.ok(m, "sale")?;
         let acc = median(sales.iter().map(|s| s.accepted_per_second));
@@ -284,7 +293,13 @@ pub fn figures(runs: &Runs, c: &Config) -> anyhow::Result<Vec<Figure>> {
             median(sales.iter().map(|s| s.repeats as f64)),
             "",
         ));
-        out.extend(cpu_figure(m, &runs.ok(m, "cpu")?, c.cores()));
+        let cpus: Vec<CpuFigures> = runs.ok(m, "cpu")?;
+        out.extend(cpu_figure(m, &cpus, c.cores()));
+        out.extend(cpu_per_request_figure(
+            m,
+            &cpus,
+            median(sales.iter().map(|s| s.accepted as f64)),
+        ));
         out.push(Figure::new(
             m,
             "sale: calls sent in",
@@ -420,6 +435,97 @@ pub fn figures(runs: &Runs, c: &Config) -> anyhow::Result<Vec<Figure>> {
         out.push(audit_figure(runs, m, &batch_n));
     }
     Ok(out)
+}
+
+/// The figure of the api's CPU per accepted request (the `accept` step).
+pub const API_CPU: &str = "api CPU per accepted request (same calls) ÷ bare server's per answer";
+
+/// The budget of the api's CPU per accepted request, as a multiple of the
+/// bare server's per answer: Kafka's producer does more per message than a
+/// Redis script call.
+pub fn cpu_budget(mode: &str) -> f64 {
+    if mode == "redis" {
+        2.0
+    } else {
+        3.0
+    }
+}
+
+/// The `accept` step (every call a new user's, no worker running): the
+/// front door's rate beside its ceiling, and the api's CPU per accepted
+/// request beside the bare server's per answer.
+fn accept_figures(
+    runs: &Runs,
+    mode: &str,
+    (bare, bare_cpu): (Option<f64>, Option<f64>),
+    enq: Option<f64>,
+    enq_name: &str,
+) -> anyhow::Result<Vec<Figure>> {
+    if !runs.has(mode, "accept") {
+        return Ok(vec![]);
+    }
+    let accepts: Vec<SaleFigures> = runs.ok(mode, "accept")?;
+    let failed = runs.failed(mode, "accept");
+    let (ceiling, name) = if mode == "redis" {
+        (bare, "bare HTTP")
+    } else {
+        (enq, enq_name)
+    };
+    let rate = Figure::new(
+        mode,
+        format!("front door, no worker running, every call a new user: accepted req/s ÷ {name}"),
+        median(accepts.iter().map(|s| s.accepted_per_second)),
+        " req/s",
+    )
+    .ceiling(ceiling, name)
+    .target("≥ 0.6", at_least(0.6))
+    .failed(failed)
+    .latency(&percentiles(&accepts, |s| Some(&s.latency_accepted)));
+    let budget = cpu_budget(mode);
+    let mut cpu = Figure::new(
+        mode,
+        API_CPU,
+        median(accepts.iter().filter_map(|s| s.cpu_us_per_accepted)),
+        "µs",
+    )
+    .ceiling(bare_cpu, "bare HTTP")
+    .target(&format!("≤ {budget:.1}×"), move |_, r| {
+        r.is_some_and(|r| r <= budget)
+    })
+    .failed(failed);
+    cpu.ceiling_text = bare_cpu.map(|b| format!("{b:.1} µs (bare HTTP)"));
+    Ok(vec![rate, cpu])
+}
+
+/// CPU per accepted request of every process during the sale: the medians
+/// of the CPU seconds over the median accepted count.
+fn cpu_per_request_figure(
+    mode: &str,
+    cpus: &[CpuFigures],
+    accepted: Option<f64>,
+) -> Option<Figure> {
+    let accepted = accepted.filter(|a| *a > 0.0)?;
+    if cpus.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = CpuSnapshot::PROCESSES
+        .into_iter()
+        .map(|p| {
+            let s = median(
+                cpus.iter()
+                    .map(|c| c.after.seconds(p) - c.before.seconds(p)),
+            );
+            format!("{p} {:.0}", s.unwrap_or(0.0) * 1e6 / accepted)
+        })
+        .collect();
+    let mut f = Figure::new(
+        mode,
+        "sale: CPU µs per accepted request, per process (sold-out answers and repeats included)",
+        None,
+        "µs",
+    );
+    f.text = Some(parts.join(", "));
+    Some(f)
 }
 
 /// CPU seconds of every process during the sale (medians of after −

@@ -20,16 +20,20 @@ use crate::plot::{self, Panel};
 /// The document's lines that enclose the tables.
 pub const DOC_BEGIN: &str = "<!-- bench:begin -->";
 pub const DOC_END: &str = "<!-- bench:end -->";
+/// The README's lines that enclose the figures with a goal.
+pub const SUMMARY_BEGIN: &str = "<!-- bench:summary:begin -->";
+pub const SUMMARY_END: &str = "<!-- bench:summary:end -->";
 
 mod crowd;
 mod figure;
+mod guard;
 mod runs;
 mod text;
 
 pub use crowd::{crowd_markdown, crowd_rows, CrowdRow};
 pub use figure::{figures, Figure};
 pub use runs::Runs;
-pub use text::{grouped, markdown};
+pub use text::{grouped, markdown, summary_markdown};
 /// The queue modes, in the order of the tables.
 const MODES: [&str; 2] = ["redis", "kafka"];
 
@@ -50,6 +54,19 @@ pub struct ReportArgs {
     /// a note, when the file or a marker is missing.
     #[arg(long, default_value = "docs/performance.md")]
     pub doc: PathBuf,
+    /// Document whose lines `<!-- bench:summary:begin -->` and
+    /// `<!-- bench:summary:end -->` enclose the figures that have a goal
+    /// (the README's Performance section).
+    #[arg(long)]
+    pub readme: Option<PathBuf>,
+    /// The regression guard's reference: the api's CPU per accepted request
+    /// as a multiple of the bare server's per answer; a row per mode, and a
+    /// warning when this run is more than 15 % over it.
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    /// Write this run's multiples into `--reference` (after the check).
+    #[arg(long, requires = "reference")]
+    pub save_reference: bool,
     #[command(flatten)]
     pub config: Config,
 }
@@ -130,14 +147,18 @@ fn panels(runs: &Runs, c: &Config) -> Vec<Panel> {
 /// are: a marker line is an HTML block of its own, so the tables render as
 /// Markdown without blank lines around them. None when a marker is
 /// missing, or the end comes first.
-pub fn splice(doc: &str, tables: &str) -> Option<String> {
+fn splice_between(
+    doc: &str,
+    (begin_marker, end_marker): (&str, &str),
+    tables: &str,
+) -> Option<String> {
     let lines: Vec<&str> = doc.split_inclusive('\n').collect();
-    let begin = lines.iter().position(|l| l.trim() == DOC_BEGIN)?;
+    let begin = lines.iter().position(|l| l.trim() == begin_marker)?;
     let end = begin
         + 1
         + lines[begin + 1..]
             .iter()
-            .position(|l| l.trim() == DOC_END)?;
+            .position(|l| l.trim() == end_marker)?;
     let mut out: String = lines[..=begin].concat();
     out.push_str(tables.trim_end_matches('\n'));
     out.push('\n');
@@ -148,7 +169,7 @@ pub fn splice(doc: &str, tables: &str) -> Option<String> {
 /// Writes the tables into the document between its markers; a missing
 /// document or marker is a note, not an error: the results are written
 /// anyway.
-fn write_doc(doc: &Path, tables: &str) -> anyhow::Result<()> {
+fn write_doc(doc: &Path, markers: (&str, &str), tables: &str) -> anyhow::Result<()> {
     let text = match std::fs::read_to_string(doc) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -160,15 +181,16 @@ fn write_doc(doc: &Path, tables: &str) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", doc.display())),
     };
-    match splice(&text, tables) {
+    match splice_between(&text, markers, tables) {
         Some(new) => {
             std::fs::write(doc, new).with_context(|| format!("writing {}", doc.display()))?;
             eprintln!("wrote the tables into {}", doc.display());
         }
         None => eprintln!(
-            "note: {} has no {DOC_BEGIN} line followed by a {DOC_END} line; the tables are \
-             not written into it",
-            doc.display()
+            "note: {} has no {} line followed by a {} line; the tables are not written into it",
+            doc.display(),
+            markers.0,
+            markers.1
         ),
     }
     Ok(())
@@ -191,8 +213,27 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.input)
         .with_context(|| format!("reading {}", args.input.display()))?;
     let runs = Runs::parse(&text).with_context(|| args.input.display().to_string())?;
-    let figures = figures(&runs, &args.config)?;
+    let mut figures = figures(&runs, &args.config)?;
     let date = Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
+    if let Some(path) = &args.reference {
+        if let Some(reference) = guard::Reference::load(path)? {
+            let rows = reference.check(&figures);
+            for w in guard::warnings(&rows) {
+                eprintln!("{w}");
+            }
+            figures.extend(rows);
+        }
+        if args.save_reference {
+            let measured = format!("{date}, medians of {} run(s)", runs.runs());
+            match guard::Reference::of(&figures, measured) {
+                Some(r) => {
+                    r.save(path)?;
+                    eprintln!("wrote the reference {}", path.display());
+                }
+                None => eprintln!("note: no accept step measured; the reference is not written"),
+            }
+        }
+    }
     let crowd = crowd_rows(&runs)?;
     let mut md = markdown(&figures, &args.config, runs.runs(), &date);
     md.push_str(&crowd_markdown(&crowd, &runs, &args.config));
@@ -218,7 +259,12 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
         }
         plot::draw(&panels, svg)?;
     }
-    write_doc(&args.doc, &md)
+    write_doc(&args.doc, (DOC_BEGIN, DOC_END), &md)?;
+    if let Some(readme) = &args.readme {
+        let summary = summary_markdown(&figures, runs.runs(), &date);
+        write_doc(readme, (SUMMARY_BEGIN, SUMMARY_END), &summary)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -532,23 +578,92 @@ mod tests {
         assert_eq!(ratio_text(Some(26.2)), "26×");
     }
 
+    fn splice_doc(doc: &str, tables: &str) -> Option<String> {
+        splice_between(doc, (DOC_BEGIN, DOC_END), tables)
+    }
+
     #[test]
     fn the_tables_replace_what_is_between_the_markers() {
         let doc = "# Performance\n\nintro\n<!-- bench:begin -->\nold table\n\nmore\n\
                    <!-- bench:end -->\n\nafter\n";
-        let new = splice(doc, "| a |\n|---|\n").unwrap();
+        let new = splice_doc(doc, "| a |\n|---|\n").unwrap();
         assert_eq!(
             new,
             "# Performance\n\nintro\n<!-- bench:begin -->\n| a |\n|---|\n\
              <!-- bench:end -->\n\nafter\n"
         );
         // Again: the same document.
-        assert_eq!(splice(&new, "| a |\n|---|\n").unwrap(), new);
-        assert_eq!(splice("no markers\n", "x"), None);
+        assert_eq!(splice_doc(&new, "| a |\n|---|\n").unwrap(), new);
+        assert_eq!(splice_doc("no markers\n", "x"), None);
         assert_eq!(
-            splice("<!-- bench:end -->\n<!-- bench:begin -->\n", "x"),
+            splice_doc("<!-- bench:end -->\n<!-- bench:begin -->\n", "x"),
             None
         );
+    }
+
+    /// A line of a step that measured a server's CPU per accepted request.
+    fn with_cpu(run: u32, mode: &str, kind: &str, per_second: f64, us: f64) -> String {
+        let figures = SaleFigures {
+            accepted: 20_000,
+            accepted_per_second: per_second,
+            cpu_seconds: Some(us * 20_000.0 / 1e6),
+            cpu_us_per_accepted: Some(us),
+            ok: true,
+            ..SaleFigures::default()
+        };
+        serde_json::to_string(&Line {
+            run,
+            mode: mode.into(),
+            kind: kind.into(),
+            result: figures,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_apis_cpu_per_request_is_set_beside_the_bare_servers_and_the_readme_gets_the_goals() {
+        let mut lines: Vec<String> = fixture()
+            .lines()
+            .filter(|l| !l.contains("\"bare-http\""))
+            .map(String::from)
+            .collect();
+        for run in 1..=3 {
+            let r = f64::from(run);
+            lines.push(with_cpu(run, "any", "bare-http", 32_000.0, 10.0 + r));
+            lines.push(with_cpu(run, "redis", "accept", 16_000.0, 25.0 + r));
+        }
+        let runs = Runs::parse(&(lines.join("\n") + "\n")).unwrap();
+        let figures = figures(&runs, &config()).unwrap();
+
+        let bare = find(&figures, "any", "bare HTTP ceiling: its CPU");
+        assert_eq!(bare.value, Some(12.0));
+        let rate = find(&figures, "redis", "front door, no worker running");
+        assert_eq!(rate.ratio, Some(0.5));
+        assert_eq!(rate.met, Some(false));
+        let cpu = find(&figures, "redis", figure::API_CPU);
+        assert_eq!(cpu.value, Some(27.0));
+        assert_eq!(cpu.ratio, Some(27.0 / 12.0));
+        assert_eq!(cpu.target.as_deref(), Some("≤ 2.0×"));
+        assert_eq!(cpu.met, Some(false));
+        let md = markdown(&figures, &config(), 3, "today");
+        assert!(
+            md.contains("| 27.0 µs | 12.0 µs (bare HTTP) | 2.25 | ≤ 2.0× | **no** |"),
+            "{md}"
+        );
+        // The sale's CPU per accepted request, per process: api 2 s over
+        // 2,000 accepted.
+        let per = find(&figures, "redis", "sale: CPU µs per accepted request");
+        assert!(
+            per.text.as_deref().unwrap().starts_with("api 1000, "),
+            "{per:?}"
+        );
+
+        // The README's summary: only the figures with a goal.
+        let summary = summary_markdown(&figures, 3, "today");
+        assert!(summary.contains(figure::API_CPU));
+        assert!(summary.contains("front door, no worker running"));
+        assert!(!summary.contains("bulk insert ceiling"));
+        assert!(!summary.contains("sale: CPU µs per accepted"));
     }
 
     /// A crowd's line as `loadgen crowd` prints it: the baseline polls

@@ -38,6 +38,7 @@ pub(super) fn num(v: Option<f64>, unit: &str) -> String {
         "ms" => format!("{} ms", grouped(v, 0)),
         "MB" => format!("{} MB", grouped(v, 0)),
         "s" => format!("{} s", grouped(v, 2)),
+        "µs" => format!("{} µs", grouped(v, 1)),
         _ => format!("{}{unit}", grouped(v, 0)),
     }
 }
@@ -56,7 +57,7 @@ pub(super) fn value_text(f: &Figure) -> String {
     }
     match &f.latency {
         Some(latency) if f.unit == "ms" => latency_text(latency),
-        _ if ["ms", "MB", "s"].contains(&f.unit.as_str()) => num(f.value, &f.unit),
+        _ if ["ms", "MB", "s", "µs"].contains(&f.unit.as_str()) => num(f.value, &f.unit),
         _ => num(f.value, ""),
     }
 }
@@ -99,6 +100,43 @@ pub(super) fn cell(text: &str) -> String {
     text.replace('|', "\\|")
 }
 
+/// The README's summary: the figures that have a goal, with their ceilings.
+pub fn summary_markdown(figures: &[Figure], runs: u32, date: &str) -> String {
+    let mut md = format!(
+        "Benchmark of {date}, medians of {runs} run(s); every figure beside its ceiling from \
+         the same run ([all figures](docs/performance.md#latest-run)).\n\n\
+         | queue | figure | value | ceiling (same run) | ratio | goal | met |\n\
+         |---|---|---|---|---|---|---|\n"
+    );
+    for f in figures.iter().filter(|f| f.target.is_some()) {
+        md.push_str(&row(f));
+    }
+    md
+}
+
+/// One row of a table.
+fn row(f: &Figure) -> String {
+    let mode = if f.mode == "any" { "" } else { f.mode.as_str() };
+    let figure = if f.note.is_empty() {
+        f.figure.clone()
+    } else {
+        format!("{} {}", f.figure, f.note)
+    };
+    let met = match f.met {
+        Some(true) => "yes",
+        Some(false) => "**no**",
+        None => "",
+    };
+    format!(
+        "| {mode} | {} | {} | {} | {} | {} | {met} |\n",
+        cell(&figure),
+        cell(&value_text(f)),
+        cell(&ceiling_text(f)),
+        ratio_text(f.ratio),
+        f.target.as_deref().unwrap_or(""),
+    )
+}
+
 /// `results.md`: what ran where, then the table.
 pub fn markdown(figures: &[Figure], c: &Config, runs: u32, date: &str) -> String {
     let mut md = format!(
@@ -114,25 +152,7 @@ pub fn markdown(figures: &[Figure], c: &Config, runs: u32, date: &str) -> String
         c.coupons,
     );
     for f in figures {
-        let mode = if f.mode == "any" { "" } else { f.mode.as_str() };
-        let figure = if f.note.is_empty() {
-            f.figure.clone()
-        } else {
-            format!("{} {}", f.figure, f.note)
-        };
-        let met = match f.met {
-            Some(true) => "yes",
-            Some(false) => "**no**",
-            None => "",
-        };
-        md.push_str(&format!(
-            "| {mode} | {} | {} | {} | {} | {} | {met} |\n",
-            cell(&figure),
-            cell(&value_text(f)),
-            cell(&ceiling_text(f)),
-            ratio_text(f.ratio),
-            f.target.as_deref().unwrap_or(""),
-        ));
+        md.push_str(&row(f));
     }
     md
 }

@@ -15,6 +15,8 @@ use sqlx::MySqlPool;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use crate::sold_out::SoldOutGates;
+
 /// A miss reloads the cache at most this often, so a coupon created a moment
 /// ago (by another api instance or plain SQL) is found, while a flood of
 /// made-up ids costs at most a few queries per second.
@@ -56,6 +58,9 @@ pub struct CouponCache {
     /// lifted; see [`CouponCache::reload`].
     marks: Arc<std::sync::Mutex<Marks>>,
     last_reload: Arc<Mutex<Option<Instant>>>,
+    /// Copies of the sold-out coupons' repeat gates, dropped when a coupon
+    /// reopens.
+    sold_out_gates: SoldOutGates,
     pool: MySqlPool,
 }
 
@@ -65,6 +70,7 @@ impl CouponCache {
             coupons: Arc::default(),
             marks: Arc::default(),
             last_reload: Arc::default(),
+            sold_out_gates: SoldOutGates::default(),
             pool,
         }
     }
@@ -91,7 +97,14 @@ impl CouponCache {
         // (the mark is to be lifted): either way the refusal is accounted for.
         marks.refused.clear();
         *cached = coupons;
+        self.sold_out_gates
+            .retain(|id| cached.get(&id) == Some(&Availability::SoldOut));
         Ok(())
+    }
+
+    /// The copies of the sold-out coupons' repeat gates.
+    pub fn sold_out_gates(&self) -> &SoldOutGates {
+        &self.sold_out_gates
     }
 
     /// Restocked coupons whose sold-out mark in the queue is to be lifted.

@@ -18,6 +18,7 @@ pub mod lookup;
 pub mod openapi;
 pub mod repeat;
 pub mod routes;
+pub mod sold_out;
 pub mod startup;
 pub mod state;
 pub mod waiting;

@@ -37,7 +37,8 @@ pub async fn answer(
     let mut status = entry.status();
     let mut standing = None;
     let place = entry.place();
-    if let Some(place) = place {
+    // A winner's place in the queue no longer matters: ahead is 0.
+    if let Some(place) = place.filter(|_| status != IssueStatus::Success) {
         let queue = queue_of(place.lane);
         if let Ok(producer) = state.queue.queues().producer(queue).await {
             let waiting = state.waiting.of(producer);
@@ -99,7 +100,7 @@ pub async fn answer(
     )
 }
 
-/// The user's entry in the coupon's gate, read on its own (the coupon is
+/// The user's entry in the coupon's gate, read from Redis on its own (the coupon is
 /// sold out, so nothing would be queued); `None` also when Redis does not
 /// answer: the click is then told the coupon is sold out.
 pub async fn entry_of(state: &AppState, coupon: CouponId, user: UserId) -> Option<GateEntry> {

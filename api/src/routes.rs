@@ -28,6 +28,7 @@ use crate::extract::{ApiPath, ApiQuery, CouponPath};
 use crate::limits::ClientIp;
 use crate::lookup::{self, LookupParams};
 use crate::repeat::{self, Repeat};
+use crate::sold_out;
 use crate::state::AppState;
 use crate::{admin, dashboard, openapi};
 
@@ -130,7 +131,7 @@ async fn issue(
         Some(Availability::SoldOut) => {
             // A repeat comes before the sold-out answer: a winner who clicks
             // again is told of the coupon they hold.
-            if let Some(entry) = repeat::entry_of(&state, coupon, user).await {
+            if let Some(entry) = sold_out::entry_of(&state, coupon, user).await {
                 if let Repeat::Answer(a) = repeat::answer(&state, coupon, user, entry, None).await {
                     return Ok(a);
                 }

@@ -11,7 +11,7 @@ mod producer;
 pub mod redis;
 
 pub use self::batch::{Batch, Reject};
-pub use self::gate::{Admitted, GateEntry, GateState, Settled};
+pub use self::gate::{Admitted, GateEntry, GateState, Place, Settled};
 pub use self::kafka::{KafkaProducer, KafkaSettings, PartitionProgress};
 pub use self::lane::{Enqueued, Lane, QueueSize};
 pub use self::producer::{

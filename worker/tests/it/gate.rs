@@ -12,7 +12,7 @@ use common::domain::{CouponId, CouponIssueEvent, IssueStatus, QueueType, UserId,
 use common::queue::redis::RedisKeys;
 use common::queue::{GateEntry, CLAIM_STALE};
 use rstest::rstest;
-use testkit::{spawn_app_on, spawn_app_with, Accepted, Backend, Refusals, TestApp};
+use testkit::{scrape_at, spawn_app_on, spawn_app_with, Accepted, Backend, Refusals, TestApp};
 
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -188,6 +188,32 @@ async fn a_crowd_clicking_again_through_two_apis_queues_one_request_per_user(
         let (status, body) = click(api, coupon, loser).await;
         assert_eq!(status, 409, "{body}");
         assert_eq!(body["error"]["code"], "SOLD_OUT");
+    }
+
+    // Once the apis hold a copy of the sold-out coupon's gate, such clicks
+    // are answered from memory (no Redis read), and still exactly.
+    let reads = || scrape_at(&first.address, "coupon_issue_sold_out_redis_reads_total");
+    let started = Instant::now();
+    loop {
+        let before = reads().await;
+        for api in [&first, &second] {
+            let (status, body) = click(api, coupon, winner).await;
+            assert_eq!(
+                (status, &body["status"]),
+                (200, &"SUCCESS".into()),
+                "{body}"
+            );
+            let (status, body) = click(api, coupon, loser).await;
+            assert_eq!(status, 409, "{body}");
+        }
+        if reads().await == before {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "sold-out clicks still read Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     // A restock by SQL: the loser may ask again, as a new request.

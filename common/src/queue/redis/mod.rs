@@ -490,6 +490,30 @@ impl RedisQueue {
         Ok(raw.and_then(|r| GateEntry::parse(coupon, &r)))
     }
 
+    /// Every entry of the coupon's repeat gate, by user; `None` when it holds
+    /// more than `max` entries (it is then not worth holding in memory).
+    pub async fn gate_entries(
+        &self,
+        coupon: CouponId,
+        max: usize,
+    ) -> Result<Option<Vec<(i64, GateEntry)>>, QueueError> {
+        let key = self.keys.gate(coupon);
+        let len: usize = self
+            .run(Invocation::Cmd(redis::cmd("HLEN").arg(&key)))
+            .await?;
+        if len > max {
+            return Ok(None);
+        }
+        let raw: Vec<(i64, String)> = self
+            .run(Invocation::Cmd(redis::cmd("HGETALL").arg(&key)))
+            .await?;
+        Ok(Some(
+            raw.into_iter()
+                .filter_map(|(user, r)| Some((user, GateEntry::parse(coupon, &r)?)))
+                .collect(),
+        ))
+    }
+
     /// Kafka mode: claims the user's gate entry for `event` before it is
     /// produced (see [`CLAIM`]).
     pub async fn claim(

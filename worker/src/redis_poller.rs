@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
 use crate::barrier::{self};
-use crate::pipeline::{DeadLetters, DrainError, Pipeline};
+use crate::pipeline::{DeadLetters, DrainError, Drained, Pipeline};
 
 /// Shortest time between the starts of two polls that a wake-up triggers.
 const MIN_POLL_GAP: Duration = Duration::from_millis(20);
@@ -139,16 +139,35 @@ impl RedisPoller {
     ) -> Result<usize, DrainError> {
         let mut processed = 0;
         let mut held_since: Option<tokio::time::Instant> = None;
-        while !cancel.is_cancelled() {
+        // The next batch, read while the current one committed.
+        let mut ahead: Option<Option<(Batch, String)>> = None;
+        // The last committed batch, whose entries leave the stream while the
+        // next one commits.
+        let mut committed: Option<Committed> = None;
+        let result = loop {
+            if cancel.is_cancelled() {
+                break Ok(());
+            }
             if lost.is_cancelled() {
                 warn!("lease lost; leaving the coupon to its new holder");
-                break;
+                break Ok(());
             }
-            let Some((mut batch, mut last_id)) =
-                self.queue.next_batch(coupon, self.batch_size).await?
-            else {
+            let next = match ahead.take() {
+                Some(next) => next,
+                None => match self.queue.next_batch(coupon, self.batch_size).await {
+                    Ok(next) => next,
+                    Err(e) => break Err(e.into()),
+                },
+            };
+            let Some((mut batch, mut last_id)) = next else {
+                // The stream may only look empty because the last batch is
+                // still in it: remove it before asking.
+                if let Some(c) = committed.take() {
+                    self.remove(coupon, c).await?;
+                    continue;
+                }
                 if self.queue.forget_if_empty(coupon).await? {
-                    break;
+                    break Ok(());
                 }
                 continue;
             };
@@ -157,15 +176,18 @@ impl RedisPoller {
                 match keep_before(&mut batch, passable) {
                     Some(last) => last_id = last,
                     None => {
+                        if let Some(c) = committed.take() {
+                            self.remove(coupon, c).await?;
+                        }
                         // The head itself is held: wait here a little, then
                         // leave the coupon to a later poll.
                         let since = *held_since.get_or_insert_with(tokio::time::Instant::now);
                         if since.elapsed() >= HOLD_IN_PLACE {
-                            break;
+                            break Ok(());
                         }
                         tokio::select! {
                             _ = tokio::time::sleep(barrier::RECHECK) => {}
-                            _ = cancel.cancelled() => break,
+                            _ = cancel.cancelled() => break Ok(()),
                         }
                         continue;
                     }
@@ -176,19 +198,61 @@ impl RedisPoller {
                 queue: &self.queue,
                 coupon,
             };
-            let drained = self.pipeline.drain(&dead_letters, &batch, cancel).await?;
-            // Only now, with every result committed, do the entries leave the
-            // stream, and their users' gate entries settle with them; a
-            // sold-out coupon is marked so the api stops queueing.
-            self.queue
-                .remove_through(coupon, &last_id, drained.sold_out, &drained.settled)
-                .await?;
+            // Three things at once: this batch commits, the last one leaves
+            // the stream (its results are committed), the next one is read.
+            let previous = committed.take();
+            let (drained, removed, read) = tokio::join!(
+                self.pipeline.drain(&dead_letters, &batch, cancel),
+                async {
+                    match previous {
+                        Some(c) => self.remove(coupon, c).await,
+                        None => Ok(()),
+                    }
+                },
+                self.queue
+                    .batch_after(coupon, Some(&last_id), self.batch_size)
+            );
+            removed?;
+            let drained = drained?;
+            // A failed read ahead is read again from the head.
+            ahead = read.ok();
             processed += drained.processed;
-            metrics::counter!("coupon_issue_events_acknowledged_total", "queue" => "redis")
-                .increment(batch.events.len() as u64);
+            committed = Some(Committed {
+                last_id,
+                events: batch.events.len(),
+                drained,
+            });
+        };
+        // Only now, with every result committed, do the entries leave the
+        // stream (also when the lease was lost: these results are committed
+        // whoever holds the coupon now).
+        if let Some(c) = committed {
+            self.remove(coupon, c).await?;
         }
-        Ok(processed)
+        result.map(|()| processed)
     }
+
+    /// Removes a committed batch's entries from the stream; their users'
+    /// gate entries settle with them, and a sold-out coupon is marked so
+    /// the api stops queueing.
+    async fn remove(&self, coupon: CouponId, c: Committed) -> Result<(), DrainError> {
+        self.queue
+            .remove_through(coupon, &c.last_id, c.drained.sold_out, &c.drained.settled)
+            .await?;
+        metrics::counter!("coupon_issue_events_acknowledged_total", "queue" => "redis")
+            .increment(c.events as u64);
+        Ok(())
+    }
+}
+
+/// A batch whose results are committed and whose entries are still in the
+/// stream.
+struct Committed {
+    /// Its last entry.
+    last_id: String,
+    /// Its events (rejects left out).
+    events: usize,
+    drained: Drained,
 }
 
 /// Cuts `batch` to the entries before its event `keep` (events and rejects

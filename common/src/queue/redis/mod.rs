@@ -715,11 +715,22 @@ impl RedisQueue {
         coupon: CouponId,
         count: usize,
     ) -> Result<Vec<RawEntry>, QueueError> {
+        self.read_range(coupon, None, count).await
+    }
+
+    /// The `count` entries after entry `after` (exclusive), or from the head.
+    async fn read_range(
+        &self,
+        coupon: CouponId,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<RawEntry>, QueueError> {
+        let start = after.map_or_else(|| "-".to_string(), |id| format!("({id}"));
         let reply: Value = self
             .run(Invocation::Cmd(
                 redis::cmd("XRANGE")
                     .arg(self.keys.stream(coupon))
-                    .arg("-")
+                    .arg(start)
                     .arg("+")
                     .arg("COUNT")
                     .arg(count),
@@ -742,7 +753,19 @@ impl RedisQueue {
         coupon: CouponId,
         count: usize,
     ) -> Result<Option<(Batch, String)>, QueueError> {
-        let entries = self.read_head(coupon, count).await?;
+        self.batch_after(coupon, None, count).await
+    }
+
+    /// The `count` entries that follow entry `after` (from the head when
+    /// `None`) as a batch, with the id of the last one: a worker reads its
+    /// next batch while the current one commits.
+    pub async fn batch_after(
+        &self,
+        coupon: CouponId,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Option<(Batch, String)>, QueueError> {
+        let entries = self.read_range(coupon, after, count).await?;
         let Some(last) = entries.last().map(|e| e.id.clone()) else {
             return Ok(None);
         };

@@ -204,22 +204,20 @@ async fn admit_to_kafka(
                 progress: None,
             })
         }
+        // A place is recorded off the call's path: if it never lands, the
+        // claim goes stale and is sent again under the same id, which the
+        // processor skips.
         Claim::Claimed => match within_limit(k.enqueue(event)).await {
             Ok(enqueued) => {
-                if let Err(e) = gate
-                    .place(coupon, user, event.event_id, Some(&enqueued))
-                    .await
-                {
-                    // The claim stays; a stale claim is sent again under the
-                    // same id, which the processor skips.
-                    tracing::warn!(error = %e, "recording a request's place in the gate failed");
-                }
+                gate.place_later(coupon, user, event.event_id, Some(&enqueued));
                 Ok(Admitted::New(enqueued))
             }
             Err(e) if e.is_uncertain() => {
                 resend_later(k.clone(), gate.clone(), event.clone());
                 Err(e)
             }
+            // Dropped before the answer: a user whose click was refused may
+            // click again at once.
             Err(e) => {
                 if let Err(e) = gate.place(coupon, user, event.event_id, None).await {
                     tracing::warn!(error = %e, "dropping a refused request's gate claim failed; it goes stale");

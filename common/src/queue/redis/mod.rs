@@ -18,7 +18,7 @@
 //!   processor's per-request skip plus the coupon row lock make the slower
 //!   one a no-op.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -36,6 +36,7 @@ use crate::queue::lane::{Enqueued, Lane};
 pub mod cluster;
 mod dead_letters;
 mod keys;
+mod placer;
 mod reply;
 mod settings;
 mod single;
@@ -140,18 +141,25 @@ return {'R', entry}",
     )
 });
 
-/// Kafka mode: replaces the user's (`ARGV[1]`) claim of request `ARGV[2]`
-/// with `ARGV[3]` (its place), or removes it when `ARGV[3]` is empty (the
-/// broker refused the event). Anything else in the entry is left alone: a
-/// worker may have settled it already.
-static PLACE: LazyLock<Script> = LazyLock::new(|| {
+/// Kafka mode: for each triple `user requestId place` of `ARGV`, replaces
+/// the user's claim of that request in the gate (`KEYS[1]`) with its place,
+/// or removes it when the place is empty (the broker refused the event).
+/// Anything else in an entry is left alone: a worker may have settled it
+/// already. Returns how many it replaced or removed.
+static PLACE_MANY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local entry = redis.call('HGET', KEYS[1], ARGV[1])
-if not entry or string.sub(entry, 1, 3 + #ARGV[2]) ~= 'C ' .. ARGV[2] .. ' ' then return 0 end
-if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1])
-else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
-return 1",
+local n = 0
+for i = 1, #ARGV, 3 do
+  local entry = redis.call('HGET', KEYS[1], ARGV[i])
+  local id = ARGV[i + 1]
+  if entry and string.sub(entry, 1, 3 + #id) == 'C ' .. id .. ' ' then
+    if ARGV[i + 2] == '' then redis.call('HDEL', KEYS[1], ARGV[i])
+    else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2]) end
+    n = n + 1
+  end
+end
+return n",
     )
 });
 
@@ -250,6 +258,24 @@ pub struct RedisQueue {
     conn: Conn,
     /// Where workers subscribe to wake-ups: the node, or every seed node.
     nodes: Arc<[String]>,
+    /// Kafka mode's places in the gate, written off the issue call's path;
+    /// started on first use.
+    placer: Arc<OnceLock<placer::Placer>>,
+}
+
+/// A request's place (or the removal of its claim) for [`placer`].
+fn placement(
+    coupon: CouponId,
+    user: UserId,
+    request: Uuid,
+    enqueued: Option<&Enqueued>,
+) -> placer::Placement {
+    placer::Placement {
+        coupon,
+        user,
+        request,
+        entry: enqueued.map(|e| GateEntry::pending(request, e)),
+    }
 }
 
 #[derive(Clone)]
@@ -266,6 +292,7 @@ impl RedisQueue {
             keys: RedisKeys::new(prefix),
             conn: Conn::Single(Arc::new(SingleNode::new(url, timeout)?)),
             nodes: Arc::from([url.to_string()]),
+            placer: Arc::default(),
         })
     }
 
@@ -279,6 +306,7 @@ impl RedisQueue {
             keys: RedisKeys::new(prefix),
             conn: Conn::Cluster(Arc::new(cluster::Cluster::connect(nodes, timeout).await?)),
             nodes: Arc::from(nodes.urls()),
+            placer: Arc::default(),
         })
     }
 
@@ -552,11 +580,44 @@ impl RedisQueue {
         request: Uuid,
         enqueued: Option<&Enqueued>,
     ) -> Result<(), QueueError> {
-        let mut inv = PLACE.prepare_invoke();
-        inv.key(self.keys.gate(coupon))
-            .arg(user.get())
-            .arg(request.to_string())
-            .arg(enqueued.map_or(String::new(), |e| GateEntry::pending(request, e)));
+        self.place_many(coupon, &[placement(coupon, user, request, enqueued)])
+            .await
+    }
+
+    /// [`Self::place`] off the caller's path: the api's placer task writes
+    /// it, together with the others that pile up meanwhile (see
+    /// [`placer`]).
+    pub fn place_later(
+        &self,
+        coupon: CouponId,
+        user: UserId,
+        request: Uuid,
+        enqueued: Option<&Enqueued>,
+    ) {
+        self.placer
+            .get_or_init(|| {
+                // The task's own handle has no placer: dropping the last of
+                // the api's handles ends it.
+                placer::Placer::spawn(Self {
+                    placer: Arc::default(),
+                    ..self.clone()
+                })
+            })
+            .send(placement(coupon, user, request, enqueued));
+    }
+
+    async fn place_many(
+        &self,
+        coupon: CouponId,
+        places: &[placer::Placement],
+    ) -> Result<(), QueueError> {
+        let mut inv = PLACE_MANY.prepare_invoke();
+        inv.key(self.keys.gate(coupon));
+        for p in places {
+            inv.arg(p.user.get())
+                .arg(p.request.to_string())
+                .arg(p.entry.as_deref().unwrap_or(""));
+        }
         let _: i64 = self.run(Invocation::Script(inv)).await?;
         Ok(())
     }

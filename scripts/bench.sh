@@ -122,6 +122,9 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
+# A single Redis node, whatever the caller's environment says (the Redis
+# Cluster figures are measured apart: docs/performance.md, "Redis Cluster").
+unset REDIS_CLUSTER_NODES
 export DB_NAME=${BENCH_DB:-e_commerce_bench}
 export DATABASE_URL="$(app_database_url)"
 # The application user may create coupon_test_* databases.

@@ -308,11 +308,17 @@ for ((run = 1; run <= runs; run++)); do
       --users "$users" --scratch "$scratch"
 
     "$ROOT_DIR/scripts/down.sh" --quiet
+    # The queue record is switched by an api with the mode's own keys and
+    # topic (a switch remembers the topic it leaves); the accept step's api
+    # then finds it set.
+    start_process api "$BIN/api" 2>/dev/null
+    wait_for_http "$API/ready" 60 || die "api not ready"
+    make_active "$API" "$queue"
+    stop_process api 2>/dev/null
     progress "$queue accept: $requests calls from as many users, no worker running"
     start_process api env REDIS_KEY_PREFIX="${REDIS_KEY_PREFIX}accept:" KAFKA_TOPIC="$KAFKA_TOPIC-accept" \
       "$BIN/api" 2>/dev/null
     wait_for_http "$API/ready" 60 || die "api not ready"
-    make_active "$API" "$queue"
     record "$queue" accept sale --label "$queue accept" --requests "$requests" --users "$requests" \
       --stock "$requests" --backlog "$RUN_DIR/accept.json" --cpu-pid "$(cat "$RUN_DIR/api.pid")"
     stop_process api 2>/dev/null

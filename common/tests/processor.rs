@@ -140,6 +140,9 @@ async fn the_same_batch_delivered_twice_changes_nothing() {
     let again = process_batch(&db.pool, &batch).await.unwrap();
     assert!(again.results.is_empty());
     assert_eq!(again.already_processed, 3);
+    // What the repeat gate settles: the results that existed.
+    assert_eq!(again.settled.len(), 3);
+    assert_eq!(again.settled.iter().filter(|s| s.won).count(), 2);
     // A redelivery that overlaps new events: only the new ones are decided.
     let mut overlap = batch.clone();
     overlap.extend(events(coupon, &[4], 4));

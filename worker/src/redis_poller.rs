@@ -215,7 +215,9 @@ impl RedisPoller {
             removed?;
             let drained = drained?;
             // A failed read ahead is read again from the head.
-            ahead = read.ok();
+            ahead = read
+                .inspect_err(|e| tracing::debug!(error = %e, "reading the next batch ahead"))
+                .ok();
             processed += drained.processed;
             committed = Some(Committed {
                 last_id,

@@ -216,12 +216,19 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
     let mut figures = figures(&runs, &args.config)?;
     let date = Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
     if let Some(path) = &args.reference {
-        if let Some(reference) = guard::Reference::load(path)? {
-            let rows = reference.check(&figures);
-            for w in guard::warnings(&rows) {
-                eprintln!("{w}");
+        match guard::Reference::load(path)? {
+            Some(reference) => {
+                let rows = reference.check(&figures);
+                for w in guard::warnings(&rows) {
+                    eprintln!("{w}");
+                }
+                figures.extend(rows);
             }
-            figures.extend(rows);
+            None if !args.save_reference => eprintln!(
+                "note: {} does not exist: no regression guard (--save-reference writes it)",
+                path.display()
+            ),
+            None => {}
         }
         if args.save_reference {
             let measured = format!("{date}, medians of {} run(s)", runs.runs());

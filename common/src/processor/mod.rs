@@ -131,8 +131,10 @@ pub fn split_late<'a>(
 
 /// Processes events of one coupon, in queue order, in one transaction: lock
 /// the coupon, skip events that already have a result, set the late ones
-/// aside, decide the rest, insert the winners, take the stock once, insert
-/// all results, commit.
+/// aside, decide the rest, insert all results, insert the winners, take the
+/// stock once, commit. Which events have a result is first left to the
+/// results' primary key, and read only when it finds one (see the module
+/// documentation) or when some events are late.
 #[instrument(skip_all, fields(coupon_id, events = events.len()))]
 pub async fn process_batch(
     pool: &MySqlPool,
@@ -230,6 +232,12 @@ async fn decide_and_write(
     } else {
         (fresh, Vec::new(), 0)
     };
+    if check == Check::ByKey && !late.is_empty() {
+        // A late event may have been decided already (it is then not
+        // forwarded again): read which ones were.
+        tx.rollback().await?;
+        return Ok(None);
+    }
     let late: Vec<QueuedEvent> = late.into_iter().cloned().collect();
     if !late.is_empty() {
         tracing::info!(coupon = %coupon_id, late = late.len(), epoch = highest_epoch,

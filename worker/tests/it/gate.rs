@@ -274,6 +274,23 @@ async fn a_crowd_clicking_again_through_two_apis_queues_one_request_per_user(
     first
         .wait_for_results(coupon, sale.accepted.len() + probes + 1, DRAIN_TIMEOUT)
         .await;
+    // It won the restocked unit, and the coupon is sold out again: both
+    // apis, whatever copy of the gate they held, come to tell it so.
+    for api in [&first, &second] {
+        let started = Instant::now();
+        loop {
+            let (status, body) = click(api, coupon, loser).await;
+            if status == 200 && body["status"] == "SUCCESS" {
+                assert_eq!(body["requestId"], again["requestId"], "{body}");
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the new winner is not told: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 
     // The operators' reset clears the gate: the winner may ask again.
     operators_reset(&first, coupon, 5);

@@ -263,6 +263,17 @@ pub struct RedisQueue {
     placer: Arc<OnceLock<placer::Placer>>,
 }
 
+/// What [`RedisQueue::gate_entries`] found.
+#[derive(Debug)]
+pub enum GateRead {
+    /// As many entries as the caller's copy holds.
+    Unchanged,
+    /// More entries than the caller wants to hold: this many.
+    TooBig(usize),
+    /// Every entry, by user.
+    Entries(Vec<(i64, GateEntry)>),
+}
+
 /// A request's place (or the removal of its claim) for [`placer`].
 fn placement(
     coupon: CouponId,
@@ -518,24 +529,29 @@ impl RedisQueue {
         Ok(raw.and_then(|r| GateEntry::parse(coupon, &r)))
     }
 
-    /// Every entry of the coupon's repeat gate, by user; `None` when it holds
-    /// more than `max` entries (it is then not worth holding in memory).
+    /// Every entry of the coupon's repeat gate, by user, unless the gate
+    /// holds `unless_len` entries (a copy of that size is taken to be
+    /// current) or more than `max` (it is then not worth holding in memory).
     pub async fn gate_entries(
         &self,
         coupon: CouponId,
         max: usize,
-    ) -> Result<Option<Vec<(i64, GateEntry)>>, QueueError> {
+        unless_len: Option<usize>,
+    ) -> Result<GateRead, QueueError> {
         let key = self.keys.gate(coupon);
         let len: usize = self
             .run(Invocation::Cmd(redis::cmd("HLEN").arg(&key)))
             .await?;
+        if unless_len == Some(len) {
+            return Ok(GateRead::Unchanged);
+        }
         if len > max {
-            return Ok(None);
+            return Ok(GateRead::TooBig(len));
         }
         let raw: Vec<(i64, String)> = self
             .run(Invocation::Cmd(redis::cmd("HGETALL").arg(&key)))
             .await?;
-        Ok(Some(
+        Ok(GateRead::Entries(
             raw.into_iter()
                 .filter_map(|(user, r)| Some((user, GateEntry::parse(coupon, &r)?)))
                 .collect(),

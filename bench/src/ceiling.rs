@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{MySql, QueryBuilder};
 use uuid::Uuid;
 
+use crate::cpu;
 use crate::figures::{EnqueueFigures, InsertFigures, Step};
 use crate::stats::{self, per_second, Latency};
 use crate::workload;
@@ -119,6 +120,7 @@ pub async fn enqueue(args: &EnqueueArgs) -> anyhow::Result<EnqueueFigures> {
         }
     };
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu_before = cpu::seconds(std::process::id())?;
     let start = Instant::now();
     let mut tasks = vec![];
     for _ in 0..args.concurrency.max(1) {
@@ -156,6 +158,8 @@ pub async fn enqueue(args: &EnqueueArgs) -> anyhow::Result<EnqueueFigures> {
         failed += tf;
     }
     let elapsed = start.elapsed();
+    let cpu_seconds = cpu::seconds(std::process::id())? - cpu_before;
+    let sent = args.requests.saturating_sub(failed);
     if let Queue::Redis = args.queue {
         let mut conn = redis::Client::open(args.redis_url.as_str())?
             .get_multiplexed_async_connection()
@@ -172,8 +176,9 @@ pub async fn enqueue(args: &EnqueueArgs) -> anyhow::Result<EnqueueFigures> {
         concurrency: args.concurrency,
         failed,
         seconds: elapsed.as_secs_f64(),
-        per_second: per_second(args.requests - failed, elapsed),
+        per_second: per_second(sent, elapsed),
         latency: Latency::of(&h),
+        cpu_us_per_event: (sent > 0).then(|| cpu_seconds * 1e6 / sent as f64),
         ok: failed == 0,
     })
 }

@@ -279,6 +279,10 @@ pub struct EnqueueFigures {
     pub seconds: f64,
     pub per_second: f64,
     pub latency: Latency,
+    /// The load generator's own CPU time per event sent: what the client
+    /// side of an enqueue costs (for Kafka, librdkafka's threads included).
+    #[serde(default)]
+    pub cpu_us_per_event: Option<f64>,
     pub ok: bool,
 }
 

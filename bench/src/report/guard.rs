@@ -85,6 +85,7 @@ impl Reference {
                     r.is_some_and(|r| r <= 1.0 + TOLERANCE)
                 });
                 row.text = f.ratio.map(|r| format!("{r:.2}×"));
+                row.headline = true;
                 row.ceiling_text = Some(format!("{reference:.2}× ({})", self.measured));
                 Some(row)
             })

@@ -631,13 +631,21 @@ mod tests {
     fn the_apis_cpu_per_request_is_set_beside_the_bare_servers_and_the_readme_gets_the_goals() {
         let mut lines: Vec<String> = fixture()
             .lines()
-            .filter(|l| !l.contains("\"bare-http\""))
+            .filter(|l| !l.contains("\"bare-http\"") && !l.contains("\"enqueue\""))
             .map(String::from)
             .collect();
         for run in 1..=3 {
             let r = f64::from(run);
             lines.push(with_cpu(run, "any", "bare-http", 32_000.0, 10.0 + r));
             lines.push(with_cpu(run, "redis", "accept", 16_000.0, 25.0 + r));
+            lines.push(line(
+                run,
+                "redis",
+                "enqueue",
+                serde_json::json!({ "requests": 20000, "concurrency": 128, "failed": 0,
+                    "seconds": 0.5, "perSecond": 40_000.0, "latency": latency(2.0, 8.0, 20.0),
+                    "cpuUsPerEvent": 5.0 + r, "ok": true }),
+            ));
         }
         let runs = Runs::parse(&(lines.join("\n") + "\n")).unwrap();
         let figures = figures(&runs, &config()).unwrap();
@@ -652,6 +660,10 @@ mod tests {
         assert_eq!(cpu.ratio, Some(27.0 / 12.0));
         assert_eq!(cpu.target.as_deref(), Some("≤ 2.0×"));
         assert_eq!(cpu.met, Some(false));
+        // Beside the sum of its two parts, each measured bare.
+        let parts = find(&figures, "redis", "api CPU per accepted request ÷ (bare");
+        assert_eq!(parts.ceiling, Some(12.0 + 7.0));
+        assert_eq!(parts.ratio, Some(27.0 / 19.0));
         let md = markdown(&figures, &config(), 3, "today");
         assert!(
             md.contains("| 27.0 µs | 12.0 µs (bare HTTP) | 2.25 | ≤ 2.0× | **no** |"),
@@ -665,12 +677,14 @@ mod tests {
             "{per:?}"
         );
 
-        // The README's summary: only the figures with a goal.
+        // The README's summary: the headline figures only.
         let summary = summary_markdown(&figures, 3, "today");
         assert!(summary.contains(figure::API_CPU));
         assert!(summary.contains("front door, no worker running"));
+        assert!(summary.contains("one worker's backlog drain"));
         assert!(!summary.contains("bulk insert ceiling"));
         assert!(!summary.contains("sale: CPU µs per accepted"));
+        assert!(!summary.contains("request-to-result"));
     }
 
     /// A crowd's line as `loadgen crowd` prints it: the baseline polls

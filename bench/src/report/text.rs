@@ -100,7 +100,8 @@ pub(super) fn cell(text: &str) -> String {
     text.replace('|', "\\|")
 }
 
-/// The README's summary: the figures that have a goal, with their ceilings.
+/// The README's summary: the headline figures, with their ceilings and
+/// goals.
 pub fn summary_markdown(figures: &[Figure], runs: u32, date: &str) -> String {
     let mut md = format!(
         "Benchmark of {date}, medians of {runs} run(s); every figure beside its ceiling from \
@@ -108,7 +109,7 @@ pub fn summary_markdown(figures: &[Figure], runs: u32, date: &str) -> String {
          | queue | figure | value | ceiling (same run) | ratio | goal | met |\n\
          |---|---|---|---|---|---|---|\n"
     );
-    for f in figures.iter().filter(|f| f.target.is_some()) {
+    for f in figures.iter().filter(|f| f.headline) {
         md.push_str(&row(f));
     }
     md

@@ -43,7 +43,7 @@
 #               answer is the ceiling of the api's per accepted request
 #   enqueue     the project's Redis enqueue (same script, same client) alone,
 #               and a bare rdkafka producer with the project's settings, 128
-#               in flight
+#               in flight; the client's own CPU per event
 #   insert      multi-row INSERTs of result rows (BATCH rows each) into a
 #               scratch database over one connection
 #
@@ -72,7 +72,7 @@
 # request (accept step), as a multiple of the bare server's per answer, with
 # bench/reference.json, and warns when it is more than 15 % over it (a row
 # in the table too); --save-reference writes this run's multiples there.
-# --readme: the figures that have a goal go between its
+# --readme: the headline figures go between its
 # `<!-- bench:summary:begin -->` and `<!-- bench:summary:end -->` lines.
 #
 # --quick: 20,000 calls from 10,000 users on 2,000 units, a crowd of 10,000

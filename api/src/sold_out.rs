@@ -52,6 +52,8 @@ struct View {
 
 struct GateCopy {
     entries: HashMap<i64, GateEntry>,
+    /// The gate's size when read (`HLEN`).
+    len: usize,
     /// Whether any entry is pending or claimed.
     undecided: bool,
 }
@@ -89,11 +91,7 @@ impl SoldOutGates {
         let due =
             (!view.reading && view.read_at.is_none_or(|at| at.elapsed() >= REFRESH)).then(|| Due {
                 generation: view.generation,
-                unless_len: view
-                    .copy
-                    .as_ref()
-                    .filter(|c| !c.undecided)
-                    .map(|c| c.entries.len()),
+                unless_len: view.copy.as_ref().filter(|c| !c.undecided).map(|c| c.len),
             });
         if due.is_some() {
             view.reading = true;
@@ -128,16 +126,17 @@ impl SoldOutGates {
         view.read_at = Some(started);
         match read {
             Ok(GateRead::Unchanged) => {}
-            Ok(GateRead::Entries(entries)) => {
+            Ok(GateRead::Entries(entries, len)) => {
                 let undecided = entries
                     .iter()
                     .any(|(_, e)| !matches!(e.state, GateState::Won(_)));
                 view.copy = Some(Arc::new(GateCopy {
                     entries: entries.into_iter().collect(),
+                    len,
                     undecided,
                 }));
             }
-            Ok(GateRead::TooBig(_)) => view.copy = None,
+            Ok(GateRead::TooBig) => view.copy = None,
             // Kept as it was; read again after REFRESH.
             Err(e) => tracing::debug!(error = %e, %coupon, "reading a sold-out coupon's gate"),
         }
@@ -238,7 +237,10 @@ mod tests {
             coupon(),
             due,
             Instant::now(),
-            Ok(GateRead::Entries(vec![(1, won.clone()), (2, entry(false))])),
+            Ok(GateRead::Entries(
+                vec![(1, won.clone()), (2, entry(false))],
+                2,
+            )),
         );
         assert!(matches!(gates.lookup(coupon(), user(1)).0, Known::Won(e) if e == won));
         assert!(matches!(gates.lookup(coupon(), user(2)).0, Known::Ask));
@@ -256,7 +258,7 @@ mod tests {
             coupon(),
             due,
             long_ago,
-            Ok(GateRead::Entries(vec![(1, entry(false))])),
+            Ok(GateRead::Entries(vec![(1, entry(false))], 1)),
         );
         let due = gates.lookup(coupon(), user(1)).1.unwrap();
         assert_eq!(due.unless_len, None, "pending entries: read again whole");
@@ -265,7 +267,10 @@ mod tests {
             coupon(),
             due,
             long_ago,
-            Ok(GateRead::Entries(vec![(1, entry(true)), (2, entry(true))])),
+            Ok(GateRead::Entries(
+                vec![(1, entry(true)), (2, entry(true))],
+                2,
+            )),
         );
         let due = gates.lookup(coupon(), user(1)).1.unwrap();
         assert_eq!(
@@ -286,19 +291,14 @@ mod tests {
             coupon(),
             due,
             long_ago,
-            Ok(GateRead::Entries(vec![(1, entry(true))])),
+            Ok(GateRead::Entries(vec![(1, entry(true))], 1)),
         );
         let due = gates.lookup(coupon(), user(1)).1.unwrap();
         gates.store(coupon(), due, long_ago, Err("down".into()));
         let (known, due) = gates.lookup(coupon(), user(1));
         assert!(matches!(known, Known::Won(_)));
 
-        gates.store(
-            coupon(),
-            due.unwrap(),
-            long_ago,
-            Ok(GateRead::TooBig(MAX_ENTRIES + 1)),
-        );
+        gates.store(coupon(), due.unwrap(), long_ago, Ok(GateRead::TooBig));
         let (known, due) = gates.lookup(coupon(), user(1));
         assert!(matches!(known, Known::Ask));
         assert_eq!(
@@ -319,14 +319,14 @@ mod tests {
             coupon(),
             stale,
             Instant::now(),
-            Ok(GateRead::Entries(vec![(1, entry(true))])),
+            Ok(GateRead::Entries(vec![(1, entry(true))], 1)),
         );
         assert!(matches!(gates.lookup(coupon(), user(1)).0, Known::Ask));
         gates.store(
             coupon(),
             fresh,
             Instant::now(),
-            Ok(GateRead::Entries(vec![(2, entry(true))])),
+            Ok(GateRead::Entries(vec![(2, entry(true))], 1)),
         );
         assert!(matches!(gates.lookup(coupon(), user(1)).0, Known::Absent));
     }

@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use super::figure::{Figure, API_CPU};
 
+/// The name of the guard's rows.
+pub const GUARD: &str =
+    "regression guard: api CPU per accepted request ÷ bare server's, against bench/reference.json";
+
 /// How far over the reference the multiple may go before the guard warns.
 pub const TOLERANCE: f64 = 0.15;
 
@@ -73,21 +77,14 @@ impl Reference {
             .filter(|f| f.figure == API_CPU)
             .filter_map(|f| {
                 let reference = *self.ratio.get(&f.mode)?;
-                let mut row = Figure::new(
-                    &f.mode,
-                    "regression guard: api CPU per accepted request ÷ bare server's, against \
-                     bench/reference.json",
-                    f.ratio,
-                    "×",
-                )
-                .ceiling(Some(reference), "reference")
-                .target(&format!("≤ +{:.0} %", TOLERANCE * 100.0), |_, r| {
-                    r.is_some_and(|r| r <= 1.0 + TOLERANCE)
-                });
+                let mut row = Figure::new(&f.mode, GUARD, f.ratio, "×")
+                    .ceiling(Some(reference), "reference")
+                    .target(&format!("≤ +{:.0} %", TOLERANCE * 100.0), |_, r| {
+                        r.is_some_and(|r| r <= 1.0 + TOLERANCE)
+                    });
                 row.text = f.ratio.map(|r| format!("{r:.2}×"));
-                row.headline = true;
                 row.ceiling_text = Some(format!("{reference:.2}× ({})", self.measured));
-                Some(row)
+                Some(row.headline())
             })
             .collect()
     }

@@ -20,7 +20,7 @@ use crate::plot::{self, Panel};
 /// The document's lines that enclose the tables.
 pub const DOC_BEGIN: &str = "<!-- bench:begin -->";
 pub const DOC_END: &str = "<!-- bench:end -->";
-/// The README's lines that enclose the figures with a goal.
+/// The README's lines that enclose the headline figures.
 pub const SUMMARY_BEGIN: &str = "<!-- bench:summary:begin -->";
 pub const SUMMARY_END: &str = "<!-- bench:summary:end -->";
 
@@ -55,7 +55,7 @@ pub struct ReportArgs {
     #[arg(long, default_value = "docs/performance.md")]
     pub doc: PathBuf,
     /// Document whose lines `<!-- bench:summary:begin -->` and
-    /// `<!-- bench:summary:end -->` enclose the figures that have a goal
+    /// `<!-- bench:summary:end -->` enclose the headline figures
     /// (the README's Performance section).
     #[arg(long)]
     pub readme: Option<PathBuf>,
@@ -231,6 +231,15 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
             None => {}
         }
         if args.save_reference {
+            // The rows above checked this run against the reference it replaces.
+            for f in figures
+                .iter_mut()
+                .filter(|f| f.figure.starts_with(guard::GUARD))
+            {
+                if let Some(text) = &mut f.ceiling_text {
+                    text.push_str(", replaced by this run");
+                }
+            }
             let measured = format!("{date}, medians of {} run(s)", runs.runs());
             match guard::Reference::of(&figures, measured) {
                 Some(r) => {

@@ -10,9 +10,11 @@
 //! A batch is first decided as if none of its request ids had a result, and
 //! its results are inserted before anything else is written: the results
 //! table's primary key then says whether one existed (a duplicate key). Only
-//! then, which takes a redelivery or a replayed dead letter, is the
-//! transaction rolled back and the batch decided again after reading which
-//! results exist. A first delivery, nearly every batch, so saves the read.
+//! then, which takes a redelivery or a replayed dead letter, or when the
+//! batch holds late events (an earlier queue epoch, which may have been
+//! decided already), is the transaction rolled back and the batch decided
+//! again after reading which results exist. A first delivery, nearly every
+//! batch, so saves the read.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;

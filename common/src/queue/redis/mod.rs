@@ -268,10 +268,11 @@ pub struct RedisQueue {
 pub enum GateRead {
     /// As many entries as the caller's copy holds.
     Unchanged,
-    /// More entries than the caller wants to hold: this many.
-    TooBig(usize),
-    /// Every entry, by user.
-    Entries(Vec<(i64, GateEntry)>),
+    /// More entries than the caller wants to hold.
+    TooBig,
+    /// Every entry, by user, and the gate's size (`HLEN`: an entry that
+    /// does not parse counts too).
+    Entries(Vec<(i64, GateEntry)>, usize),
 }
 
 /// A request's place (or the removal of its claim) for [`placer`].
@@ -546,7 +547,7 @@ impl RedisQueue {
             return Ok(GateRead::Unchanged);
         }
         if len > max {
-            return Ok(GateRead::TooBig(len));
+            return Ok(GateRead::TooBig);
         }
         let raw: Vec<(i64, String)> = self
             .run(Invocation::Cmd(redis::cmd("HGETALL").arg(&key)))
@@ -555,6 +556,7 @@ impl RedisQueue {
             raw.into_iter()
                 .filter_map(|(user, r)| Some((user, GateEntry::parse(coupon, &r)?)))
                 .collect(),
+            len,
         ))
     }
 

@@ -202,6 +202,12 @@ mod tests {
         UserId::try_from(id).unwrap()
     }
 
+    /// A read that found `entries`, the whole gate.
+    fn found(entries: Vec<(i64, GateEntry)>) -> Result<GateRead, String> {
+        let len = entries.len();
+        Ok(GateRead::Entries(entries, len))
+    }
+
     fn entry(won: bool) -> GateEntry {
         let place = Place {
             position: "1-0".into(),
@@ -237,10 +243,7 @@ mod tests {
             coupon(),
             due,
             Instant::now(),
-            Ok(GateRead::Entries(
-                vec![(1, won.clone()), (2, entry(false))],
-                2,
-            )),
+            found(vec![(1, won.clone()), (2, entry(false))]),
         );
         assert!(matches!(gates.lookup(coupon(), user(1)).0, Known::Won(e) if e == won));
         assert!(matches!(gates.lookup(coupon(), user(2)).0, Known::Ask));
@@ -254,12 +257,7 @@ mod tests {
         let gates = SoldOutGates::default();
         let due = gates.lookup(coupon(), user(1)).1.unwrap();
         let long_ago = Instant::now() - 2 * REFRESH;
-        gates.store(
-            coupon(),
-            due,
-            long_ago,
-            Ok(GateRead::Entries(vec![(1, entry(false))], 1)),
-        );
+        gates.store(coupon(), due, long_ago, found(vec![(1, entry(false))]));
         let due = gates.lookup(coupon(), user(1)).1.unwrap();
         assert_eq!(due.unless_len, None, "pending entries: read again whole");
 
@@ -267,10 +265,7 @@ mod tests {
             coupon(),
             due,
             long_ago,
-            Ok(GateRead::Entries(
-                vec![(1, entry(true)), (2, entry(true))],
-                2,
-            )),
+            found(vec![(1, entry(true)), (2, entry(true))]),
         );
         let due = gates.lookup(coupon(), user(1)).1.unwrap();
         assert_eq!(
@@ -287,12 +282,7 @@ mod tests {
         let gates = SoldOutGates::default();
         let due = gates.lookup(coupon(), user(1)).1.unwrap();
         let long_ago = Instant::now() - 2 * REFRESH;
-        gates.store(
-            coupon(),
-            due,
-            long_ago,
-            Ok(GateRead::Entries(vec![(1, entry(true))], 1)),
-        );
+        gates.store(coupon(), due, long_ago, found(vec![(1, entry(true))]));
         let due = gates.lookup(coupon(), user(1)).1.unwrap();
         gates.store(coupon(), due, long_ago, Err("down".into()));
         let (known, due) = gates.lookup(coupon(), user(1));
@@ -319,14 +309,14 @@ mod tests {
             coupon(),
             stale,
             Instant::now(),
-            Ok(GateRead::Entries(vec![(1, entry(true))], 1)),
+            found(vec![(1, entry(true))]),
         );
         assert!(matches!(gates.lookup(coupon(), user(1)).0, Known::Ask));
         gates.store(
             coupon(),
             fresh,
             Instant::now(),
-            Ok(GateRead::Entries(vec![(2, entry(true))], 1)),
+            found(vec![(2, entry(true))]),
         );
         assert!(matches!(gates.lookup(coupon(), user(1)).0, Known::Absent));
     }

@@ -341,13 +341,7 @@ mod tests {
             }),
             ..SaleFigures::default()
         };
-        serde_json::to_string(&Line {
-            run,
-            mode: mode.into(),
-            kind: kind.into(),
-            result: figures,
-        })
-        .unwrap()
+        encoded(run, mode, kind, figures)
     }
 
     fn line(run: u32, mode: &str, kind: &str, result: Value) -> String {
@@ -617,6 +611,17 @@ mod tests {
         );
     }
 
+    /// A step's figures as a line of `results.jsonl`.
+    fn encoded<T: Serialize>(run: u32, mode: &str, kind: &str, result: T) -> String {
+        serde_json::to_string(&Line {
+            run,
+            mode: mode.into(),
+            kind: kind.into(),
+            result,
+        })
+        .unwrap()
+    }
+
     /// A line of a step that measured a server's CPU per accepted request.
     fn with_cpu(run: u32, mode: &str, kind: &str, per_second: f64, us: f64) -> String {
         let figures = SaleFigures {
@@ -627,13 +632,7 @@ mod tests {
             ok: true,
             ..SaleFigures::default()
         };
-        serde_json::to_string(&Line {
-            run,
-            mode: mode.into(),
-            kind: kind.into(),
-            result: figures,
-        })
-        .unwrap()
+        encoded(run, mode, kind, figures)
     }
 
     #[test]
@@ -647,6 +646,7 @@ mod tests {
             let r = f64::from(run);
             lines.push(with_cpu(run, "any", "bare-http", 32_000.0, 10.0 + r));
             lines.push(with_cpu(run, "redis", "accept", 16_000.0, 25.0 + r));
+            lines.push(with_cpu(run, "redis", "accept-before", 14_000.0, 30.0 + r));
             lines.push(line(
                 run,
                 "redis",
@@ -669,6 +669,14 @@ mod tests {
         assert_eq!(cpu.ratio, Some(27.0 / 12.0));
         assert_eq!(cpu.target.as_deref(), Some("≤ 2.0×"));
         assert_eq!(cpu.met, Some(false));
+        // Beside the baseline's api in the same run.
+        let vs = find(
+            &figures,
+            "redis",
+            "api CPU per accepted request, this build",
+        );
+        assert_eq!(vs.ceiling, Some(32.0));
+        assert_eq!(vs.ratio, Some(27.0 / 32.0));
         // Beside the sum of its two parts, each measured bare.
         let parts = find(&figures, "redis", "api CPU per accepted request ÷ (bare");
         assert_eq!(parts.ceiling, Some(12.0 + 7.0));
@@ -746,13 +754,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        serde_json::to_string(&Line {
-            run,
-            mode: "redis".into(),
-            kind: kind.into(),
-            result: figures,
-        })
-        .unwrap()
+        encoded(run, "redis", kind, figures)
     }
 
     #[test]

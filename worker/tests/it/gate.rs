@@ -64,15 +64,22 @@ async fn until_sold_out(api: &TestApp, coupon: CouponId, first_user: i64) -> usi
     unreachable!()
 }
 
-/// Kafka mode: waits until the coupon's gate holds `users` entries and none
-/// is a claim (every request's place is recorded).
-async fn until_placed(app: &TestApp, coupon: CouponId, users: usize) {
+/// The app's Redis keys, and a connection to its (single-node) Redis: the
+/// gate read or written behind the api's back.
+async fn gate_redis(app: &TestApp) -> (RedisKeys, redis::aio::MultiplexedConnection) {
     let keys = RedisKeys::new(app.common.redis_key_prefix.as_str());
-    let mut redis = redis::Client::open(app.common.redis_url.as_str())
+    let conn = redis::Client::open(app.common.redis_url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
+    (keys, conn)
+}
+
+/// Kafka mode: waits until the coupon's gate holds `users` entries and none
+/// is a claim (every request's place is recorded).
+async fn until_placed(app: &TestApp, coupon: CouponId, users: usize) {
+    let (keys, mut redis) = gate_redis(app).await;
     let started = Instant::now();
     loop {
         let entries: HashMap<i64, String> = redis::cmd("HGETALL")
@@ -344,12 +351,7 @@ async fn a_stale_kafka_claim_is_taken_over_and_its_request_ends_in_a_result() {
     let user = UserId::try_from(77).unwrap();
     let orphan = CouponIssueEvent::in_epoch(coupon, user, FIRST_EPOCH);
     let claimed_at = chrono::Utc::now().timestamp_millis() - CLAIM_STALE.as_millis() as i64 - 1_000;
-    let keys = RedisKeys::new(app.common.redis_key_prefix.as_str());
-    let mut redis = redis::Client::open(app.common.redis_url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let (keys, mut redis) = gate_redis(&app).await;
     let _: i64 = redis::cmd("HSET")
         .arg(keys.gate(coupon))
         .arg(user.get())

@@ -24,6 +24,9 @@
 #               queue entries, result rows and MySQL SELECTs/INSERTs
 #               (Com_select and Com_insert of the server) per user, click
 #               p50/p99, time until the last user knows; invariant audit
+#   accept-before  with --before REF: the accept step through REF's api
+#               (same build and database as crowd-before), interleaved with
+#               accept: the api's CPU per accepted request before and after
 #   crowd-before  with --before REF: the same crowd against REF's api and
 #               worker (built in release into run/bench/before/, from a
 #               detached worktree run/bench/before-src, target dir
@@ -176,7 +179,7 @@ cleanup() {
 trap cleanup EXIT
 
 steps_per_mode=11
-[[ -n "$before_ref" ]] && steps_per_mode=12
+[[ -n "$before_ref" ]] && steps_per_mode=13
 total_steps=$(((2 + steps_per_mode * $(wc -w <<<"$queues")) * runs)) step=0
 progress() {
   step=$((step + 1))
@@ -284,6 +287,34 @@ crowd_step() {
   stop_worker 1
   stop_process api 2>/dev/null
 }
+# accept_step KIND: the accept step through this build's api (accept) or the
+# baseline's (accept-before, with its own database, keys and topic).
+accept_step() {
+  local kind=$1 bin=$BIN db=$DATABASE_URL suffix=""
+  if [[ "$kind" == accept-before ]]; then
+    bin=$BEFORE_BIN db=$BEFORE_URL suffix="before"
+  fi
+  local prefix="$REDIS_KEY_PREFIX${suffix:+$suffix:}" topic="$KAFKA_TOPIC${suffix:+-$suffix}"
+  # The queue record is switched by an api with the mode's own keys and
+  # topic (a switch remembers the topic it leaves); the accept step's api
+  # then finds it set.
+  start_process api env DATABASE_URL="$db" REDIS_KEY_PREFIX="$prefix" KAFKA_TOPIC="$topic" \
+    "$bin/api" 2>/dev/null
+  wait_for_http "$API/ready" 60 || die "api ($kind) not ready"
+  # A baseline from before the live switch has no queue record to set.
+  if curl -fsS -o /dev/null "$API/api/admin/queue" 2>/dev/null; then
+    make_active "$API" "$queue"
+  fi
+  stop_process api 2>/dev/null
+  progress "$queue $kind: $requests calls from as many users, no worker running"
+  start_process api env DATABASE_URL="$db" REDIS_KEY_PREFIX="${prefix}accept:" \
+    KAFKA_TOPIC="$topic-accept" "$bin/api" 2>/dev/null
+  wait_for_http "$API/ready" 60 || die "api ($kind) not ready"
+  record "$queue" "$kind" sale --label "$queue $kind" --database-url "$db" --requests "$requests" \
+    --users "$requests" --stock "$requests" --backlog "$RUN_DIR/accept.json" \
+    --cpu-pid "$(cat "$RUN_DIR/api.pid")"
+  stop_process api 2>/dev/null
+}
 small_args=(--requests "$small" --users $((small / 2)) --stock $((small / 10)))
 
 for ((run = 1; run <= runs; run++)); do
@@ -308,20 +339,15 @@ for ((run = 1; run <= runs; run++)); do
       --users "$users" --scratch "$scratch"
 
     "$ROOT_DIR/scripts/down.sh" --quiet
-    # The queue record is switched by an api with the mode's own keys and
-    # topic (a switch remembers the topic it leaves); the accept step's api
-    # then finds it set.
-    start_process api "$BIN/api" 2>/dev/null
-    wait_for_http "$API/ready" 60 || die "api not ready"
-    make_active "$API" "$queue"
-    stop_process api 2>/dev/null
-    progress "$queue accept: $requests calls from as many users, no worker running"
-    start_process api env REDIS_KEY_PREFIX="${REDIS_KEY_PREFIX}accept:" KAFKA_TOPIC="$KAFKA_TOPIC-accept" \
-      "$BIN/api" 2>/dev/null
-    wait_for_http "$API/ready" 60 || die "api not ready"
-    record "$queue" accept sale --label "$queue accept" --requests "$requests" --users "$requests" \
-      --stock "$requests" --backlog "$RUN_DIR/accept.json" --cpu-pid "$(cat "$RUN_DIR/api.pid")"
-    stop_process api 2>/dev/null
+    # This build and the baseline in turn, the first alternating by run.
+    accepts=(accept)
+    if [[ -n "$before_ref" ]]; then
+      accepts=(accept accept-before)
+      ((run % 2 == 0)) && accepts=(accept-before accept)
+    fi
+    for kind in "${accepts[@]}"; do
+      accept_step "$kind"
+    done
 
     peak_worker=0
     start_process api "$BIN/api" 2>/dev/null

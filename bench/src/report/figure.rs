@@ -543,7 +543,23 @@ fn accept_figures(
     sum.ceiling_text = bare_cpu
         .zip(enq_cpu)
         .map(|(b, e)| format!("{:.1} µs ({b:.1} bare HTTP + {e:.1} enqueue client)", b + e));
-    Ok(vec![rate, cpu, sum])
+    let mut out = vec![rate, cpu, sum];
+    if runs.has(mode, "accept-before") {
+        // The baseline's api (`--before REF`), the same calls in the same run.
+        let before: Vec<SaleFigures> = runs.ok(mode, "accept-before")?;
+        let before_cpu = median(before.iter().filter_map(|s| s.cpu_us_per_accepted));
+        let mut vs = Figure::new(
+            mode,
+            "api CPU per accepted request, this build ÷ the baseline's (--before)",
+            out[1].value,
+            "µs",
+        )
+        .ceiling(before_cpu, "baseline")
+        .failed(runs.failed(mode, "accept-before"));
+        vs.ceiling_text = before_cpu.map(|b| format!("{b:.1} µs (baseline)"));
+        out.push(vs);
+    }
+    Ok(out)
 }
 
 /// CPU per accepted request of every process during the sale: the medians

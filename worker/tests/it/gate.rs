@@ -9,8 +9,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::domain::{CouponId, CouponIssueEvent, IssueStatus, QueueType, UserId, FIRST_EPOCH};
+use common::error::QueueError;
 use common::queue::redis::RedisKeys;
-use common::queue::{GateEntry, CLAIM_STALE};
+use common::queue::{Admitted, GateEntry, Producer, CLAIM_STALE};
 use rstest::rstest;
 use testkit::{scrape_at, spawn_app_on, spawn_app_with, Accepted, Backend, Refusals, TestApp};
 
@@ -398,4 +399,106 @@ async fn kafka_mode_without_its_redis_gate_keeps_the_door_open() {
     let report = app.audit(coupon, stock, &sale.accepted).await;
     assert_eq!(report.results, sale.accepted.len());
     assert_eq!(report.count(IssueStatus::Success), stock as usize);
+}
+
+/// Sets `key` to `1` on the app's Redis, single node or cluster.
+async fn set_key(app: &TestApp, key: String) {
+    let mut set = redis::cmd("SET");
+    set.arg(key).arg(1);
+    match &app.common.redis_cluster_nodes {
+        Some(nodes) => {
+            let client = redis::cluster::ClusterClient::new(nodes.urls().to_vec()).unwrap();
+            let mut conn = client.get_async_connection().await.unwrap();
+            let _: () = set.query_async(&mut conn).await.unwrap();
+        }
+        None => {
+            let (_, mut conn) = gate_redis(app).await;
+            let _: () = set.query_async(&mut conn).await.unwrap();
+        }
+    }
+}
+
+/// Clicks sent at once through one queue handle reach the enqueue script
+/// together, several to a call, and each is answered as a call of its own
+/// would answer it: every user queued once, in the order sent, with its
+/// place counting those ahead; a user's second click answered with the
+/// first's request, in the same call or not; an earlier epoch's event
+/// fenced and a new click refused while the coupon is marked sold out,
+/// each without holding up the events beside it.
+#[rstest]
+#[case::redis(Backend::Redis)]
+#[case::redis_cluster(Backend::RedisCluster)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clicks_sent_together_are_answered_as_one_by_one(#[case] backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let coupon = app.create_coupon(10).await;
+    let Producer::Redis(queue) = Producer::new(&app.common.queue_settings(), QueueType::Redis)
+        .await
+        .unwrap()
+    else {
+        unreachable!("the Redis producer")
+    };
+    let users = 300;
+    let user = |i: i64| UserId::try_from(i % users + 1).unwrap();
+    let clicks: Vec<CouponIssueEvent> = (0..2 * users)
+        .map(|i| CouponIssueEvent::new(coupon, user(i)))
+        .collect();
+    let answers = futures::future::join_all(clicks.iter().map(|e| queue.admit(e))).await;
+
+    let mut last_position = None;
+    for (i, answer) in answers.into_iter().enumerate() {
+        match answer.unwrap() {
+            Admitted::New(enqueued) if (i as i64) < users => {
+                assert_eq!(enqueued.target, i as u64, "the places ahead of click {i}");
+                let position = entry_order(&enqueued.position);
+                assert!(last_position < Some(position), "in the order sent");
+                last_position = Some(position);
+            }
+            Admitted::Repeat { entry, .. } if (i as i64) >= users => {
+                assert_eq!(entry.request_id, clicks[i - users as usize].event_id);
+            }
+            other => panic!("click {i}: {other:?}"),
+        }
+    }
+    let queued: Vec<UserId> = app
+        .queued_events(coupon)
+        .await
+        .iter()
+        .map(|e| e.user_id)
+        .collect();
+    assert_eq!(queued, (0..users).map(user).collect::<Vec<_>>());
+
+    // A fenced event and a sold-out refusal beside events that pass.
+    queue
+        .raise_fences(&[coupon], FIRST_EPOCH + 1)
+        .await
+        .unwrap();
+    set_key(
+        &app,
+        RedisKeys::new(app.common.redis_key_prefix.as_str()).sold_out(coupon),
+    )
+    .await;
+    let newcomer = |n: i64| UserId::try_from(users + n).unwrap();
+    let late = CouponIssueEvent::in_epoch(coupon, newcomer(1), FIRST_EPOCH);
+    let current = CouponIssueEvent::in_epoch(coupon, newcomer(2), FIRST_EPOCH + 1);
+    let (late, refused, replayed) = tokio::join!(
+        queue.admit(&late),
+        queue.admit(&current),
+        queue.requeue(&current, false)
+    );
+    assert!(
+        matches!(late, Err(QueueError::Fenced(e)) if e == FIRST_EPOCH + 1),
+        "{late:?}"
+    );
+    assert!(
+        matches!(refused, Err(QueueError::SoldOut(c)) if c == coupon),
+        "{refused:?}"
+    );
+    assert_eq!(replayed.unwrap().target, users as u64);
+}
+
+/// A stream entry id as numbers, to compare ids by order.
+fn entry_order(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').expect("a stream entry id");
+    (ms.parse().unwrap(), seq.parse().unwrap())
 }

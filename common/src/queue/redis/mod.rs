@@ -33,6 +33,7 @@ use crate::queue::batch::{self, Batch, Reject};
 use crate::queue::gate::{Admitted, Claim, GateEntry, Settled};
 use crate::queue::lane::{Enqueued, Lane};
 
+mod appender;
 pub mod cluster;
 mod dead_letters;
 mod keys;
@@ -49,46 +50,65 @@ use reply::{bytes_field, parse_xrange};
 pub use settings::{check_key_prefix, check_url, ClusterNodes, RedisSettings};
 use single::SingleNode;
 
-/// The entry, a wake-up when the stream was empty (see [`wake`]), the
-/// user's gate entry (`KEYS[5]`, see [`crate::queue::gate`]) and, on a
-/// single node, its coupon marked pending (`KEYS[6]`; a cluster has no
-/// pending set, its streams are the record). Every key but the pending set
-/// carries the coupon's hash tag, so on a cluster they share a slot.
+/// Appends a coupon's events in order, each as one enqueue would, in one
+/// atomic step: concurrent clicks on a coupon share one script call (see
+/// [`appender`]). Writes each event's entry, the user's gate entry
+/// (`KEYS[5]`, see [`crate::queue::gate`]), a wake-up when the stream was
+/// empty (see [`wake`]) and, on a single node, the coupon marked pending
+/// (`KEYS[6]`; a cluster has no pending set, its streams are the record).
+/// Every key but the pending set carries the coupon's hash tag, so on a
+/// cluster they share a slot.
 ///
-/// Answers the entry id, the stream's length with it, and the coupon's
-/// processed count (`KEYS[2]`, see [`RedisKeys::progress`]), read in the same
-/// atomic step. Adds nothing and answers:
-/// * the error `FENCED <epoch>` when the event's epoch (`ARGV[5]`, empty for
-///   none) is below the coupon's fence (`KEYS[4]`, invariant S3 of
-///   `common::switch`);
-/// * `{'R', entry, processed}` when the user (`ARGV[6]`, empty for an event
-///   that is not a new click) has an entry in the gate: a repeat;
-/// * nil while the coupon is marked sold out (`KEYS[3]`) and `ARGV[4]` is `1`
-///   (a new request; a replayed one was accepted long ago).
-static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
+/// `ARGV[1]` is the coupon, `ARGV[2]` the wake-up channel, then five
+/// arguments per event: payload, `1` for a new request (a replayed one was
+/// accepted long ago), epoch (empty for none), user and request id (both
+/// empty for an event that is not a new click). Answers the coupon's
+/// processed count (`KEYS[2]`, see [`RedisQueue::processed`]) and one reply
+/// per event, in order:
+/// * `{entry id, stream length with it}`: added;
+/// * `{'F', fence}` when the event's epoch is below the coupon's fence
+///   (`KEYS[4]`, invariant S3 of `common::switch`): nothing added;
+/// * `{'R', gate entry}` when the user has an entry in the gate (a repeat,
+///   an earlier event of the same call included): nothing added;
+/// * `{'S'}` for a new request while the coupon is marked sold out
+///   (`KEYS[3]`): nothing added.
+static ENQUEUE_MANY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if ARGV[5] ~= '' then
-  local fence = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if tonumber(ARGV[5]) < fence then return redis.error_reply('FENCED ' .. fence) end
-end
-if ARGV[6] ~= '' then
-  local entry = redis.call('HGET', KEYS[5], ARGV[6])
-  if entry then
-    return {'R', entry, redis.call('HGET', KEYS[2], 'processed') or '0'}
-  end
-end
-if ARGV[4] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return false end
-local was_empty = redis.call('XLEN', KEYS[1]) == 0
-local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
-if KEYS[6] then redis.call('SADD', KEYS[6], ARGV[2]) end
-if was_empty then redis.call('PUBLISH', ARGV[3], ARGV[2]) end
 local processed = tonumber(redis.call('HGET', KEYS[2], 'processed') or '0')
 local len = redis.call('XLEN', KEYS[1])
-if ARGV[6] ~= '' then
-  redis.call('HSET', KEYS[5], ARGV[6], 'P ' .. ARGV[7] .. ' ' .. id .. ' c ' .. (processed + len - 1))
+local before = len
+local fence, sold_out
+local out = {}
+for i = 3, #ARGV, 5 do
+  local epoch, user, reply = ARGV[i + 2], ARGV[i + 3], nil
+  if epoch ~= '' then
+    fence = fence or tonumber(redis.call('GET', KEYS[4]) or '0')
+    if tonumber(epoch) < fence then reply = {'F', tostring(fence)} end
+  end
+  if not reply and user ~= '' then
+    local entry = redis.call('HGET', KEYS[5], user)
+    if entry then reply = {'R', entry} end
+  end
+  if not reply and ARGV[i + 1] == '1' then
+    if sold_out == nil then sold_out = redis.call('EXISTS', KEYS[3]) == 1 end
+    if sold_out then reply = {'S'} end
+  end
+  if not reply then
+    local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[i])
+    len = len + 1
+    if user ~= '' then
+      redis.call('HSET', KEYS[5], user, 'P ' .. ARGV[i + 4] .. ' ' .. id .. ' c ' .. (processed + len - 1))
+    end
+    reply = {id, tostring(len)}
+  end
+  out[#out + 1] = reply
 end
-return {id, tostring(len), tostring(processed)}",
+if len > before then
+  if KEYS[6] then redis.call('SADD', KEYS[6], ARGV[1]) end
+  if before == 0 then redis.call('PUBLISH', ARGV[2], ARGV[1]) end
+end
+return {tostring(processed), out}",
     )
 });
 
@@ -261,6 +281,9 @@ pub struct RedisQueue {
     /// Kafka mode's places in the gate, written off the issue call's path;
     /// started on first use.
     placer: Arc<OnceLock<placer::Placer>>,
+    /// The task that appends events, concurrent ones of a coupon in one
+    /// script call; started on first use.
+    appender: Arc<OnceLock<appender::Appender>>,
 }
 
 /// What [`RedisQueue::gate_entries`] found.
@@ -305,6 +328,7 @@ impl RedisQueue {
             conn: Conn::Single(Arc::new(SingleNode::new(url, timeout)?)),
             nodes: Arc::from([url.to_string()]),
             placer: Arc::default(),
+            appender: Arc::default(),
         })
     }
 
@@ -319,6 +343,7 @@ impl RedisQueue {
             conn: Conn::Cluster(Arc::new(cluster::Cluster::connect(nodes, timeout).await?)),
             nodes: Arc::from(nodes.urls()),
             placer: Arc::default(),
+            appender: Arc::default(),
         })
     }
 
@@ -334,6 +359,17 @@ impl RedisQueue {
                     format!("connecting to the Redis Cluster REDIS_CLUSTER_NODES={nodes}")
                 }),
             None => Self::new(&settings.url, prefix, timeout).context("REDIS_URL"),
+        }
+    }
+
+    /// A handle for a background task of this queue (the appender, the
+    /// placer): it starts none of its own, so dropping the last of the
+    /// callers' handles ends the tasks.
+    fn for_task(&self) -> Self {
+        Self {
+            placer: Arc::default(),
+            appender: Arc::default(),
+            ..self.clone()
         }
     }
 
@@ -467,7 +503,28 @@ impl RedisQueue {
         new_request: bool,
         gate: Option<(UserId, Uuid)>,
     ) -> Result<Admitted, QueueError> {
-        let mut inv = ENQUEUE.prepare_invoke();
+        let append = appender::Append {
+            payload: payload.to_vec(),
+            epoch,
+            new_request,
+            gate,
+        };
+        self.appender
+            .get_or_init(|| appender::Appender::spawn(self.for_task()))
+            .send(coupon, append)
+            .await
+    }
+
+    /// Appends `appends` to the coupon's stream in one script call, in
+    /// order (see [`ENQUEUE_MANY`]): an error fails them all (none or, when
+    /// uncertain, any of them may be queued), otherwise each has its own
+    /// answer.
+    async fn append_many(
+        &self,
+        coupon: CouponId,
+        appends: &[&appender::Append],
+    ) -> Result<Vec<Result<Admitted, QueueError>>, QueueError> {
+        let mut inv = ENQUEUE_MANY.prepare_invoke();
         inv.key(self.keys.stream(coupon))
             .key(self.keys.progress(coupon))
             .key(self.keys.sold_out(coupon))
@@ -476,42 +533,51 @@ impl RedisQueue {
         if !self.is_cluster() {
             inv.key(self.keys.pending());
         }
-        let (user, request) = match gate {
-            Some((user, request)) => (user.to_string(), request.to_string()),
-            None => (String::new(), String::new()),
-        };
-        inv.arg(payload)
-            .arg(coupon.get())
-            .arg(self.keys.wake_channel())
-            .arg(if new_request { "1" } else { "0" })
-            .arg(epoch.map_or(String::new(), |e| e.to_string()))
-            .arg(user)
-            .arg(request);
-        let reply: Option<(String, String, String)> = self.run(Invocation::Script(inv)).await?;
-        let (id, second, processed) = reply.ok_or(QueueError::SoldOut(coupon))?;
-        let number = |s: &str| {
-            s.parse::<u64>()
-                .map_err(|_| QueueError::BadReply(format!("enqueue script answered {s:?}")))
-        };
-        let processed = number(&processed)?;
-        if id == "R" {
-            let entry = GateEntry::parse(coupon, &second)
-                .ok_or_else(|| QueueError::BadReply(format!("gate entry {second:?}")))?;
-            return Ok(Admitted::Repeat {
-                entry,
-                progress: Some(processed),
-            });
+        inv.arg(coupon.get()).arg(self.keys.wake_channel());
+        for a in appends {
+            let (user, request) = match a.gate {
+                Some((user, request)) => (user.to_string(), request.to_string()),
+                None => (String::new(), String::new()),
+            };
+            inv.arg(&a.payload[..])
+                .arg(if a.new_request { "1" } else { "0" })
+                .arg(a.epoch.map_or(String::new(), |e| e.to_string()))
+                .arg(user)
+                .arg(request);
         }
-        // The stream holds exactly the entries not yet processed, this one
-        // last: `len - 1` are ahead of it, and its turn comes when the
-        // processed count reaches `processed + len - 1`.
-        let ahead = number(&second)?.saturating_sub(1);
-        Ok(Admitted::New(Enqueued {
-            position: id,
-            lane: Lane::Coupon(coupon),
-            target: processed + ahead,
-            progress: Some(processed),
-        }))
+        let (processed, replies): (String, Vec<Vec<String>>) =
+            self.run(Invocation::Script(inv)).await?;
+        let bad = |what: &dyn std::fmt::Debug| {
+            QueueError::BadReply(format!("enqueue script answered {what:?}"))
+        };
+        let number = |s: &str| s.parse::<u64>().map_err(|_| bad(&s));
+        let processed = number(&processed)?;
+        if replies.len() != appends.len() {
+            return Err(bad(&replies));
+        }
+        Ok(replies
+            .into_iter()
+            .map(|reply| match reply.as_slice() {
+                [tag, fence] if tag == "F" => Err(QueueError::Fenced(number(fence)?)),
+                [tag, entry] if tag == "R" => Ok(Admitted::Repeat {
+                    entry: GateEntry::parse(coupon, entry)
+                        .ok_or_else(|| QueueError::BadReply(format!("gate entry {entry:?}")))?,
+                    progress: Some(processed),
+                }),
+                [tag] if tag == "S" => Err(QueueError::SoldOut(coupon)),
+                // The stream holds exactly the entries not yet processed,
+                // this one last: `len - 1` are ahead of it, and its turn
+                // comes when the processed count reaches
+                // `processed + len - 1`.
+                [id, len] => Ok(Admitted::New(Enqueued {
+                    position: id.clone(),
+                    lane: Lane::Coupon(coupon),
+                    target: processed + number(len)?.saturating_sub(1),
+                    progress: Some(processed),
+                })),
+                _ => Err(bad(&reply)),
+            })
+            .collect())
     }
 
     /// The user's entry in the coupon's repeat gate, if any.
@@ -613,14 +679,7 @@ impl RedisQueue {
         enqueued: Option<&Enqueued>,
     ) {
         self.placer
-            .get_or_init(|| {
-                // The task's own handle has no placer: dropping the last of
-                // the api's handles ends it.
-                placer::Placer::spawn(Self {
-                    placer: Arc::default(),
-                    ..self.clone()
-                })
-            })
+            .get_or_init(|| placer::Placer::spawn(self.for_task()))
             .send(placement(coupon, user, request, enqueued));
     }
 

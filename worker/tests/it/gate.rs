@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::domain::{CouponId, CouponIssueEvent, IssueStatus, QueueType, UserId, FIRST_EPOCH};
 use common::error::QueueError;
+use common::queue::gate::Claim;
 use common::queue::redis::RedisKeys;
 use common::queue::{Admitted, GateEntry, Producer, CLAIM_STALE};
 use rstest::rstest;
@@ -401,19 +402,17 @@ async fn kafka_mode_without_its_redis_gate_keeps_the_door_open() {
     assert_eq!(report.count(IssueStatus::Success), stock as usize);
 }
 
-/// Sets `key` to `1` on the app's Redis, single node or cluster.
-async fn set_key(app: &TestApp, key: String) {
-    let mut set = redis::cmd("SET");
-    set.arg(key).arg(1);
+/// Runs `cmd` on the app's Redis, single node or cluster.
+async fn run_on(app: &TestApp, cmd: redis::Cmd) {
     match &app.common.redis_cluster_nodes {
         Some(nodes) => {
             let client = redis::cluster::ClusterClient::new(nodes.urls().to_vec()).unwrap();
             let mut conn = client.get_async_connection().await.unwrap();
-            let _: () = set.query_async(&mut conn).await.unwrap();
+            let _: redis::Value = cmd.query_async(&mut conn).await.unwrap();
         }
         None => {
             let (_, mut conn) = gate_redis(app).await;
-            let _: () = set.query_async(&mut conn).await.unwrap();
+            let _: redis::Value = cmd.query_async(&mut conn).await.unwrap();
         }
     }
 }
@@ -473,11 +472,10 @@ async fn clicks_sent_together_are_answered_as_one_by_one(#[case] backend: Backen
         .raise_fences(&[coupon], FIRST_EPOCH + 1)
         .await
         .unwrap();
-    set_key(
-        &app,
-        RedisKeys::new(app.common.redis_key_prefix.as_str()).sold_out(coupon),
-    )
-    .await;
+    let mut mark = redis::cmd("SET");
+    mark.arg(RedisKeys::new(app.common.redis_key_prefix.as_str()).sold_out(coupon))
+        .arg(1);
+    run_on(&app, mark).await;
     let newcomer = |n: i64| UserId::try_from(users + n).unwrap();
     let late = CouponIssueEvent::in_epoch(coupon, newcomer(1), FIRST_EPOCH);
     let current = CouponIssueEvent::in_epoch(coupon, newcomer(2), FIRST_EPOCH + 1);
@@ -501,4 +499,57 @@ async fn clicks_sent_together_are_answered_as_one_by_one(#[case] backend: Backen
 fn entry_order(id: &str) -> (u64, u64) {
     let (ms, seq) = id.split_once('-').expect("a stream entry id");
     (ms.parse().unwrap(), seq.parse().unwrap())
+}
+
+/// Kafka mode's claims sent at once through one handle go to Redis
+/// together and are answered as one by one: each user's first click
+/// claims its entry, the second is a repeat naming the first's request; a
+/// stale claim is taken over by the first click that meets it, and the
+/// click behind it in the same call is a repeat of that request.
+#[rstest]
+#[case::redis(Backend::Redis)]
+#[case::redis_cluster(Backend::RedisCluster)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_sent_together_are_answered_as_one_by_one(#[case] backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let coupon = app.create_coupon(10).await;
+    let Producer::Redis(gate) = Producer::new(&app.common.queue_settings(), QueueType::Redis)
+        .await
+        .unwrap()
+    else {
+        unreachable!("the Redis producer")
+    };
+    let users = 300;
+    let user = |i: i64| UserId::try_from(i % users + 1).unwrap();
+    let stale_user = UserId::try_from(users + 1).unwrap();
+    let orphan = CouponIssueEvent::new(coupon, stale_user);
+    let claimed_at = chrono::Utc::now().timestamp_millis() - CLAIM_STALE.as_millis() as i64 - 1_000;
+    let mut set = redis::cmd("HSET");
+    set.arg(RedisKeys::new(app.common.redis_key_prefix.as_str()).gate(coupon))
+        .arg(stale_user.get())
+        .arg(GateEntry::claim(&orphan, claimed_at));
+    run_on(&app, set).await;
+
+    let clicks: Vec<CouponIssueEvent> = (0..2 * users)
+        .map(|i| CouponIssueEvent::new(coupon, user(i)))
+        .chain((0..2).map(|_| CouponIssueEvent::new(coupon, stale_user)))
+        .collect();
+    let answers =
+        futures::future::join_all(clicks.iter().map(|e| gate.claim(e, CLAIM_STALE))).await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        let first = clicks[i % users as usize].event_id;
+        match (i as i64, answer.unwrap()) {
+            (i, Claim::Claimed) if i < users => {}
+            (i, Claim::Repeat(entry)) if (users..2 * users).contains(&i) => {
+                assert_eq!(entry.request_id, first, "click {i}");
+            }
+            (i, Claim::TakenOver(entry)) if i == 2 * users => {
+                assert_eq!(entry.request_id, orphan.event_id);
+            }
+            (i, Claim::Repeat(entry)) if i == 2 * users + 1 => {
+                assert_eq!(entry.request_id, orphan.event_id, "the taken-over claim");
+            }
+            (i, other) => panic!("click {i}: {other:?}"),
+        }
+    }
 }

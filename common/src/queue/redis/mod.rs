@@ -33,11 +33,10 @@ use crate::queue::batch::{self, Batch, Reject};
 use crate::queue::gate::{Admitted, Claim, GateEntry, Settled};
 use crate::queue::lane::{Enqueued, Lane};
 
-mod appender;
 pub mod cluster;
 mod dead_letters;
+mod grouped;
 mod keys;
-mod placer;
 mod reply;
 mod settings;
 mod single;
@@ -52,7 +51,7 @@ use single::SingleNode;
 
 /// Appends a coupon's events in order, each as one enqueue would, in one
 /// atomic step: concurrent clicks on a coupon share one script call (see
-/// [`appender`]). Writes each event's entry, the user's gate entry
+/// [`grouped`]). Writes each event's entry, the user's gate entry
 /// (`KEYS[5]`, see [`crate::queue::gate`]), a wake-up when the stream was
 /// empty (see [`wake`]) and, on a single node, the coupon marked pending
 /// (`KEYS[6]`; a cluster has no pending set, its streams are the record).
@@ -139,25 +138,34 @@ end"
 static SETTLE: LazyLock<Script> =
     LazyLock::new(|| Script::new(&(settle_lua("KEYS[1]", 1) + "\nreturn 1")));
 
-/// Kafka mode: claims the user's (`ARGV[1]`) gate entry (`KEYS[1]`) with
-/// `ARGV[2]` before producing. Answers `{'N'}` when claimed; `{'R', entry}`
-/// when the user has one (a repeat); `{'T', entry}` when that entry is a
-/// claim older than `ARGV[4]` ms at `ARGV[3]` (ms): the caller takes it over
-/// (it is stamped with `ARGV[3]`) and sends its event again.
-static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+/// Kafka mode: claims users' gate entries (`KEYS[1]`) before their events
+/// are produced, in order, four arguments per claim: user, claim entry, now
+/// (ms) and staleness (ms). Answers per claim `{'N'}` when claimed (the
+/// entry written); `{'R', entry}` when the user has one (a repeat, an
+/// earlier claim of the same call included); `{'T', entry}` when that entry
+/// is a claim older than the staleness: the caller takes it over (it is
+/// stamped with now) and sends its event again.
+static CLAIM_MANY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local entry = redis.call('HGET', KEYS[1], ARGV[1])
-if not entry then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-  return {'N'}
+local out = {}
+for i = 1, #ARGV, 4 do
+  local user, now = ARGV[i], tonumber(ARGV[i + 2])
+  local entry = redis.call('HGET', KEYS[1], user)
+  if not entry then
+    redis.call('HSET', KEYS[1], user, ARGV[i + 1])
+    out[#out + 1] = {'N'}
+  else
+    local id, at, event = string.match(entry, '^C (%S+) (%d+) (.*)$')
+    if id and now - tonumber(at) > tonumber(ARGV[i + 3]) then
+      redis.call('HSET', KEYS[1], user, 'C ' .. id .. ' ' .. ARGV[i + 2] .. ' ' .. event)
+      out[#out + 1] = {'T', entry}
+    else
+      out[#out + 1] = {'R', entry}
+    end
+  end
 end
-local id, at, event = string.match(entry, '^C (%S+) (%d+) (.*)$')
-if id and tonumber(ARGV[3]) - tonumber(at) > tonumber(ARGV[4]) then
-  redis.call('HSET', KEYS[1], ARGV[1], 'C ' .. id .. ' ' .. ARGV[3] .. ' ' .. event)
-  return {'T', entry}
-end
-return {'R', entry}",
+return out",
     )
 });
 
@@ -278,12 +286,16 @@ pub struct RedisQueue {
     conn: Conn,
     /// Where workers subscribe to wake-ups: the node, or every seed node.
     nodes: Arc<[String]>,
-    /// Kafka mode's places in the gate, written off the issue call's path;
-    /// started on first use.
-    placer: Arc<OnceLock<placer::Placer>>,
-    /// The task that appends events, concurrent ones of a coupon in one
-    /// script call; started on first use.
-    appender: Arc<OnceLock<appender::Appender>>,
+    /// The tasks that group the api's hot calls by coupon (see
+    /// [`grouped`]), each started on first use.
+    tasks: Arc<Tasks>,
+}
+
+#[derive(Default)]
+struct Tasks {
+    appends: OnceLock<grouped::Grouped<grouped::Appends>>,
+    claims: OnceLock<grouped::Grouped<grouped::Claims>>,
+    places: OnceLock<grouped::Grouped<grouped::Places>>,
 }
 
 /// What [`RedisQueue::gate_entries`] found.
@@ -298,15 +310,9 @@ pub enum GateRead {
     Entries(Vec<(i64, GateEntry)>, usize),
 }
 
-/// A request's place (or the removal of its claim) for [`placer`].
-fn placement(
-    coupon: CouponId,
-    user: UserId,
-    request: Uuid,
-    enqueued: Option<&Enqueued>,
-) -> placer::Placement {
-    placer::Placement {
-        coupon,
+/// A request's place (or the removal of its claim), for [`PLACE_MANY`].
+fn placement(user: UserId, request: Uuid, enqueued: Option<&Enqueued>) -> grouped::Placement {
+    grouped::Placement {
         user,
         request,
         entry: enqueued.map(|e| GateEntry::pending(request, e)),
@@ -327,8 +333,7 @@ impl RedisQueue {
             keys: RedisKeys::new(prefix),
             conn: Conn::Single(Arc::new(SingleNode::new(url, timeout)?)),
             nodes: Arc::from([url.to_string()]),
-            placer: Arc::default(),
-            appender: Arc::default(),
+            tasks: Arc::default(),
         })
     }
 
@@ -342,8 +347,7 @@ impl RedisQueue {
             keys: RedisKeys::new(prefix),
             conn: Conn::Cluster(Arc::new(cluster::Cluster::connect(nodes, timeout).await?)),
             nodes: Arc::from(nodes.urls()),
-            placer: Arc::default(),
-            appender: Arc::default(),
+            tasks: Arc::default(),
         })
     }
 
@@ -362,13 +366,12 @@ impl RedisQueue {
         }
     }
 
-    /// A handle for a background task of this queue (the appender, the
-    /// placer): it starts none of its own, so dropping the last of the
-    /// callers' handles ends the tasks.
+    /// A handle for a background task of this queue (see [`grouped`]): it
+    /// starts none of its own, so dropping the last of the callers' handles
+    /// ends the tasks.
     fn for_task(&self) -> Self {
         Self {
-            placer: Arc::default(),
-            appender: Arc::default(),
+            tasks: Arc::default(),
             ..self.clone()
         }
     }
@@ -503,15 +506,16 @@ impl RedisQueue {
         new_request: bool,
         gate: Option<(UserId, Uuid)>,
     ) -> Result<Admitted, QueueError> {
-        let append = appender::Append {
+        let append = grouped::Append {
             payload: payload.to_vec(),
             epoch,
             new_request,
             gate,
         };
-        self.appender
-            .get_or_init(|| appender::Appender::spawn(self.for_task()))
-            .send(coupon, append)
+        self.tasks
+            .appends
+            .get_or_init(|| grouped::Grouped::spawn(self.for_task()))
+            .call(coupon, append)
             .await
     }
 
@@ -522,7 +526,7 @@ impl RedisQueue {
     async fn append_many(
         &self,
         coupon: CouponId,
-        appends: &[&appender::Append],
+        appends: &[&grouped::Append],
     ) -> Result<Vec<Result<Admitted, QueueError>>, QueueError> {
         let mut inv = ENQUEUE_MANY.prepare_invoke();
         inv.key(self.keys.stream(coupon))
@@ -627,31 +631,58 @@ impl RedisQueue {
     }
 
     /// Kafka mode: claims the user's gate entry for `event` before it is
-    /// produced (see [`CLAIM`]).
+    /// produced (see [`CLAIM_MANY`]).
     pub async fn claim(
         &self,
         event: &CouponIssueEvent,
         stale: Duration,
     ) -> Result<Claim, QueueError> {
-        let coupon = event.coupon_id;
         let now = chrono::Utc::now().timestamp_millis();
-        let mut inv = CLAIM.prepare_invoke();
-        inv.key(self.keys.gate(coupon))
-            .arg(event.user_id.get())
-            .arg(GateEntry::claim(event, now))
-            .arg(now)
-            .arg(stale.as_millis() as u64);
-        let reply: Vec<String> = self.run(Invocation::Script(inv)).await?;
-        let entry = |raw: Option<&String>| {
-            raw.and_then(|r| GateEntry::parse(coupon, r))
-                .ok_or_else(|| QueueError::BadReply(format!("claim answered {reply:?}")))
+        let claim = grouped::ClaimOf {
+            user: event.user_id,
+            entry: GateEntry::claim(event, now),
+            now,
+            stale,
         };
-        match reply.first().map(String::as_str) {
-            Some("N") => Ok(Claim::Claimed),
-            Some("R") => Ok(Claim::Repeat(entry(reply.get(1))?)),
-            Some("T") => Ok(Claim::TakenOver(entry(reply.get(1))?)),
-            _ => Err(QueueError::BadReply(format!("claim answered {reply:?}"))),
+        self.tasks
+            .claims
+            .get_or_init(|| grouped::Grouped::spawn(self.for_task()))
+            .call(event.coupon_id, claim)
+            .await
+    }
+
+    /// Claims gate entries of the coupon in one script call, in order (see
+    /// [`CLAIM_MANY`]).
+    async fn claim_many(
+        &self,
+        coupon: CouponId,
+        claims: &[&grouped::ClaimOf],
+    ) -> Result<Vec<Result<Claim, QueueError>>, QueueError> {
+        let mut inv = CLAIM_MANY.prepare_invoke();
+        inv.key(self.keys.gate(coupon));
+        for c in claims {
+            inv.arg(c.user.get())
+                .arg(&c.entry)
+                .arg(c.now)
+                .arg(c.stale.as_millis() as u64);
         }
+        let replies: Vec<Vec<String>> = self.run(Invocation::Script(inv)).await?;
+        if replies.len() != claims.len() {
+            return Err(QueueError::BadReply(format!("claim answered {replies:?}")));
+        }
+        let entry = |raw: &str| {
+            GateEntry::parse(coupon, raw)
+                .ok_or_else(|| QueueError::BadReply(format!("gate entry {raw:?}")))
+        };
+        Ok(replies
+            .into_iter()
+            .map(|reply| match reply.as_slice() {
+                [tag] if tag == "N" => Ok(Claim::Claimed),
+                [tag, raw] if tag == "R" => Ok(Claim::Repeat(entry(raw)?)),
+                [tag, raw] if tag == "T" => Ok(Claim::TakenOver(entry(raw)?)),
+                _ => Err(QueueError::BadReply(format!("claim answered {reply:?}"))),
+            })
+            .collect())
     }
 
     /// Kafka mode: records where the claimed request `request` of `user`
@@ -664,13 +695,14 @@ impl RedisQueue {
         request: Uuid,
         enqueued: Option<&Enqueued>,
     ) -> Result<(), QueueError> {
-        self.place_many(coupon, &[placement(coupon, user, request, enqueued)])
+        self.place_many(coupon, &[&placement(user, request, enqueued)])
             .await
     }
 
-    /// [`Self::place`] off the caller's path: the api's placer task writes
-    /// it, together with the others that pile up meanwhile (see
-    /// [`placer`]).
+    /// [`Self::place`] off the caller's path: the `202` does not wait for
+    /// it (see [`grouped`]). A place that comes late, or never, is safe: a
+    /// worker's settling of the entry wins over it, and a claim never placed
+    /// is taken over by the user's next click (see `common::queue::gate`).
     pub fn place_later(
         &self,
         coupon: CouponId,
@@ -678,15 +710,16 @@ impl RedisQueue {
         request: Uuid,
         enqueued: Option<&Enqueued>,
     ) {
-        self.placer
-            .get_or_init(|| placer::Placer::spawn(self.for_task()))
-            .send(placement(coupon, user, request, enqueued));
+        self.tasks
+            .places
+            .get_or_init(|| grouped::Grouped::spawn(self.for_task()))
+            .send(coupon, placement(user, request, enqueued));
     }
 
     async fn place_many(
         &self,
         coupon: CouponId,
-        places: &[placer::Placement],
+        places: &[&grouped::Placement],
     ) -> Result<(), QueueError> {
         let mut inv = PLACE_MANY.prepare_invoke();
         inv.key(self.keys.gate(coupon));

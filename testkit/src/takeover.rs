@@ -163,6 +163,31 @@ impl TestApp {
             };
         }
     }
+    /// Freezes every one of `workers` (SIGSTOP) until the coupon's queue
+    /// holds `backlog` entries not acknowledged (the api goes on accepting
+    /// meanwhile), or `within` passed, then lets them go. However fast the
+    /// workers drain, the next one to drain the coupon then has entries in
+    /// hand for a while, for [`TestApp::kill_worker_draining`] to find.
+    pub async fn hold_workers_until_backlog(
+        &self,
+        coupon: CouponId,
+        workers: &[WorkerProcess],
+        backlog: u64,
+        within: Duration,
+    ) {
+        let reader = self.queue_reader(workers[0].queue).await;
+        for w in workers {
+            signal(w.pid, "STOP");
+        }
+        let start = Instant::now();
+        while reader.size(coupon).await < backlog && start.elapsed() < within {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for w in workers {
+            signal(w.pid, "CONT");
+        }
+    }
+
     /// Waits until a live worker of `workers` has taken over what `killed`
     /// left: Redis, it holds the coupon's lease (once the dead worker's
     /// expired) or the stream was drained; Kafka, a worker acknowledged

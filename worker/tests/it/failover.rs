@@ -19,6 +19,10 @@ use testkit::{spawn_app, wait_until, TestApp, WorkerProcess};
 const DRAIN: Duration = Duration::from_secs(120);
 const STOCK: i64 = 2_000;
 const REQUESTS: i64 = 10_000;
+/// Entries queued while the workers are held back, before the kill.
+const BACKLOG: u64 = 1_000;
+/// The longest the workers are held back.
+const HOLD: Duration = Duration::from_secs(10);
 
 /// What one round measured.
 #[derive(Debug)]
@@ -37,10 +41,10 @@ fn start_worker(app: &TestApp) -> WorkerProcess {
     app.start_worker(&[("BATCH_SIZE", "100")])
 }
 
-/// One sale: fire `REQUESTS` for a new `STOCK` coupon, kill the worker
-/// draining it once a tenth of the requests have results, start a new
-/// worker in its slot, wait until another takes over, then for the drain;
-/// audit.
+/// One sale: fire `REQUESTS` for a new `STOCK` coupon; once a tenth of the
+/// stock has results, hold the workers back until `BACKLOG` entries wait,
+/// then kill the worker draining them, start a new worker in its slot, wait
+/// until another takes over, then for the drain; audit.
 async fn sale_with_a_killed_worker(app: &TestApp, workers: &mut [WorkerProcess]) -> Round {
     if app.common.queue_type == QueueType::Kafka {
         // The last round's new member has joined: no rebalance mid-sale.
@@ -50,9 +54,14 @@ async fn sale_with_a_killed_worker(app: &TestApp, workers: &mut [WorkerProcess])
     let users: Vec<i64> = (1..=REQUESTS).collect();
     let killer = async {
         wait_until("the drain to be under way", DRAIN, || async {
-            app.result_count(coupon).await >= (REQUESTS / 10) as usize
+            app.result_count(coupon).await >= (STOCK / 10) as usize
         })
         .await;
+        // A worker that keeps up with the api holds few entries at any
+        // moment, and none once the sell-out stops the enqueues: a backlog
+        // built while the workers are held back gives the kill its moment.
+        app.hold_workers_until_backlog(coupon, workers, BACKLOG, HOLD)
+            .await;
         let dead = app.kill_worker_draining(&[coupon], workers, DRAIN).await;
         let killed = Instant::now();
         let results_at_kill = app.result_count(coupon).await;

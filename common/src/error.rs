@@ -116,11 +116,6 @@ pub enum QueueError {
 impl From<redis::RedisError> for QueueError {
     fn from(e: redis::RedisError) -> Self {
         use redis::ErrorKind;
-        if e.code() == Some("FENCED") {
-            if let Some(epoch) = e.detail().and_then(|d| d.trim().parse().ok()) {
-                return QueueError::Fenced(epoch);
-            }
-        }
         match e.kind() {
             ErrorKind::Parse | ErrorKind::UnexpectedReturnType => {
                 QueueError::BadReply(e.to_string())

@@ -14,7 +14,8 @@
 //!   only once every enqueue of an earlier route has returned.
 //! * **S3, the Redis fence.** Each coupon has a fence in its Redis slot: the
 //!   newest epoch that moved the service off Redis. The enqueue script
-//!   refuses a new event of an earlier epoch (`FENCED <epoch>`), atomically
+//!   refuses a new event of an earlier epoch (answered fenced, with the
+//!   fence's epoch: [`crate::error::QueueError::Fenced`]), atomically
 //!   with the append; the api then takes that epoch's route (the fence epoch's
 //!   queue is Kafka) and sends the request there. A cut-off api therefore
 //!   cannot add an old-epoch entry to Redis after the fence went up, however

@@ -163,6 +163,7 @@ impl TestApp {
             };
         }
     }
+
     /// Freezes every one of `workers` (SIGSTOP) until the coupon's queue
     /// holds `backlog` entries not acknowledged (the api goes on accepting
     /// meanwhile), or `within` passed, then lets them go. However fast the

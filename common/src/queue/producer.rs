@@ -154,7 +154,7 @@ async fn admit_to_kafka(
     gate: &RedisQueue,
     event: &CouponIssueEvent,
 ) -> Result<Admitted, QueueError> {
-    let claim = match gate.claim(event, CLAIM_STALE).await {
+    let claim = match within_limit(gate.claim(event, CLAIM_STALE)).await {
         Ok(claim) => claim,
         Err(e) => {
             metrics::counter!("coupon_issue_gate_unavailable_total").increment(1);

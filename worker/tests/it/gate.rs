@@ -417,13 +417,13 @@ async fn run_on(app: &TestApp, cmd: redis::Cmd) {
     }
 }
 
-/// Clicks sent at once through one queue handle reach the enqueue script
-/// together, several to a call, and each is answered as a call of its own
-/// would answer it: every user queued once, in the order sent, with its
-/// place counting those ahead; a user's second click answered with the
-/// first's request, in the same call or not; an earlier epoch's event
-/// fenced and a new click refused while the coupon is marked sold out,
-/// each without holding up the events beside it.
+/// Clicks sent at once through one queue handle, as a crowd's arrive, go
+/// to the enqueue script grouped (several to a call), and each is answered
+/// as a call of its own would answer it: every user queued once, in the
+/// order sent, with its place counting those ahead; a user's second click
+/// answered with the first's request, in the same call or not; an earlier
+/// epoch's event fenced and a new click refused while the coupon is marked
+/// sold out, while a replay sent with them is queued.
 #[rstest]
 #[case::redis(Backend::Redis)]
 #[case::redis_cluster(Backend::RedisCluster)]
@@ -502,10 +502,10 @@ fn entry_order(id: &str) -> (u64, u64) {
 }
 
 /// Kafka mode's claims sent at once through one handle go to Redis
-/// together and are answered as one by one: each user's first click
-/// claims its entry, the second is a repeat naming the first's request; a
-/// stale claim is taken over by the first click that meets it, and the
-/// click behind it in the same call is a repeat of that request.
+/// grouped, and each is answered as one sent alone would be: each user's
+/// first click claims its entry, the second is a repeat naming the first's
+/// request; a stale claim is taken over by the first click that meets it,
+/// and the click behind it is a repeat of that request.
 #[rstest]
 #[case::redis(Backend::Redis)]
 #[case::redis_cluster(Backend::RedisCluster)]

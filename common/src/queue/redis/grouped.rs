@@ -1,22 +1,26 @@
-//! The api's hot script calls, grouped by coupon. Callers hand their items
-//! to one task; the items that pile up while one round of calls is in
-//! flight go together in the next, one script call per coupon, in the order
-//! they arrived. Under a crowd a coupon's clicks then cost one round trip
-//! and one script run between them, not one each; alone, a click waits for
-//! nothing but its own call. Three kinds go this way: appends to a coupon's
-//! stream (Redis mode, [`super::ENQUEUE_MANY`]), and Kafka mode's claims
-//! and places in the repeat gate ([`super::CLAIM_MANY`],
-//! [`super::PLACE_MANY`]).
+//! Hot script calls, grouped by coupon. Callers hand their items to one
+//! task per kind; the items of a coupon that pile up while its call is in
+//! flight go together in its next call, in the order they arrived. Under a
+//! crowd a coupon's clicks then cost one round trip and one script run
+//! between them, not one each; alone, a click waits for nothing but its own
+//! call. Coupons do not wait for each other: a slow call (a Redis Cluster
+//! node failing over) holds up its own coupon only. Three kinds go this
+//! way: appends to a coupon's stream (Redis mode, [`super::ENQUEUE_MANY`]:
+//! the api's clicks and a worker's replays), and Kafka mode's claims and
+//! places in the repeat gate ([`super::CLAIM_MANY`], [`super::PLACE_MANY`]).
 //!
 //! Order is kept: the task takes items in arrival order, a coupon's go in
-//! one call in that order, and the next round starts after this one
+//! one call in that order, and its next call starts after this one
 //! answered. A caller that stopped waiting (its client left, or its time ran
 //! out) before its call was sent is left out: nothing is done for it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -25,7 +29,7 @@ use crate::domain::{CouponId, UserId};
 use crate::error::QueueError;
 use crate::queue::gate::{Admitted, Claim};
 
-/// Items taken into one round of calls at most.
+/// Items taken off the channel at once, and in one call, at most.
 const MAX_ITEMS: usize = 512;
 
 /// A script call that takes several of one coupon's items at once.
@@ -68,7 +72,6 @@ impl<C: Call> Grouped<C> {
 
     /// Sends one item and answers what its call answered for it.
     pub async fn call(&self, coupon: CouponId, item: C::Item) -> Result<C::Answer, QueueError> {
-        let stopped = || QueueError::Unavailable("the Redis call task stopped".into());
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Waiting {
@@ -76,8 +79,11 @@ impl<C: Call> Grouped<C> {
                 item,
                 reply: Some(reply),
             })
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+            .map_err(|_| QueueError::Unavailable("the Redis call task stopped".into()))?;
+        // Taken and not answered: its call may have run.
+        answer
+            .await
+            .map_err(|_| QueueError::Uncertain("the Redis call ended without an answer".into()))?
     }
 
     /// Sends one item without waiting for its answer; a failed call is
@@ -93,40 +99,83 @@ impl<C: Call> Grouped<C> {
 }
 
 async fn run<C: Call>(queue: RedisQueue, mut rx: mpsc::UnboundedReceiver<Waiting<C>>) {
+    let mut waiting: BTreeMap<CouponId, Vec<Waiting<C>>> = BTreeMap::new();
+    let mut in_flight: HashSet<CouponId> = HashSet::new();
+    let mut calls = FuturesUnordered::new();
     let mut buf = Vec::with_capacity(MAX_ITEMS);
-    while rx.recv_many(&mut buf, MAX_ITEMS).await > 0 {
-        let mut by_coupon: BTreeMap<CouponId, Vec<Waiting<C>>> = BTreeMap::new();
-        for w in buf.drain(..) {
-            if !w.reply.as_ref().is_some_and(oneshot::Sender::is_closed) {
-                by_coupon.entry(w.coupon).or_default().push(w);
+    let mut open = true;
+    loop {
+        // A coupon whose call answered takes its next: one coupon's slow
+        // call holds up no other coupon.
+        let ready: Vec<CouponId> = waiting
+            .keys()
+            .filter(|c| !in_flight.contains(*c))
+            .copied()
+            .collect();
+        for coupon in ready {
+            let Some(items) = waiting.get_mut(&coupon) else {
+                continue;
+            };
+            let take = items.len().min(MAX_ITEMS);
+            let group: Vec<Waiting<C>> = items
+                .drain(..take)
+                .filter(|w| !w.reply.as_ref().is_some_and(oneshot::Sender::is_closed))
+                .collect();
+            if items.is_empty() {
+                waiting.remove(&coupon);
+            }
+            if !group.is_empty() {
+                in_flight.insert(coupon);
+                calls.push(call_once::<C>(queue.clone(), coupon, group));
             }
         }
-        let calls = by_coupon.into_iter().map(|(coupon, group)| {
-            let queue = &queue;
-            async move {
-                let items: Vec<&C::Item> = group.iter().map(|w| &w.item).collect();
-                match C::call(queue, coupon, &items).await {
-                    Ok(answers) => {
-                        for (w, answer) in group.into_iter().zip(answers) {
-                            if let Some(reply) = w.reply {
-                                let _ = reply.send(answer);
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let unanswered = group.iter().filter(|w| w.reply.is_none()).count();
-                        if unanswered > 0 {
-                            tracing::warn!(error = %e, %coupon, items = unanswered, "{}", C::UNANSWERED_FAILURE);
-                        }
-                        for reply in group.into_iter().filter_map(|w| w.reply) {
-                            let _ = reply.send(Err(each(&e)));
-                        }
-                    }
+        tokio::select! {
+            n = rx.recv_many(&mut buf, MAX_ITEMS), if open => {
+                open = n > 0;
+                for w in buf.drain(..) {
+                    waiting.entry(w.coupon).or_default().push(w);
                 }
             }
-        });
-        futures::future::join_all(calls).await;
+            Some(coupon) = calls.next(), if !calls.is_empty() => {
+                in_flight.remove(&coupon);
+            }
+            else => break,
+        }
     }
+}
+
+/// One call for `group`, its answers handed out; returns its coupon.
+async fn call_once<C: Call>(
+    queue: RedisQueue,
+    coupon: CouponId,
+    group: Vec<Waiting<C>>,
+) -> CouponId {
+    let items: Vec<&C::Item> = group.iter().map(|w| &w.item).collect();
+    // A panic fails this call's items (their callers see the answer
+    // dropped), not the task every later call goes through.
+    let result = AssertUnwindSafe(C::call(&queue, coupon, &items))
+        .catch_unwind()
+        .await;
+    match result {
+        Ok(Ok(answers)) => {
+            for (w, answer) in group.into_iter().zip(answers) {
+                if let Some(reply) = w.reply {
+                    let _ = reply.send(answer);
+                }
+            }
+        }
+        Ok(Err(e)) => {
+            let unanswered = group.iter().filter(|w| w.reply.is_none()).count();
+            if unanswered > 0 {
+                tracing::warn!(error = %e, %coupon, items = unanswered, "{}", C::UNANSWERED_FAILURE);
+            }
+            for reply in group.into_iter().filter_map(|w| w.reply) {
+                let _ = reply.send(Err(each(&e)));
+            }
+        }
+        Err(_) => tracing::error!(%coupon, items = group.len(), "a grouped Redis call panicked"),
+    }
+    coupon
 }
 
 /// A failed call's error for each of its items: the same kind, so that an

@@ -286,7 +286,7 @@ pub struct RedisQueue {
     conn: Conn,
     /// Where workers subscribe to wake-ups: the node, or every seed node.
     nodes: Arc<[String]>,
-    /// The tasks that group the api's hot calls by coupon (see
+    /// The tasks that group the hot script calls by coupon (see
     /// [`grouped`]), each started on first use.
     tasks: Arc<Tasks>,
 }
@@ -374,6 +374,14 @@ impl RedisQueue {
             tasks: Arc::default(),
             ..self.clone()
         }
+    }
+
+    /// The task of `cell`, started on first use (see [`grouped`]).
+    fn task<'a, C: grouped::Call>(
+        &self,
+        cell: &'a OnceLock<grouped::Grouped<C>>,
+    ) -> &'a grouped::Grouped<C> {
+        cell.get_or_init(|| grouped::Grouped::spawn(self.for_task()))
     }
 
     pub fn keys(&self) -> &RedisKeys {
@@ -512,11 +520,7 @@ impl RedisQueue {
             new_request,
             gate,
         };
-        self.tasks
-            .appends
-            .get_or_init(|| grouped::Grouped::spawn(self.for_task()))
-            .call(coupon, append)
-            .await
+        self.task(&self.tasks.appends).call(coupon, append).await
     }
 
     /// Appends `appends` to the coupon's stream in one script call, in
@@ -644,9 +648,7 @@ impl RedisQueue {
             now,
             stale,
         };
-        self.tasks
-            .claims
-            .get_or_init(|| grouped::Grouped::spawn(self.for_task()))
+        self.task(&self.tasks.claims)
             .call(event.coupon_id, claim)
             .await
     }
@@ -710,9 +712,7 @@ impl RedisQueue {
         request: Uuid,
         enqueued: Option<&Enqueued>,
     ) {
-        self.tasks
-            .places
-            .get_or_init(|| grouped::Grouped::spawn(self.for_task()))
+        self.task(&self.tasks.places)
             .send(coupon, placement(user, request, enqueued));
     }
 

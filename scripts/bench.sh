@@ -315,6 +315,18 @@ accept_step() {
     --cpu-pid "$(cat "$RUN_DIR/api.pid")"
   stop_process api 2>/dev/null
 }
+# in_turn KIND STEP: STEP KIND, and with --before also STEP KIND-before,
+# this build and the baseline in turn, the first alternating by run.
+in_turn() {
+  local kind=$1 step=$2 kinds=("$1")
+  if [[ -n "$before_ref" ]]; then
+    kinds=("$kind" "$kind-before")
+    ((run % 2 == 0)) && kinds=("$kind-before" "$kind")
+  fi
+  for kind in "${kinds[@]}"; do
+    "$step" "$kind"
+  done
+}
 small_args=(--requests "$small" --users $((small / 2)) --stock $((small / 10)))
 
 for ((run = 1; run <= runs; run++)); do
@@ -339,15 +351,7 @@ for ((run = 1; run <= runs; run++)); do
       --users "$users" --scratch "$scratch"
 
     "$ROOT_DIR/scripts/down.sh" --quiet
-    # This build and the baseline in turn, the first alternating by run.
-    accepts=(accept)
-    if [[ -n "$before_ref" ]]; then
-      accepts=(accept accept-before)
-      ((run % 2 == 0)) && accepts=(accept-before accept)
-    fi
-    for kind in "${accepts[@]}"; do
-      accept_step "$kind"
-    done
+    in_turn accept accept_step
 
     peak_worker=0
     start_process api "$BIN/api" 2>/dev/null
@@ -397,15 +401,7 @@ for ((run = 1; run <= runs; run++)); do
       --api-kb-closed-loop "$api_kb_closed" --worker-kb "$peak_worker" >>"$results"
     stop_process api 2>/dev/null
 
-    # This build and the baseline in turn, the first alternating by run.
-    crowds=(crowd)
-    if [[ -n "$before_ref" ]]; then
-      crowds=(crowd crowd-before)
-      ((run % 2 == 0)) && crowds=(crowd-before crowd)
-    fi
-    for kind in "${crowds[@]}"; do
-      crowd_step "$kind"
-    done
+    in_turn crowd crowd_step
   done
 done
 

@@ -3,7 +3,7 @@
 
 use common::domain::{CouponId, CouponIssueEvent, QueueType, QueuedEvent};
 use common::queue::redis::RedisKeys;
-use common::queue::Producer;
+use common::queue::{Producer, RedisQueue};
 
 use crate::app::TestApp;
 
@@ -98,13 +98,23 @@ impl TestApp {
         }
     }
 
+    /// A handle of this app's Redis queue (its keys; a single node or the
+    /// cluster), as the api and the workers make it.
+    pub async fn redis_queue(&self) -> RedisQueue {
+        match Producer::new(&self.common.queue_settings(), QueueType::Redis)
+            .await
+            .expect("the test's queue settings")
+        {
+            Producer::Redis(q) => q,
+            Producer::Kafka(_) => unreachable!("the Redis producer"),
+        }
+    }
+
     /// Decides the events waiting in the coupon's Redis stream here, as a
     /// worker would (results written, stock taken), without a worker
     /// process; they stay in the stream.
     pub async fn decide_queued(&self, coupon: CouponId) {
-        let Producer::Redis(q) = self.queue_reader(QueueType::Redis).await.producer else {
-            unreachable!("the Redis producer");
-        };
+        let q = self.redis_queue().await;
         let events: Vec<QueuedEvent> = q
             .read_head(coupon, 1_000)
             .await
@@ -124,9 +134,7 @@ impl TestApp {
 
     /// The events waiting in the coupon's Redis stream, oldest first.
     pub async fn queued_events(&self, coupon: CouponId) -> Vec<CouponIssueEvent> {
-        let Producer::Redis(q) = self.queue_reader(QueueType::Redis).await.producer else {
-            unreachable!("the Redis producer");
-        };
+        let q = self.redis_queue().await;
         q.read_head(coupon, 100_000)
             .await
             .unwrap()

@@ -288,7 +288,7 @@ mod tests {
     use super::runs::median;
     use super::text::{num, ratio_text};
     use super::*;
-    use crate::figures::SaleFigures;
+    use crate::figures::{EnqueueFigures, SaleFigures};
     use crate::stats::Latency;
 
     fn config() -> Config {
@@ -304,10 +304,6 @@ mod tests {
             cores: Some(2),
             before: Some("main (abc1234)".into()),
         }
-    }
-
-    fn latency(p50: f64, p99: f64, p999: f64) -> Value {
-        serde_json::json!({ "count": 1, "p50Ms": p50, "p99Ms": p99, "p999Ms": p999, "maxMs": p999 })
     }
 
     /// A sale's line as `loadgen sale` prints it.
@@ -365,14 +361,7 @@ mod tests {
                 serde_json::json!({ "rows": 20000, "batch": 500, "seconds": 0.4,
                     "perSecond": 50_000.0 * r, "ok": true }),
             ));
-            lines.push(line(
-                run,
-                "redis",
-                "enqueue",
-                serde_json::json!({ "requests": 20000, "concurrency": 128, "failed": 0,
-                    "seconds": 0.5, "perSecond": 40_000.0, "latency": latency(2.0, 8.0, 20.0),
-                    "ok": true }),
-            ));
+            lines.push(enqueue_line(run, None));
             // Accepted req/s 10,000, 99,999 (the failed run) and 14,400.
             let acc = [10_000.0, 99_999.0, 14_400.0][run as usize - 1];
             lines.push(sale(run, "redis", "sale", acc, run != 2));
@@ -622,6 +611,28 @@ mod tests {
         .unwrap()
     }
 
+    /// The Redis enqueue step's line, with the client's CPU per event when
+    /// given.
+    fn enqueue_line(run: u32, cpu_us_per_event: Option<f64>) -> String {
+        let figures = EnqueueFigures {
+            requests: 20_000,
+            concurrency: 128,
+            seconds: 0.5,
+            per_second: 40_000.0,
+            latency: Latency {
+                count: 1,
+                p50_ms: 2.0,
+                p99_ms: 8.0,
+                p999_ms: 20.0,
+                max_ms: 20.0,
+            },
+            cpu_us_per_event,
+            ok: true,
+            ..EnqueueFigures::default()
+        };
+        encoded(run, "redis", "enqueue", figures)
+    }
+
     /// A line of a step that measured a server's CPU per accepted request.
     fn with_cpu(run: u32, mode: &str, kind: &str, per_second: f64, us: f64) -> String {
         let figures = SaleFigures {
@@ -647,14 +658,7 @@ mod tests {
             lines.push(with_cpu(run, "any", "bare-http", 32_000.0, 10.0 + r));
             lines.push(with_cpu(run, "redis", "accept", 16_000.0, 25.0 + r));
             lines.push(with_cpu(run, "redis", "accept-before", 14_000.0, 30.0 + r));
-            lines.push(line(
-                run,
-                "redis",
-                "enqueue",
-                serde_json::json!({ "requests": 20000, "concurrency": 128, "failed": 0,
-                    "seconds": 0.5, "perSecond": 40_000.0, "latency": latency(2.0, 8.0, 20.0),
-                    "cpuUsPerEvent": 5.0 + r, "ok": true }),
-            ));
+            lines.push(enqueue_line(run, Some(5.0 + r)));
         }
         let runs = Runs::parse(&(lines.join("\n") + "\n")).unwrap();
         let figures = figures(&runs, &config()).unwrap();

@@ -12,7 +12,7 @@ use common::domain::{CouponId, CouponIssueEvent, IssueStatus, QueueType, UserId,
 use common::error::QueueError;
 use common::queue::gate::Claim;
 use common::queue::redis::RedisKeys;
-use common::queue::{Admitted, GateEntry, Producer, CLAIM_STALE};
+use common::queue::{Admitted, GateEntry, CLAIM_STALE};
 use rstest::rstest;
 use testkit::{scrape_at, spawn_app_on, spawn_app_with, Accepted, Backend, Refusals, TestApp};
 
@@ -431,12 +431,7 @@ async fn run_on(app: &TestApp, cmd: redis::Cmd) {
 async fn clicks_sent_together_are_answered_as_one_by_one(#[case] backend: Backend) {
     let app = spawn_app_on(backend).await;
     let coupon = app.create_coupon(10).await;
-    let Producer::Redis(queue) = Producer::new(&app.common.queue_settings(), QueueType::Redis)
-        .await
-        .unwrap()
-    else {
-        unreachable!("the Redis producer")
-    };
+    let queue = app.redis_queue().await;
     let users = 300;
     let user = |i: i64| UserId::try_from(i % users + 1).unwrap();
     let clicks: Vec<CouponIssueEvent> = (0..2 * users)
@@ -513,12 +508,7 @@ fn entry_order(id: &str) -> (u64, u64) {
 async fn claims_sent_together_are_answered_as_one_by_one(#[case] backend: Backend) {
     let app = spawn_app_on(backend).await;
     let coupon = app.create_coupon(10).await;
-    let Producer::Redis(gate) = Producer::new(&app.common.queue_settings(), QueueType::Redis)
-        .await
-        .unwrap()
-    else {
-        unreachable!("the Redis producer")
-    };
+    let gate = app.redis_queue().await;
     let users = 300;
     let user = |i: i64| UserId::try_from(i % users + 1).unwrap();
     let stale_user = UserId::try_from(users + 1).unwrap();

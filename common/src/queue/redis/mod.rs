@@ -310,6 +310,11 @@ pub enum GateRead {
     Entries(Vec<(i64, GateEntry)>, usize),
 }
 
+/// A gate entry a script answered; one that does not parse is a bad reply.
+fn gate_entry(coupon: CouponId, raw: &str) -> Result<GateEntry, QueueError> {
+    GateEntry::parse(coupon, raw).ok_or_else(|| QueueError::BadReply(format!("gate entry {raw:?}")))
+}
+
 /// A request's place (or the removal of its claim), for [`PLACE_MANY`].
 fn placement(user: UserId, request: Uuid, enqueued: Option<&Enqueued>) -> grouped::Placement {
     grouped::Placement {
@@ -448,7 +453,7 @@ impl RedisQueue {
         let admitted = self
             .append(
                 event.coupon_id,
-                event.to_json().as_bytes(),
+                event.to_json().into_bytes(),
                 Some(event.epoch),
                 true,
                 None,
@@ -464,7 +469,7 @@ impl RedisQueue {
     pub async fn admit(&self, event: &CouponIssueEvent) -> Result<Admitted, QueueError> {
         self.append(
             event.coupon_id,
-            event.to_json().as_bytes(),
+            event.to_json().into_bytes(),
             Some(event.epoch),
             true,
             Some((event.user_id, event.event_id)),
@@ -486,7 +491,7 @@ impl RedisQueue {
         let admitted = self
             .append(
                 event.coupon_id,
-                event.to_json().as_bytes(),
+                event.to_json().into_bytes(),
                 epoch,
                 false,
                 None,
@@ -502,20 +507,22 @@ impl RedisQueue {
         coupon: CouponId,
         payload: &[u8],
     ) -> Result<Enqueued, QueueError> {
-        let admitted = self.append(coupon, payload, None, true, None).await?;
+        let admitted = self
+            .append(coupon, payload.to_vec(), None, true, None)
+            .await?;
         Ok(admitted.into_new())
     }
 
     async fn append(
         &self,
         coupon: CouponId,
-        payload: &[u8],
+        payload: Vec<u8>,
         epoch: Option<u64>,
         new_request: bool,
         gate: Option<(UserId, Uuid)>,
     ) -> Result<Admitted, QueueError> {
         let append = grouped::Append {
-            payload: payload.to_vec(),
+            payload,
             epoch,
             new_request,
             gate,
@@ -568,8 +575,7 @@ impl RedisQueue {
             .map(|reply| match reply.as_slice() {
                 [tag, fence] if tag == "F" => Err(QueueError::Fenced(number(fence)?)),
                 [tag, entry] if tag == "R" => Ok(Admitted::Repeat {
-                    entry: GateEntry::parse(coupon, entry)
-                        .ok_or_else(|| QueueError::BadReply(format!("gate entry {entry:?}")))?,
+                    entry: gate_entry(coupon, entry)?,
                     progress: Some(processed),
                 }),
                 [tag] if tag == "S" => Err(QueueError::SoldOut(coupon)),
@@ -672,16 +678,12 @@ impl RedisQueue {
         if replies.len() != claims.len() {
             return Err(QueueError::BadReply(format!("claim answered {replies:?}")));
         }
-        let entry = |raw: &str| {
-            GateEntry::parse(coupon, raw)
-                .ok_or_else(|| QueueError::BadReply(format!("gate entry {raw:?}")))
-        };
         Ok(replies
             .into_iter()
             .map(|reply| match reply.as_slice() {
                 [tag] if tag == "N" => Ok(Claim::Claimed),
-                [tag, raw] if tag == "R" => Ok(Claim::Repeat(entry(raw)?)),
-                [tag, raw] if tag == "T" => Ok(Claim::TakenOver(entry(raw)?)),
+                [tag, raw] if tag == "R" => Ok(Claim::Repeat(gate_entry(coupon, raw)?)),
+                [tag, raw] if tag == "T" => Ok(Claim::TakenOver(gate_entry(coupon, raw)?)),
                 _ => Err(QueueError::BadReply(format!("claim answered {reply:?}"))),
             })
             .collect())

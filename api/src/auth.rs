@@ -31,14 +31,13 @@ use axum::http::request::Parts;
 use common::domain::UserId;
 use jsonwebtoken::crypto::CryptoProvider;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
-use moka::policy::EvictionPolicy;
-use moka::sync::Cache;
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::door::Outcome;
 use crate::error::ApiError;
 use crate::extract::{bearer, ApiQuery};
+use crate::recent::Recent;
 use crate::state::AppState;
 
 /// Clock skew allowed on `exp` (the library's default).
@@ -47,7 +46,7 @@ pub const LEEWAY: Duration = Duration::from_secs(60);
 const MIN_SECRET_BYTES: usize = 32;
 /// Owners of accepted requests remembered for pending lookups: as many and
 /// as long as `crate::waiting` remembers their place in the queue.
-const OWNERS_CAPACITY: u64 = 100_000;
+const OWNERS_CAPACITY: usize = 100_000;
 const OWNERS_TTL: Duration = Duration::from_secs(30 * 60);
 
 /// The token settings, as `crate::config` reads them.
@@ -71,7 +70,7 @@ struct Jwt {
     validation: Validation,
     /// Who made each request this api accepted, for lookups of requests
     /// that have no result yet.
-    owners: Cache<Uuid, UserId>,
+    owners: Recent<UserId>,
 }
 
 impl Auth {
@@ -111,13 +110,9 @@ impl Auth {
             jwt: Some(Arc::new(Jwt {
                 key,
                 validation,
-                // Least recently used goes, so a flood never keeps the
-                // newest owners out (as in `crate::waiting`'s index).
-                owners: Cache::builder()
-                    .max_capacity(OWNERS_CAPACITY)
-                    .eviction_policy(EvictionPolicy::lru())
-                    .time_to_live(OWNERS_TTL)
-                    .build(),
+                // The oldest goes, so a flood never keeps the newest
+                // owners out (as in `crate::waiting`'s index).
+                owners: Recent::new(OWNERS_CAPACITY, OWNERS_TTL),
             })),
         })
     }

@@ -16,6 +16,7 @@ pub mod held;
 pub mod limits;
 pub mod lookup;
 pub mod openapi;
+pub mod recent;
 pub mod repeat;
 pub mod routes;
 pub mod sold_out;

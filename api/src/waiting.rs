@@ -23,10 +23,10 @@ use common::domain::CouponId;
 use common::domain::QueueType;
 use common::queue::{kafka::partition_for, Enqueued, KafkaProducer, Lane, Producer};
 use futures::future::join_all;
-use moka::policy::EvictionPolicy;
-use moka::sync::Cache;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::recent::Recent;
 
 /// How often the progress of the lanes in use is read (Kafka: the worker
 /// commits its offsets every second, so more often would tell nothing new).
@@ -41,7 +41,7 @@ const TRACK_FOR: Duration = Duration::from_secs(120);
 /// Accepted requests remembered for lookups, and for how long. An entry
 /// costs about 375 bytes (measured: RSS grew 37 MB per 100,000 accepted),
 /// so the index stays under about 40 MB.
-const INDEX_CAPACITY: u64 = 100_000;
+const INDEX_CAPACITY: usize = 100_000;
 const INDEX_TTL: Duration = Duration::from_secs(30 * 60);
 
 /// `ahead` and `etaMs` of one request.
@@ -60,7 +60,7 @@ pub struct Waiting {
 
 struct Inner {
     producer: Producer,
-    index: Cache<Uuid, (Lane, u64)>,
+    index: Recent<(Lane, u64)>,
     lanes: Mutex<Lanes>,
     /// One progress read at a time; a caller that finds a read under way
     /// waits for it instead of starting another.
@@ -126,15 +126,10 @@ fn eta_ms(ahead: u64, rate: Option<f64>) -> Option<u64> {
     rate.map(|r| (ahead as f64 * 1000.0 / r).ceil() as u64)
 }
 
-/// The index of accepted requests: it keeps the latest `capacity`. Every
-/// new request is admitted and the least recently used goes; the default
-/// TinyLFU admission would refuse newcomers once a flood filled the index.
-fn index(capacity: u64) -> Cache<Uuid, (Lane, u64)> {
-    Cache::builder()
-        .max_capacity(capacity)
-        .eviction_policy(EvictionPolicy::lru())
-        .time_to_live(INDEX_TTL)
-        .build()
+/// The index of accepted requests: the latest `capacity`, none older than
+/// [`INDEX_TTL`]. Every new request is admitted; the oldest goes.
+fn index(capacity: usize) -> Recent<(Lane, u64)> {
+    Recent::new(capacity, INDEX_TTL)
 }
 
 impl Waiting {
@@ -433,10 +428,9 @@ mod tests {
                 index.get(id);
             }
         }
-        index.run_pending_tasks();
-        assert!(index.entry_count() <= 1_000, "{}", index.entry_count());
+        assert!(index.len() <= 1_000, "{}", index.len());
         let latest = &ids[ids.len() - 200..];
-        let missing = latest.iter().filter(|id| index.get(*id).is_none()).count();
+        let missing = latest.iter().filter(|id| index.get(id).is_none()).count();
         assert_eq!(missing, 0, "of the latest 200 accepted requests");
     }
 

@@ -226,3 +226,90 @@ async fn a_batch_mixing_coupons_is_refused_whole() {
     assert!(process_batch(&db.pool, &batch).await.is_err());
     assert_eq!(stock(&db, a).await, 5);
 }
+
+async fn queue_epoch(db: &TestDb, coupon: CouponId) -> i64 {
+    sqlx::query_scalar("SELECT queue_epoch FROM coupon WHERE coupon_id = ?")
+        .bind(coupon.get())
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+async fn stored_status(db: &TestDb, event: &QueuedEvent) -> String {
+    sqlx::query_scalar("SELECT status FROM coupon_issue_result WHERE request_id = ?")
+        .bind(event.event.event_id.to_string())
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// `events` with their epoch set to `epoch`.
+fn in_epoch(mut events: Vec<QueuedEvent>, epoch: u64) -> Vec<QueuedEvent> {
+    for q in &mut events {
+        q.event.epoch = epoch;
+    }
+    events
+}
+
+/// Batches of a sold-out coupon: holders and everyone else told apart, the
+/// fence still moved and kept, replays and redeliveries still told apart.
+#[tokio::test]
+async fn a_sold_out_coupon_refuses_and_keeps_the_fence() {
+    let db = TestDb::new().await;
+    let coupon = db.coupon(2).await;
+    process(&db, coupon, &[1, 2], 1).await;
+    assert_eq!(stock(&db, coupon).await, 0);
+
+    // A holder is told so, everyone else (twice, too) that nothing is left.
+    let out = process(&db, coupon, &[3, 1, 4, 3], 3).await;
+    assert_eq!(
+        statuses(&out),
+        [
+            IssueStatus::OutOfStock,
+            IssueStatus::DuplicateRequest,
+            IssueStatus::OutOfStock,
+            IssueStatus::OutOfStock
+        ]
+    );
+    assert!(out.sold_out);
+    assert_eq!(out.settled.len(), 4);
+    assert!(out.settled.iter().all(|s| !s.won));
+
+    // The same batch again: nothing new is written.
+    let batch = events(coupon, &[5, 6], 7);
+    process_batch(&db.pool, &batch).await.unwrap();
+    let again = process_batch(&db.pool, &batch).await.unwrap();
+    assert!(again.results.is_empty());
+    assert_eq!(again.already_processed, 2);
+
+    // An event of a later epoch moves the fence; one of the earlier epoch
+    // that comes after it is late: forwarded, not decided.
+    let later = in_epoch(events(coupon, &[7], 9), 2);
+    assert_eq!(
+        statuses(&process_batch(&db.pool, &later).await.unwrap()),
+        [IssueStatus::OutOfStock]
+    );
+    assert_eq!(queue_epoch(&db, coupon).await, 2);
+    let early = process_batch(&db.pool, &events(coupon, &[8], 10))
+        .await
+        .unwrap();
+    assert!(early.results.is_empty());
+    assert_eq!(early.late.len(), 1);
+
+    // A SYSTEM_ERROR replayed from the dead-letter queue is decided again.
+    let replay = in_epoch(events(coupon, &[9], 11), 2);
+    common::processor::record_system_errors(&db.pool, &replay, "the database was gone")
+        .await
+        .unwrap();
+    let out = process_batch(&db.pool, &replay).await.unwrap();
+    assert_eq!(statuses(&out), [IssueStatus::OutOfStock]);
+    assert_eq!(stored_status(&db, &replay[0]).await, "OUT_OF_STOCK");
+
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupon_issue_result")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 2 + 4 + 2 + 1 + 1);
+    assert_eq!(stock(&db, coupon).await, 0);
+    assert_eq!(holders(&db, coupon).await, [1, 2]);
+}

@@ -17,7 +17,7 @@ use crate::config::ApiConfig;
 use crate::held::Held;
 use crate::limits::Limits;
 use crate::routes::router;
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::waiting::Waitings;
 
 /// A built api, bound to its port, not yet serving.
@@ -64,7 +64,7 @@ impl Application {
             .with_context(|| format!("binding API_HOST:API_PORT {addr}"))?;
         Ok(Self {
             listener,
-            state: AppState {
+            state: AppState::new(Shared {
                 held: Held::new(pool.clone()),
                 pool,
                 waiting: Waitings::new(background.clone()),
@@ -75,7 +75,7 @@ impl Application {
                 activity: Default::default(),
                 auth,
                 limits,
-            },
+            }),
             background,
             cache_refresh: config.coupon_cache_refresh(),
         })

@@ -15,9 +15,28 @@ use crate::held::Held;
 use crate::limits::Limits;
 use crate::waiting::Waitings;
 
-/// Everything a handler needs; cheap to clone.
+/// Everything a handler needs, behind one reference count: every call
+/// clones it (its `State` extractor), and a clone of the fields one by one
+/// was a dozen atomic counts up and down per call.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     pub pool: MySqlPool,
     /// The active queue, followed from the shared record.
     pub queue: ActiveQueue,

@@ -2,6 +2,11 @@ use clap::Parser;
 use common::{shutdown::cancel_on_signal, telemetry};
 use worker::{Worker, WorkerConfig};
 
+// The api's allocator: glibc's malloc and free were about a seventh of the
+// worker's CPU in a backlog drain (docs/performance.md, "Drain").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = WorkerConfig::parse();

@@ -315,16 +315,17 @@ accept_step() {
     --cpu-pid "$(cat "$RUN_DIR/api.pid")"
   stop_process api 2>/dev/null
 }
-# in_turn KIND STEP: STEP KIND, and with --before also STEP KIND-before,
-# this build and the baseline in turn, the first alternating by run.
+# in_turn KIND FUNCTION: FUNCTION KIND, and with --before also FUNCTION
+# KIND-before, this build and the baseline in turn, the first alternating by
+# run. (Not `step`: that is the progress counter.)
 in_turn() {
-  local kind=$1 step=$2 kinds=("$1")
+  local kind=$1 fn=$2 kinds=("$1")
   if [[ -n "$before_ref" ]]; then
     kinds=("$kind" "$kind-before")
     ((run % 2 == 0)) && kinds=("$kind-before" "$kind")
   fi
   for kind in "${kinds[@]}"; do
-    "$step" "$kind"
+    "$fn" "$kind"
   done
 }
 small_args=(--requests "$small" --users $((small / 2)) --stock $((small / 10)))

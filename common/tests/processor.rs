@@ -281,6 +281,8 @@ async fn a_sold_out_coupon_refuses_and_keeps_the_fence() {
     let again = process_batch(&db.pool, &batch).await.unwrap();
     assert!(again.results.is_empty());
     assert_eq!(again.already_processed, 2);
+    // What the repeat gate settles: the results that exist.
+    assert_eq!(again.settled.len(), 2);
 
     // An event of a later epoch moves the fence; one of the earlier epoch
     // that comes after it is late: forwarded, not decided.
@@ -295,6 +297,7 @@ async fn a_sold_out_coupon_refuses_and_keeps_the_fence() {
         .unwrap();
     assert!(early.results.is_empty());
     assert_eq!(early.late.len(), 1);
+    assert_eq!(queue_epoch(&db, coupon).await, 2, "the fence stays");
 
     // A SYSTEM_ERROR replayed from the dead-letter queue is decided again.
     let replay = in_epoch(events(coupon, &[9], 11), 2);

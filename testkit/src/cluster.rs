@@ -13,11 +13,11 @@ use common::queue::redis::ClusterNodes;
 use common::queue::redis::RedisKeys;
 use uuid::Uuid;
 
-use crate::servers::wait_until_listening;
+use crate::servers::{wait_until_listening, KILLED_REDIS_APPENDFSYNC};
 use crate::{free_port, spawn_app_with, test_config, wait_until, TestApp};
 
-/// A Redis Cluster of three masters (no replicas, AOF `everysec`), each
-/// with its own port and data directory.
+/// A Redis Cluster of three masters (no replicas, AOF
+/// [`KILLED_REDIS_APPENDFSYNC`]), each with its own port and data directory.
 pub struct OwnedCluster {
     dir: PathBuf,
     nodes: Vec<Node>,
@@ -104,7 +104,7 @@ impl OwnedCluster {
                 "--appendonly",
                 "yes",
                 "--appendfsync",
-                "everysec",
+                KILLED_REDIS_APPENDFSYNC,
                 "--save",
                 "",
             ])

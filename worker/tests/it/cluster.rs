@@ -165,8 +165,9 @@ async fn the_queue_keys_of_many_coupons_spread_over_every_master() {
 /// One master's process is SIGKILLed mid-sale and restarted: requests for
 /// its coupons are refused meanwhile, the others go on; the clients
 /// reconnect, the master replays its AOF, and every request answered 202
-/// gets its result. The page cache outlives a process kill, so this shows
-/// reconnection and replay, not fsync durability.
+/// gets its result. The masters fsync their AOF before they reply
+/// (`testkit::servers::KILLED_REDIS_APPENDFSYNC`), so this shows
+/// reconnection and replay, not what `everysec` may lose.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cluster_master_process_killed_mid_sale_is_reconnected_to_and_replays_every_accepted_request(
 ) {

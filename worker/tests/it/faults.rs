@@ -215,10 +215,10 @@ async fn a_refused_event_is_dead_lettered_then_replayed(#[case] mode: QueueType)
 /// The queue's server process is SIGKILLed mid-sale and restarted: the api
 /// answers 503 meanwhile and recovers, the worker reconnects, the server
 /// replays its log (Redis's AOF, the broker's sqlite file), and every
-/// request answered 202 gets its result. A process kill leaves the kernel's
-/// page cache alone, so this shows reconnection and replay, not what a
-/// machine crash loses before an fsync (see docs/architecture.md, "Redis
-/// durability").
+/// request answered 202 gets its result. Redis fsyncs its AOF before it
+/// replies here (`testkit::servers::KILLED_REDIS_APPENDFSYNC`), so this
+/// shows reconnection and replay, not what `everysec` may lose (see
+/// docs/architecture.md, "Redis durability").
 #[rstest]
 #[case::redis(QueueType::Redis)]
 #[case::kafka(QueueType::Kafka)]

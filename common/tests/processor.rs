@@ -4,17 +4,22 @@ use std::collections::HashSet;
 
 use chrono::{Duration, Utc};
 use common::domain::QueueType;
-use common::domain::{CouponId, CouponIssueEvent, IssueStatus, QueuedEvent, UserId};
+use common::domain::{CouponId, CouponIssueEvent, IssueStatus, QueuedEvent, UserId, FIRST_EPOCH};
 use common::processor::process_batch;
 use testkit::TestDb;
 
 /// Events for `users` in order, at positions `1-<n>`.
 fn events(coupon: CouponId, users: &[i64], first_position: u64) -> Vec<QueuedEvent> {
+    events_in(FIRST_EPOCH, coupon, users, first_position)
+}
+
+/// [`events`] of queue epoch `epoch`.
+fn events_in(epoch: u64, coupon: CouponId, users: &[i64], first_position: u64) -> Vec<QueuedEvent> {
     users
         .iter()
         .enumerate()
         .map(|(i, u)| QueuedEvent {
-            event: CouponIssueEvent::new(coupon, UserId::try_from(*u).unwrap()),
+            event: CouponIssueEvent::in_epoch(coupon, UserId::try_from(*u).unwrap(), epoch),
             queue: QueueType::Redis,
             position: format!("1-{}", first_position + i as u64),
         })
@@ -41,6 +46,13 @@ fn statuses(outcome: &common::processor::BatchOutcome) -> Vec<IssueStatus> {
 async fn stock(db: &TestDb, coupon: CouponId) -> i32 {
     sqlx::query_scalar("SELECT stock FROM coupon WHERE coupon_id = ?")
         .bind(coupon.get())
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+async fn result_rows(db: &TestDb) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM coupon_issue_result")
         .fetch_one(&db.pool)
         .await
         .unwrap()
@@ -151,11 +163,7 @@ async fn the_same_batch_delivered_twice_changes_nothing() {
     assert_eq!(third.already_processed, 3);
     assert_eq!(stock(&db, coupon).await, 0);
     assert_eq!(holders(&db, coupon).await, [1, 2]);
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupon_issue_result")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(rows, 4);
+    assert_eq!(result_rows(&db).await, 4);
 }
 
 #[tokio::test]
@@ -243,14 +251,6 @@ async fn stored_status(db: &TestDb, event: &QueuedEvent) -> String {
         .unwrap()
 }
 
-/// `events` with their epoch set to `epoch`.
-fn in_epoch(mut events: Vec<QueuedEvent>, epoch: u64) -> Vec<QueuedEvent> {
-    for q in &mut events {
-        q.event.epoch = epoch;
-    }
-    events
-}
-
 /// Batches of a sold-out coupon: holders and everyone else told apart, the
 /// fence still moved and kept, replays and redeliveries still told apart.
 #[tokio::test]
@@ -286,7 +286,7 @@ async fn a_sold_out_coupon_refuses_and_keeps_the_fence() {
 
     // An event of a later epoch moves the fence; one of the earlier epoch
     // that comes after it is late: forwarded, not decided.
-    let later = in_epoch(events(coupon, &[7], 9), 2);
+    let later = events_in(2, coupon, &[7], 9);
     assert_eq!(
         statuses(&process_batch(&db.pool, &later).await.unwrap()),
         [IssueStatus::OutOfStock]
@@ -300,7 +300,7 @@ async fn a_sold_out_coupon_refuses_and_keeps_the_fence() {
     assert_eq!(queue_epoch(&db, coupon).await, 2, "the fence stays");
 
     // A SYSTEM_ERROR replayed from the dead-letter queue is decided again.
-    let replay = in_epoch(events(coupon, &[9], 11), 2);
+    let replay = events_in(2, coupon, &[9], 11);
     common::processor::record_system_errors(&db.pool, &replay, "the database was gone")
         .await
         .unwrap();
@@ -308,11 +308,7 @@ async fn a_sold_out_coupon_refuses_and_keeps_the_fence() {
     assert_eq!(statuses(&out), [IssueStatus::OutOfStock]);
     assert_eq!(stored_status(&db, &replay[0]).await, "OUT_OF_STOCK");
 
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupon_issue_result")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(rows, 2 + 4 + 2 + 1 + 1);
+    assert_eq!(result_rows(&db).await, 2 + 4 + 2 + 1 + 1);
     assert_eq!(stock(&db, coupon).await, 0);
     assert_eq!(holders(&db, coupon).await, [1, 2]);
 }

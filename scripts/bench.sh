@@ -8,6 +8,8 @@
 #               answers/s once it is sold out (409, nothing enqueued); time
 #               until every accepted request has its result; invariant audit
 #   sale-20     the same calls spread over 20 coupons of STOCK/20 units
+#   sold-out    the same calls on a coupon created with 0 units, the worker
+#               idle: every answer a 409 from the api's memory
 #   rate        RATE req/s offered (open loop) on a coupon that does not sell
 #               out: request-to-result p50/p99 (processed_at - requested_at
 #               in MySQL for every request, and over HTTP for a sample)
@@ -178,8 +180,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-steps_per_mode=11
-[[ -n "$before_ref" ]] && steps_per_mode=13
+steps_per_mode=12
+[[ -n "$before_ref" ]] && steps_per_mode=14
 total_steps=$(((2 + steps_per_mode * $(wc -w <<<"$queues")) * runs)) step=0
 progress() {
   step=$((step + 1))
@@ -369,6 +371,9 @@ for ((run = 1; run <= runs; run++)); do
     progress "$queue sale: the same calls on $coupons coupons of $((stock / coupons))"
     record "$queue" sale-20 sale --label "$queue sale-20" --requests "$requests" --users "$users" \
       --stock "$stock" --coupons "$coupons"
+    progress "$queue sold out: $requests calls on a coupon of 0 units, worker idle"
+    record "$queue" sold-out sale --label "$queue sold-out" --requests "$requests" --users "$users" \
+      --stock 0
     api_kb_closed=$(vm_hwm api)
     n=$((rate * rate_seconds))
     progress "$queue rate: $rate req/s offered for ${rate_seconds}s"

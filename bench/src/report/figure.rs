@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::runs::{median, percentiles, Recorded, Runs};
-use super::text::grouped;
+use super::text::{grouped, num};
 use super::Config;
 use crate::figures::{
     CpuFigures, CpuSnapshot, DrainFigures, EnqueueFigures, InsertFigures, RssFigures, SaleFigures,
@@ -129,9 +129,10 @@ pub(super) fn at_most(max: f64) -> impl FnOnce(f64, Option<f64>) -> bool {
 
 /// The steps whose runs are audited (`batch-N` is added); the baseline's
 /// `crowd-before` is counted in the crowd table only.
-pub(super) const AUDITED: [&str; 7] = [
+pub(super) const AUDITED: [&str; 8] = [
     "sale",
     "sale-20",
+    "sold-out",
     "rate",
     "rate-poll50",
     "backlog",
@@ -209,7 +210,7 @@ pub fn figures(runs: &Runs, c: &Config) -> anyhow::Result<Vec<Figure>> {
         out.extend(accept_figures(
             runs,
             m,
-            (bare, bare_cpu),
+            (bare, bare_cpu, bare_lat[1]),
             (enq, enq_cpu),
             enq_name,
         )?);
@@ -307,6 +308,24 @@ pub fn figures(runs: &Runs, c: &Config) -> anyhow::Result<Vec<Figure>> {
             .latency(&percentiles(&sales, |s| Some(&s.latency_sold_out)))
             .headline(),
         );
+        // A coupon sold out before the first call, the worker idle: every
+        // answer a 409 from the api's memory, nothing else running.
+        if runs.has(m, "sold-out") {
+            let idle: Vec<SaleFigures> = runs.ok(m, "sold-out")?;
+            out.push(
+                Figure::new(
+                    m,
+                    "sold-out coupon, nothing queued, worker idle: answers/s (409) ÷ bare HTTP",
+                    median(idle.iter().filter_map(|s| s.sold_out_per_second)),
+                    " req/s",
+                )
+                .ceiling(bare, "bare HTTP")
+                .target("≥ 0.95", at_least(0.95))
+                .failed(runs.failed(m, "sold-out"))
+                .latency(&percentiles(&idle, |s| Some(&s.latency_sold_out)))
+                .headline(),
+            );
+        }
         out.push(Figure::new(
             m,
             format!("sale: accepted of {requests} calls"),
@@ -489,7 +508,7 @@ pub fn cpu_budget(mode: &str) -> f64 {
 fn accept_figures(
     runs: &Runs,
     mode: &str,
-    (bare, bare_cpu): (Option<f64>, Option<f64>),
+    (bare, bare_cpu, bare_p99): (Option<f64>, Option<f64>, Option<f64>),
     (enq, enq_cpu): (Option<f64>, Option<f64>),
     enq_name: &str,
 ) -> anyhow::Result<Vec<Figure>> {
@@ -544,6 +563,23 @@ fn accept_figures(
         .zip(enq_cpu)
         .map(|(b, e)| format!("{:.1} µs ({b:.1} bare HTTP + {e:.1} enqueue client)", b + e));
     let mut out = vec![rate, cpu, sum];
+    if mode == "redis" {
+        // The same calls' p99 beside the bare server's: what the door adds
+        // to a call's wait when it has the cores to itself.
+        let p99 = percentiles(&accepts, |s| Some(&s.latency_accepted))[1];
+        let mut tail = Figure::new(
+            mode,
+            "front door, no worker running: issue call p99 (202s) ÷ bare HTTP's p99",
+            p99,
+            "ms",
+        )
+        .ceiling(bare_p99, "bare HTTP")
+        .target("≤ 1.5×", |_, r| r.is_some_and(|r| r <= 1.5))
+        .failed(failed)
+        .headline();
+        tail.ceiling_text = bare_p99.map(|b| format!("{} (bare HTTP)", num(Some(b), "ms")));
+        out.push(tail);
+    }
     if runs.has(mode, "accept-before") {
         // The baseline's api (`--before REF`), the same calls in the same run.
         let before: Vec<SaleFigures> = runs.ok(mode, "accept-before")?;

@@ -21,7 +21,7 @@
 
 use uuid::Uuid;
 
-use crate::domain::{CouponId, CouponIssueEvent, IssueStatus, UserId};
+use crate::domain::{CouponId, IssueStatus, UserId};
 use crate::queue::lane::{Enqueued, Lane};
 
 /// Where a gated request stands, as its gate entry says.
@@ -117,9 +117,10 @@ impl GateEntry {
         )
     }
 
-    /// The entry of a claim made at `now_ms` for `event`.
-    pub fn claim(event: &CouponIssueEvent, now_ms: i64) -> String {
-        format!("C {} {now_ms} {}", event.event_id, event.to_json())
+    /// The entry of a claim made at `now_ms` for the request `request_id`
+    /// whose event serialises to `json`.
+    pub fn claim(request_id: Uuid, json: &str, now_ms: i64) -> String {
+        format!("C {request_id} {now_ms} {json}")
     }
 
     /// Reads an entry of `coupon`'s gate; `None` if it is not one.
@@ -189,6 +190,7 @@ fn parse_lane(coupon: CouponId, code: &str) -> Option<Lane> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::CouponIssueEvent;
 
     fn coupon() -> CouponId {
         CouponId::try_from(7).unwrap()
@@ -216,7 +218,11 @@ mod tests {
         assert_eq!(entry.status(), IssueStatus::Pending);
 
         let event = CouponIssueEvent::new(coupon(), UserId::try_from(9).unwrap());
-        let claim = GateEntry::parse(coupon(), &GateEntry::claim(&event, 1_700)).unwrap();
+        let claim = GateEntry::parse(
+            coupon(),
+            &GateEntry::claim(event.event_id, &event.to_json(), 1_700),
+        )
+        .unwrap();
         assert_eq!(claim.request_id, event.event_id);
         match claim.state {
             GateState::Claimed {

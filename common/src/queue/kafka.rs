@@ -356,8 +356,17 @@ impl KafkaProducer {
     /// returns `partition:offset` and the offset as the request's target
     /// (see [`Enqueued`]).
     pub async fn enqueue(&self, event: &CouponIssueEvent) -> Result<Enqueued, QueueError> {
-        let key = event.coupon_id.to_string();
-        let payload = event.to_json();
+        self.enqueue_json(event.coupon_id, &event.to_json()).await
+    }
+
+    /// [`Self::enqueue`] of an event already serialised (`payload`, its
+    /// [`CouponIssueEvent::to_json`]), keyed by `coupon`, its coupon.
+    pub async fn enqueue_json(
+        &self,
+        coupon: CouponId,
+        payload: &str,
+    ) -> Result<Enqueued, QueueError> {
+        let key = coupon.to_string();
         let (partition, offset) = self
             .deliver(
                 &self.settings.topic,

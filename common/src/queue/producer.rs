@@ -154,15 +154,19 @@ async fn admit_to_kafka(
     gate: &RedisQueue,
     event: &CouponIssueEvent,
 ) -> Result<Admitted, QueueError> {
-    let claim = match within_limit(gate.claim(event, CLAIM_STALE)).await {
+    // Serialised once: the gate's claim keeps it, the broker gets it.
+    let json = event.to_json();
+    let (coupon, user) = (event.coupon_id, event.user_id);
+    let claim = match within_limit(gate.claim(event, &json, CLAIM_STALE)).await {
         Ok(claim) => claim,
         Err(e) => {
             metrics::counter!("coupon_issue_gate_unavailable_total").increment(1);
             tracing::warn!(error = %e, "repeat gate unavailable: enqueueing without it");
-            return Ok(Admitted::New(within_limit(k.enqueue(event)).await?));
+            return Ok(Admitted::New(
+                within_limit(k.enqueue_json(coupon, &json)).await?,
+            ));
         }
     };
-    let (coupon, user) = (event.coupon_id, event.user_id);
     match claim {
         Claim::Repeat(entry) => Ok(Admitted::Repeat {
             entry,
@@ -207,7 +211,7 @@ async fn admit_to_kafka(
         // A place is recorded off the call's path: if it never lands, the
         // claim goes stale and is sent again under the same id, which the
         // processor skips.
-        Claim::Claimed => match within_limit(k.enqueue(event)).await {
+        Claim::Claimed => match within_limit(k.enqueue_json(coupon, &json)).await {
             Ok(enqueued) => {
                 gate.place_later(coupon, user, event.event_id, Some(&enqueued));
                 Ok(Admitted::New(enqueued))

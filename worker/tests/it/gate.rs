@@ -357,7 +357,11 @@ async fn a_stale_kafka_claim_is_taken_over_and_its_request_ends_in_a_result() {
     let _: i64 = redis::cmd("HSET")
         .arg(keys.gate(coupon))
         .arg(user.get())
-        .arg(GateEntry::claim(&orphan, claimed_at))
+        .arg(GateEntry::claim(
+            orphan.event_id,
+            &orphan.to_json(),
+            claimed_at,
+        ))
         .query_async(&mut redis)
         .await
         .unwrap();
@@ -517,15 +521,25 @@ async fn claims_sent_together_are_answered_as_one_by_one(#[case] backend: Backen
     let mut set = redis::cmd("HSET");
     set.arg(RedisKeys::new(app.common.redis_key_prefix.as_str()).gate(coupon))
         .arg(stale_user.get())
-        .arg(GateEntry::claim(&orphan, claimed_at));
+        .arg(GateEntry::claim(
+            orphan.event_id,
+            &orphan.to_json(),
+            claimed_at,
+        ));
     run_on(&app, set).await;
 
     let clicks: Vec<CouponIssueEvent> = (0..2 * users)
         .map(|i| CouponIssueEvent::new(coupon, user(i)))
         .chain((0..2).map(|_| CouponIssueEvent::new(coupon, stale_user)))
         .collect();
-    let answers =
-        futures::future::join_all(clicks.iter().map(|e| gate.claim(e, CLAIM_STALE))).await;
+    let jsons: Vec<String> = clicks.iter().map(CouponIssueEvent::to_json).collect();
+    let answers = futures::future::join_all(
+        clicks
+            .iter()
+            .zip(&jsons)
+            .map(|(e, json)| gate.claim(e, json, CLAIM_STALE)),
+    )
+    .await;
     for (i, answer) in answers.into_iter().enumerate() {
         let first = clicks[i % users as usize].event_id;
         match (i as i64, answer.unwrap()) {

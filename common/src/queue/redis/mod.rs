@@ -641,16 +641,18 @@ impl RedisQueue {
     }
 
     /// Kafka mode: claims the user's gate entry for `event` before it is
-    /// produced (see [`CLAIM_MANY`]).
+    /// produced (see [`CLAIM_MANY`]); `json` is the event serialised, which
+    /// the entry keeps.
     pub async fn claim(
         &self,
         event: &CouponIssueEvent,
+        json: &str,
         stale: Duration,
     ) -> Result<Claim, QueueError> {
         let now = chrono::Utc::now().timestamp_millis();
         let claim = grouped::ClaimOf {
             user: event.user_id,
-            entry: GateEntry::claim(event, now),
+            entry: GateEntry::claim(event.event_id, json, now),
             now,
             stale,
         };

@@ -127,6 +127,22 @@ pub(super) fn at_most(max: f64) -> impl FnOnce(f64, Option<f64>) -> bool {
     move |value, _| value <= max
 }
 
+/// Met when the ratio to the ceiling is at most `max` (`at_most` compares
+/// the value itself).
+pub(super) fn ratio_at_most(max: f64) -> impl FnOnce(f64, Option<f64>) -> bool {
+    move |_, ratio| ratio.is_some_and(|r| r <= max)
+}
+
+/// Sold-out answers per second beside the bare server's rate.
+fn sold_out_figure(
+    mode: &str,
+    figure: impl Into<String>,
+    value: Option<f64>,
+    bare: Option<f64>,
+) -> Figure {
+    Figure::new(mode, figure, value, " req/s").ceiling(bare, "bare HTTP")
+}
+
 /// The steps whose runs are audited (`batch-N` is added); the baseline's
 /// `crowd-before` is counted in the crowd table only.
 pub(super) const AUDITED: [&str; 8] = [
@@ -296,35 +312,37 @@ pub fn figures(runs: &Runs, c: &Config) -> anyhow::Result<Vec<Figure>> {
         out.push(issue);
 
         out.push(
-            Figure::new(
+            sold_out_figure(
                 m,
                 "sold-out phase answers/s (409) ÷ bare HTTP",
                 median(sales.iter().filter_map(|s| s.sold_out_per_second)),
-                " req/s",
+                bare,
             )
-            .ceiling(bare, "bare HTTP")
             .target("≥ 0.8", at_least(0.8))
             .failed(runs.failed(m, "sale"))
             .latency(&percentiles(&sales, |s| Some(&s.latency_sold_out)))
             .headline(),
         );
         // A coupon sold out before the first call, the worker idle: every
-        // answer a 409 from the api's memory, nothing else running.
+        // answer a 409 from the api's memory, with nothing queued anywhere
+        // (the services still run beside it). Its rate counts every answer
+        // from the first call, as the bare server's does.
         if runs.has(m, "sold-out") {
             let idle: Vec<SaleFigures> = runs.ok(m, "sold-out")?;
-            out.push(
-                Figure::new(
-                    m,
-                    "sold-out coupon, nothing queued, worker idle: answers/s (409) ÷ bare HTTP",
-                    median(idle.iter().filter_map(|s| s.sold_out_per_second)),
-                    " req/s",
-                )
-                .ceiling(bare, "bare HTTP")
-                .target("≥ 0.95", at_least(0.95))
-                .failed(runs.failed(m, "sold-out"))
-                .latency(&percentiles(&idle, |s| Some(&s.latency_sold_out)))
-                .headline(),
-            );
+            let mut row = sold_out_figure(
+                m,
+                "sold-out coupon, nothing queued, worker idle: answers/s (409) ÷ bare HTTP",
+                median(idle.iter().map(|s| s.answers_per_second)),
+                bare,
+            )
+            .target("≥ 0.95", at_least(0.95))
+            .failed(runs.failed(m, "sold-out"))
+            .latency(&percentiles(&idle, |s| Some(&s.latency_sold_out)))
+            .headline();
+            if idle.iter().any(|s| s.sold_out != s.sent) {
+                row.add_note("NOT EVERY ANSWER A 409".into());
+            }
+            out.push(row);
         }
         out.push(Figure::new(
             m,
@@ -370,15 +388,12 @@ pub fn figures(runs: &Runs, c: &Config) -> anyhow::Result<Vec<Figure>> {
             .failed(runs.failed(m, "sale-20"))
             .latency(&percentiles(&spread, |s| Some(&s.latency_accepted))),
         );
-        out.push(
-            Figure::new(
-                m,
-                format!("{} coupons: sold-out answers/s ÷ bare HTTP", c.coupons),
-                median(spread.iter().filter_map(|s| s.sold_out_per_second)),
-                " req/s",
-            )
-            .ceiling(bare, "bare HTTP"),
-        );
+        out.push(sold_out_figure(
+            m,
+            format!("{} coupons: sold-out answers/s ÷ bare HTTP", c.coupons),
+            median(spread.iter().filter_map(|s| s.sold_out_per_second)),
+            bare,
+        ));
         out.push(Figure::new(
             m,
             format!("{} coupons: first call to last result processed", c.coupons),
@@ -522,6 +537,7 @@ fn accept_figures(
     } else {
         (enq, enq_name)
     };
+    let latency = percentiles(&accepts, |s| Some(&s.latency_accepted));
     let rate = Figure::new(
         mode,
         format!("front door, no worker running, every call a new user: accepted req/s ÷ {name}"),
@@ -531,7 +547,7 @@ fn accept_figures(
     .ceiling(ceiling, name)
     .target("≥ 0.6", at_least(0.6))
     .failed(failed)
-    .latency(&percentiles(&accepts, |s| Some(&s.latency_accepted)))
+    .latency(&latency)
     .headline();
     let budget = cpu_budget(mode);
     let mut cpu = Figure::new(
@@ -541,9 +557,7 @@ fn accept_figures(
         "µs",
     )
     .ceiling(bare_cpu, "bare HTTP")
-    .target(&format!("≤ {budget:.1}×"), move |_, r| {
-        r.is_some_and(|r| r <= budget)
-    })
+    .target(&format!("≤ {budget:.1}×"), ratio_at_most(budget))
     .failed(failed)
     .headline();
     cpu.ceiling_text = bare_cpu.map(|b| format!("{b:.1} µs (bare HTTP)"));
@@ -565,16 +579,15 @@ fn accept_figures(
     let mut out = vec![rate, cpu, sum];
     if mode == "redis" {
         // The same calls' p99 beside the bare server's: what the door adds
-        // to a call's wait when it has the cores to itself.
-        let p99 = percentiles(&accepts, |s| Some(&s.latency_accepted))[1];
+        // to a call's wait with no worker on the cores.
         let mut tail = Figure::new(
             mode,
-            "front door, no worker running: issue call p99 (202s) ÷ bare HTTP's p99",
-            p99,
+            "front door p99, no worker running: issue call (202s) ÷ bare HTTP's p99",
+            latency[1],
             "ms",
         )
         .ceiling(bare_p99, "bare HTTP")
-        .target("≤ 1.5×", |_, r| r.is_some_and(|r| r <= 1.5))
+        .target("≤ 1.5×", ratio_at_most(1.5))
         .failed(failed)
         .headline();
         tail.ceiling_text = bare_p99.map(|b| format!("{} (bare HTTP)", num(Some(b), "ms")));

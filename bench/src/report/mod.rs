@@ -708,6 +708,57 @@ mod tests {
         assert!(!summary.contains("request-to-result"));
     }
 
+    #[test]
+    fn the_front_doors_p99_and_the_sold_out_step_are_set_beside_the_bare_server() {
+        let latency = |p99_ms: f64| Latency {
+            count: 20_000,
+            p50_ms: 3.0,
+            p99_ms,
+            p999_ms: 30.0,
+            max_ms: 40.0,
+        };
+        let mut lines: Vec<String> = fixture().lines().map(String::from).collect();
+        for run in 1..=3 {
+            let r = f64::from(run);
+            let accept = SaleFigures {
+                accepted: 20_000,
+                accepted_per_second: 20_000.0,
+                cpu_us_per_accepted: Some(20.0),
+                latency_accepted: latency(18.0 + r),
+                ok: true,
+                ..SaleFigures::default()
+            };
+            lines.push(encoded(run, "redis", "accept", accept));
+            // Run 3 got one answer that was not a 409.
+            let sold_out = SaleFigures {
+                sent: 20_000,
+                sold_out: if run == 3 { 19_999 } else { 20_000 },
+                answers_per_second: 28_000.0 + 1_000.0 * r,
+                sold_out_per_second: Some(40_000.0),
+                ok: true,
+                ..SaleFigures::default()
+            };
+            lines.push(encoded(run, "redis", "sold-out", sold_out));
+        }
+        let runs = Runs::parse(&(lines.join("\n") + "\n")).unwrap();
+        let figures = figures(&runs, &config()).unwrap();
+
+        // The bare server's p99 is 10, 11 and 12 ms (the fixture's sales).
+        let tail = find(&figures, "redis", "front door p99");
+        assert_eq!(tail.value, Some(20.0));
+        assert_eq!(tail.ceiling, Some(11.0));
+        assert_eq!(tail.met, Some(false), "20 / 11 is over 1.5");
+        // Every answer counts, from the first call, as the bare server's.
+        let idle = find(&figures, "redis", "sold-out coupon, nothing queued");
+        assert_eq!(idle.value, Some(30_000.0));
+        assert_eq!(idle.ceiling, Some(32_000.0));
+        assert_eq!(idle.met, Some(false));
+        assert!(idle.note.contains("NOT EVERY ANSWER A 409"), "{idle:?}");
+        let summary = summary_markdown(&figures, 3, "today");
+        assert!(summary.contains("front door p99"));
+        assert!(summary.contains("sold-out coupon, nothing queued"));
+    }
+
     /// A crowd's line as `loadgen crowd` prints it: the baseline polls
     /// (every click queued, a SELECT per look-up), this build holds.
     fn crowd(run: u32, kind: &str, ok: bool) -> String {

@@ -649,6 +649,7 @@ impl RedisQueue {
         json: &str,
         stale: Duration,
     ) -> Result<Claim, QueueError> {
+        debug_assert_eq!(json, event.to_json(), "a claim keeps its own event");
         let now = chrono::Utc::now().timestamp_millis();
         let claim = grouped::ClaimOf {
             user: event.user_id,

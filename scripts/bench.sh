@@ -9,7 +9,8 @@
 #               until every accepted request has its result; invariant audit
 #   sale-20     the same calls spread over 20 coupons of STOCK/20 units
 #   sold-out    the same calls on a coupon created with 0 units, the worker
-#               idle: every answer a 409 from the api's memory
+#               idle: every answer a 409, from the api's memory once it has
+#               read the coupon's (empty) repeat gate
 #   rate        RATE req/s offered (open loop) on a coupon that does not sell
 #               out: request-to-result p50/p99 (processed_at - requested_at
 #               in MySQL for every request, and over HTTP for a sample)

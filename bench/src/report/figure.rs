@@ -324,7 +324,8 @@ pub fn figures(runs: &Runs, c: &Config) -> anyhow::Result<Vec<Figure>> {
             .headline(),
         );
         // A coupon sold out before the first call, the worker idle: every
-        // answer a 409 from the api's memory, with nothing queued anywhere
+        // answer a 409 (from the api's memory once it has read the coupon's
+        // repeat gate), with nothing queued anywhere
         // (the services still run beside it). Its rate counts every answer
         // from the first call, as the bare server's does.
         if runs.has(m, "sold-out") {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use chrono::{Duration, Utc};
 use common::domain::QueueType;
 use common::domain::{CouponId, CouponIssueEvent, IssueStatus, QueuedEvent, UserId, FIRST_EPOCH};
-use common::processor::process_batch;
+use common::processor::{process_batch, process_batch_with, Holders};
 use testkit::TestDb;
 
 /// Events for `users` in order, at positions `1-<n>`.
@@ -37,6 +37,24 @@ async fn process(
     process_batch(&db.pool, &events(coupon, users, first_position))
         .await
         .unwrap()
+}
+
+/// [`process`] by a worker that remembers holders in `memory`.
+async fn process_remembering(
+    db: &TestDb,
+    memory: &Holders,
+    coupon: CouponId,
+    users: &[i64],
+    first_position: u64,
+) -> Vec<IssueStatus> {
+    let out = process_batch_with(
+        &db.pool,
+        Some(memory),
+        &events(coupon, users, first_position),
+    )
+    .await
+    .unwrap();
+    statuses(&out)
 }
 
 fn statuses(outcome: &common::processor::BatchOutcome) -> Vec<IssueStatus> {
@@ -192,14 +210,19 @@ async fn a_stock_set_by_plain_sql_is_honoured_by_the_next_batch() {
 async fn concurrent_batches_of_one_coupon_never_oversell() {
     let db = TestDb::new().await;
     let coupon = db.coupon(50).await;
+    // One worker's memory of the holders, shared by its batches; each
+    // batch's users overlap the next one's by half.
+    let memory = std::sync::Arc::new(Holders::default());
     let mut tasks = Vec::new();
     for t in 0..8u64 {
         let pool = db.pool.clone();
-        let users: Vec<i64> = (0..40).map(|i| (t * 1000 + i + 1) as i64).collect();
+        let memory = memory.clone();
+        let users: Vec<i64> = (0..40).map(|i| (t * 20 + i + 1) as i64).collect();
         let batch = events(coupon, &users, t * 1000);
         tasks.push(tokio::spawn(async move {
             common::processor::process_batch_with_retry(
                 &pool,
+                Some(&memory),
                 &batch,
                 Default::default(),
                 &Default::default(),
@@ -222,6 +245,93 @@ async fn concurrent_batches_of_one_coupon_never_oversell() {
     assert_eq!(stock(&db, coupon).await, 0);
     let distinct: HashSet<i64> = holders(&db, coupon).await.into_iter().collect();
     assert_eq!(distinct.len(), 50);
+    assert_eq!(issued_count(&db, coupon).await, 50);
+}
+
+async fn issued_count(db: &TestDb, coupon: CouponId) -> i32 {
+    sqlx::query_scalar("SELECT issued_count FROM coupon WHERE coupon_id = ?")
+        .bind(coupon.get())
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// Two workers, each with its memory of the holders, on one coupon: each
+/// sees the holders the other made, also once the coupon is sold out, and
+/// after an operator's restock by plain SQL.
+#[tokio::test]
+async fn a_workers_memory_of_holders_sees_what_other_workers_issued() {
+    let db = TestDb::new().await;
+    let coupon = db.coupon(3).await;
+    let (a, b) = (Holders::default(), Holders::default());
+    use IssueStatus::{DuplicateRequest as Dup, OutOfStock as Out, Success as Won};
+
+    assert_eq!(process_remembering(&db, &a, coupon, &[1], 1).await, [Won]);
+    assert_eq!(
+        process_remembering(&db, &b, coupon, &[2, 1], 2).await,
+        [Won, Dup]
+    );
+    assert_eq!(
+        process_remembering(&db, &a, coupon, &[2, 1, 3, 4], 4).await,
+        [Dup, Dup, Won, Out]
+    );
+    // Sold out: only the holders get DUPLICATE_REQUEST.
+    assert_eq!(
+        process_remembering(&db, &b, coupon, &[3, 5, 1], 8).await,
+        [Dup, Out, Dup]
+    );
+    assert_eq!(process(&db, coupon, &[2, 6], 11).await.results.len(), 2);
+
+    sqlx::query("UPDATE coupon SET stock = 2 WHERE coupon_id = ?")
+        .bind(coupon.get())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        process_remembering(&db, &a, coupon, &[3, 6, 1], 13).await,
+        [Dup, Won, Dup]
+    );
+    assert_eq!(
+        process_remembering(&db, &b, coupon, &[6, 7, 8], 16).await,
+        [Dup, Won, Out]
+    );
+    assert_eq!(holders(&db, coupon).await, [1, 2, 3, 6, 7]);
+    assert_eq!(issued_count(&db, coupon).await, 5);
+    assert_eq!(stock(&db, coupon).await, 0);
+}
+
+/// A holder added without raising the coupon's count (by hand, or by a
+/// build that did not keep it): a memory that missed it fails the batch
+/// that would issue to them twice, without writing anything, and the next
+/// attempt reads the holders from the table.
+#[tokio::test]
+async fn a_holder_the_memory_missed_is_never_issued_twice() {
+    let db = TestDb::new().await;
+    let coupon = db.coupon(5).await;
+    let memory = Holders::default();
+    process_remembering(&db, &memory, coupon, &[1], 1).await;
+    sqlx::query(
+        "INSERT INTO user_coupon (user_id, coupon_id, status, request_id, issued_at) \
+         VALUES (9, ?, 'ISSUED', UUID(), NOW(6))",
+    )
+    .bind(coupon.get())
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let batch = events(coupon, &[2, 9], 2);
+    assert!(process_batch_with(&db.pool, Some(&memory), &batch)
+        .await
+        .is_err());
+    assert_eq!(stock(&db, coupon).await, 4);
+    assert_eq!(result_rows(&db).await, 1);
+    let out = process_batch_with(&db.pool, Some(&memory), &batch)
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses(&out),
+        [IssueStatus::Success, IssueStatus::DuplicateRequest]
+    );
+    assert_eq!(holders(&db, coupon).await, [1, 2, 9]);
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use common::domain::QueueType;
-use common::processor::RetryPolicy;
+use common::processor::{Holders, RetryPolicy};
 use common::queue::{Producer, Queues, RedisQueue};
 use common::{db, telemetry};
 use tokio::net::TcpListener;
@@ -91,10 +91,12 @@ impl Worker {
                 .spawn(self.pool.clone(), cancel.clone());
         let queues = Queues::with(common.queue_settings(), self.queue.clone());
         let barrier = Arc::new(Barrier::new(self.pool.clone(), queues.clone()));
+        let holders = Arc::new(Holders::default());
         let pipeline = || Pipeline {
             pool: self.pool.clone(),
             retry: RetryPolicy::default(),
             barrier: barrier.clone(),
+            holders: holders.clone(),
         };
         let result = match &self.queue {
             Producer::Redis(queue) => {

@@ -7,7 +7,7 @@
 
 use common::domain::{IssueStatus, QueuedEvent};
 use common::error::{DbError, QueueError};
-use common::processor::{self, RetryPolicy};
+use common::processor::{self, Holders, RetryPolicy};
 use common::queue::{Batch, Reject, Settled};
 use sqlx::MySqlPool;
 use std::sync::Arc;
@@ -83,6 +83,8 @@ pub struct Pipeline {
     pub retry: RetryPolicy,
     /// Holds events of a coupon until a queue switch allows them.
     pub barrier: Arc<Barrier>,
+    /// This worker's memory of its coupons' holders.
+    pub holders: Arc<Holders>,
 }
 
 impl Pipeline {
@@ -95,32 +97,28 @@ impl Pipeline {
         batch: &Batch,
         cancel: &CancellationToken,
     ) -> Result<Drained, DrainError> {
-        drain_batch(
-            dead_letters,
-            &self.barrier,
-            &self.pool,
-            batch,
-            self.retry,
-            cancel,
-        )
-        .await
+        drain_batch(dead_letters, self, batch, cancel).await
     }
 }
 
 async fn drain_batch<D: DeadLetters>(
     dead_letters: &D,
-    barrier: &Barrier,
-    pool: &MySqlPool,
+    pipeline: &Pipeline,
     batch: &Batch,
-    retry: RetryPolicy,
     cancel: &CancellationToken,
 ) -> Result<Drained, DrainError> {
+    let Pipeline {
+        pool,
+        retry,
+        barrier,
+        holders,
+    } = pipeline;
     for reject in &batch.rejects {
         tracing::warn!(position = %reject.position, reason = %reject.reason, "dead-lettering undecodable entry");
         metrics::counter!("coupon_issue_dead_letters_total", "queue" => D::QUEUE).increment(1);
         dead_letters.reject(reject).await?;
     }
-    let handled = handle_batch(pool, &batch.events, retry, cancel).await?;
+    let handled = handle_batch(pool, Some(holders.as_ref()), &batch.events, *retry, cancel).await?;
     for (event, reason) in &handled.failed {
         dead_letters.failed(event, reason).await?;
     }
@@ -137,6 +135,7 @@ async fn drain_batch<D: DeadLetters>(
 /// and nothing may be acknowledged.
 pub async fn handle_batch(
     pool: &MySqlPool,
+    holders: Option<&Holders>,
     events: &[QueuedEvent],
     retry: RetryPolicy,
     cancel: &CancellationToken,
@@ -144,7 +143,7 @@ pub async fn handle_batch(
     if events.is_empty() {
         return Ok(Handled::default());
     }
-    match processor::process_batch_with_retry(pool, events, retry, cancel).await {
+    match processor::process_batch_with_retry(pool, holders, events, retry, cancel).await {
         Ok(outcome) => Ok(Handled {
             processed: outcome.results.len(),
             failed: Vec::new(),
@@ -160,7 +159,7 @@ pub async fn handle_batch(
             let mut handled = Handled::default();
             for event in events {
                 let one = std::slice::from_ref(event);
-                match processor::process_batch_with_retry(pool, one, retry, cancel).await {
+                match processor::process_batch_with_retry(pool, holders, one, retry, cancel).await {
                     Ok(o) => {
                         handled.processed += o.results.len();
                         handled.sold_out = o.sold_out;

@@ -65,11 +65,13 @@ async fn the_dashboard_shows_coupon_figures_and_live_workers_but_no_user_ids() {
     // One request processed (as a worker would), one worker alive, one long gone.
     let pool = &app.db.pool;
     let now = chrono::Utc::now().naive_utc();
-    sqlx::query("UPDATE coupon SET stock = stock - 1 WHERE coupon_id = ?")
-        .bind(coupon)
-        .execute(pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE coupon SET stock = stock - 1, issued_count = issued_count + 1 WHERE coupon_id = ?",
+    )
+    .bind(coupon)
+    .execute(pool)
+    .await
+    .unwrap();
     sqlx::query(
         "INSERT INTO user_coupon (user_id, coupon_id, status, request_id, issued_at) \
          VALUES (?, ?, 'ISSUED', UUID(), ?)",

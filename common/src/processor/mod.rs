@@ -23,11 +23,13 @@ use chrono::{DateTime, Utc};
 use sqlx::{MySql, MySqlPool, QueryBuilder};
 use tracing::instrument;
 
+mod holders;
 mod retry;
 
 use crate::domain::{CouponId, IssueResult, IssueStatus, QueuedEvent};
 use crate::error::DbError;
 use crate::queue::Settled;
+pub use holders::Holders;
 pub use retry::{process_batch_with_retry, RetryPolicy};
 
 /// Largest batch the processor takes; keeps bulk statements well under
@@ -60,6 +62,15 @@ pub struct CouponRules {
     pub queue_epoch: i64,
     pub issue_starts_at: Option<DateTime<Utc>>,
     pub issue_ends_at: Option<DateTime<Utc>>,
+}
+
+/// The coupon's row as the processor locks it: its rules and how many
+/// users hold it.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+struct LockedCoupon {
+    #[sqlx(flatten)]
+    rules: CouponRules,
+    issued_count: i32,
 }
 
 /// Decides each event in order. `coupon` is `None` when the coupon does not
@@ -136,10 +147,22 @@ pub fn split_late<'a>(
 /// aside, decide the rest, insert all results, insert the winners, take the
 /// stock once, commit. Which events have a result is first left to the
 /// results' primary key, and read only when it finds one (see the module
-/// documentation) or when some events are late.
-#[instrument(skip_all, fields(coupon_id, events = events.len()))]
+/// documentation) or when some events are late. The holders among the
+/// batch's users are read from the table.
 pub async fn process_batch(
     pool: &MySqlPool,
+    events: &[QueuedEvent],
+) -> Result<BatchOutcome, DbError> {
+    process_batch_with(pool, None, events).await
+}
+
+/// [`process_batch`], with the holders among the batch's users taken from
+/// `holders` when it remembers the coupon's (a worker's memory, see
+/// [`Holders`]).
+#[instrument(skip_all, fields(coupon_id, events = events.len()))]
+pub async fn process_batch_with(
+    pool: &MySqlPool,
+    holders: Option<&Holders>,
     events: &[QueuedEvent],
 ) -> Result<BatchOutcome, DbError> {
     let Some(first) = events.first() else {
@@ -160,11 +183,11 @@ pub async fn process_batch(
         )));
     }
     let started = Instant::now();
-    let outcome = match decide_and_write(pool, coupon_id, events, Check::ByKey).await? {
+    let outcome = match decide_and_write(pool, holders, coupon_id, events, Check::ByKey).await? {
         Some(outcome) => outcome,
         None => {
             metrics::counter!("coupon_issue_batch_rechecks_total").increment(1);
-            decide_and_write(pool, coupon_id, events, Check::First)
+            decide_and_write(pool, holders, coupon_id, events, Check::First)
                 .await?
                 .ok_or_else(|| {
                     DbError::UniqueViolation("results read first, yet a duplicate result".into())
@@ -193,13 +216,15 @@ enum Check {
 /// result that existed (nothing was written).
 async fn decide_and_write(
     pool: &MySqlPool,
+    memory: Option<&Holders>,
     coupon_id: CouponId,
     events: &[QueuedEvent],
     check: Check,
 ) -> Result<Option<BatchOutcome>, DbError> {
     let mut tx = pool.begin().await?;
 
-    let coupon = lock_coupon(&mut tx, coupon_id).await?;
+    let locked = lock_coupon(&mut tx, coupon_id).await?;
+    let coupon = locked.map(|l| l.rules);
     let existing = match check {
         Check::First => existing_results(&mut tx, events).await?,
         Check::ByKey => HashMap::new(),
@@ -270,10 +295,15 @@ async fn decide_and_write(
         q.build().execute(&mut *tx).await?;
     }
 
-    let mut holders = if coupon.is_some() {
-        current_holders(&mut tx, coupon_id, &fresh).await?
-    } else {
-        HashSet::new()
+    let users: HashSet<i64> = fresh.iter().map(|q| q.event.user_id.get()).collect();
+    let mut holders = match (locked, memory) {
+        (None, _) => HashSet::new(),
+        (Some(l), Some(memory)) => {
+            memory
+                .among(&mut tx, coupon_id, l.issued_count.into(), &users)
+                .await?
+        }
+        (Some(_), None) => holders::holders_among(&mut tx, coupon_id, &users).await?,
     };
     let decisions = decide(coupon, &mut holders, &fresh);
     let now = Utc::now();
@@ -307,17 +337,22 @@ async fn decide_and_write(
                 .push_bind(r.request_id.to_string())
                 .push_bind(now.naive_utc());
         });
-        insert
-            .build()
-            .execute(&mut *tx)
-            .await
-            .map_err(DbError::from_sqlx)?;
+        if let Err(e) = insert.build().execute(&mut *tx).await {
+            // A holder the memory did not know of (its count was raised
+            // by hand, or by a build that did not keep it): read them from
+            // the table next time.
+            if let Some(memory) = memory {
+                memory.forget(coupon_id);
+            }
+            return Err(DbError::from_sqlx(e));
+        }
     }
     if !winners.is_empty() || highest_epoch > processed_epoch {
         let taken = sqlx::query(
-            "UPDATE coupon SET stock = stock - ?, queue_epoch = GREATEST(queue_epoch, ?) \
-             WHERE coupon_id = ? AND stock >= ?",
+            "UPDATE coupon SET stock = stock - ?, issued_count = issued_count + ?, \
+             queue_epoch = GREATEST(queue_epoch, ?) WHERE coupon_id = ? AND stock >= ?",
         )
+        .bind(winners.len() as i64)
         .bind(winners.len() as i64)
         .bind(highest_epoch as i64)
         .bind(coupon_id.get())
@@ -329,6 +364,10 @@ async fn decide_and_write(
         }
     }
     tx.commit().await?;
+    if let (Some(memory), Some(l)) = (memory, locked) {
+        let users: Vec<i64> = winners.iter().map(|r| r.user_id).collect();
+        memory.committed(coupon_id, l.issued_count.into(), &users);
+    }
 
     let sold_out = coupon.is_some_and(|c| i64::from(c.stock) <= winners.len() as i64);
     settled.extend(
@@ -349,9 +388,9 @@ async fn decide_and_write(
 async fn lock_coupon(
     tx: &mut sqlx::Transaction<'_, MySql>,
     coupon_id: CouponId,
-) -> Result<Option<CouponRules>, DbError> {
+) -> Result<Option<LockedCoupon>, DbError> {
     Ok(sqlx::query_as(
-        "SELECT stock, queue_epoch, issue_starts_at, issue_ends_at FROM coupon \
+        "SELECT stock, queue_epoch, issue_starts_at, issue_ends_at, issued_count FROM coupon \
          WHERE coupon_id = ? FOR UPDATE",
     )
     .bind(coupon_id.get())
@@ -371,24 +410,6 @@ async fn existing_results(
         b.push_bind(e.event.event_id.to_string());
     });
     Ok(q.build_query_as::<(String, IssueStatus)>()
-        .fetch_all(&mut **tx)
-        .await?
-        .into_iter()
-        .collect())
-}
-
-async fn current_holders(
-    tx: &mut sqlx::Transaction<'_, MySql>,
-    coupon_id: CouponId,
-    events: &[&QueuedEvent],
-) -> Result<HashSet<i64>, DbError> {
-    let users: HashSet<i64> = events.iter().map(|q| q.event.user_id.get()).collect();
-    let mut q = QueryBuilder::<MySql>::new("SELECT user_id FROM user_coupon WHERE coupon_id = ");
-    q.push_bind(coupon_id.get()).push(" AND user_id IN ");
-    q.push_tuples(users, |mut b, u| {
-        b.push_bind(u);
-    });
-    Ok(q.build_query_scalar::<i64>()
         .fetch_all(&mut **tx)
         .await?
         .into_iter()

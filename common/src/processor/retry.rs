@@ -8,7 +8,7 @@ use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::{process_batch, BatchOutcome};
+use super::{process_batch_with, BatchOutcome, Holders};
 use crate::backoff::Backoff;
 use crate::domain::QueuedEvent;
 use crate::error::DbError;
@@ -32,12 +32,13 @@ impl Default for RetryPolicy {
 /// How often a failure that lasts is logged again.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// [`process_batch`] retried with exponential backoff while its errors are
+/// [`process_batch_with`] retried with exponential backoff while its errors are
 /// transient (the database is down, restarting or overloaded), however long
 /// that lasts. Returns a non-transient error at once, and the last error when
 /// `cancel` fires, so that nothing uncommitted is acknowledged at shutdown.
 pub async fn process_batch_with_retry(
     pool: &MySqlPool,
+    holders: Option<&Holders>,
     events: &[QueuedEvent],
     policy: RetryPolicy,
     cancel: &CancellationToken,
@@ -47,7 +48,7 @@ pub async fn process_batch_with_retry(
     let mut warned: Option<Instant> = None;
     let mut attempt: u64 = 1;
     loop {
-        match process_batch(pool, events).await {
+        match process_batch_with(pool, holders, events).await {
             Ok(outcome) => {
                 if attempt > 1 {
                     tracing::info!(attempts = attempt, waited = ?started.elapsed(), "batch committed after the database came back");

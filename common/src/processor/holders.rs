@@ -1,0 +1,139 @@
+//! A worker's memory of who holds its coupons, so that a batch need not ask
+//! MySQL which of its users already hold the coupon.
+//!
+//! Holders only ever grow, and only in the processor's transactions, under
+//! the coupon's row lock, which also raise `coupon.issued_count` by the
+//! winners they insert. So a memory of the holders taken when the count
+//! was `n` is still whole while the count read under the lock is `n`; when
+//! it is not (another worker issued some, or a commit's outcome was never
+//! learnt), the memory is filled again from the table, under the lock.
+//! MySQL stays the authority: the memory only ever answers for a count it
+//! was read or kept at.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use sqlx::MySql;
+
+use crate::domain::CouponId;
+use crate::error::DbError;
+
+/// Coupons with more holders than this are not remembered: their batches
+/// read their holders among the batch's users, as without a memory.
+const MAX_HOLDERS: i64 = 200_000;
+/// Coupons remembered at once; past it the memory starts again empty.
+const MAX_COUPONS: usize = 64;
+
+/// What one worker remembers of its coupons' holders.
+#[derive(Debug, Default)]
+pub struct Holders {
+    coupons: Mutex<HashMap<CouponId, Known>>,
+}
+
+#[derive(Debug)]
+struct Known {
+    /// `coupon.issued_count` when `users` were whole.
+    issued_count: i64,
+    users: HashSet<i64>,
+}
+
+impl Holders {
+    /// The users among `users` who hold `coupon`, whose `issued_count` the
+    /// caller read under the coupon's row lock (and still holds): from
+    /// memory when it is whole at that count, otherwise read from the table
+    /// (all holders when there are few enough to remember, and remembered).
+    pub(super) async fn among(
+        &self,
+        tx: &mut sqlx::Transaction<'_, MySql>,
+        coupon: CouponId,
+        issued_count: i64,
+        users: &HashSet<i64>,
+    ) -> Result<HashSet<i64>, DbError> {
+        if let Some(known) = self.lock().get(&coupon) {
+            if known.issued_count == issued_count {
+                metrics::counter!("coupon_issue_holder_reads_total", "from" => "memory")
+                    .increment(1);
+                return Ok(users.intersection(&known.users).copied().collect());
+            }
+        }
+        if issued_count > MAX_HOLDERS {
+            return holders_among(tx, coupon, users).await;
+        }
+        metrics::counter!("coupon_issue_holder_reads_total", "from" => "table").increment(1);
+        let all: HashSet<i64> =
+            sqlx::query_scalar("SELECT user_id FROM user_coupon WHERE coupon_id = ?")
+                .bind(coupon.get())
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .collect();
+        let found = users.intersection(&all).copied().collect();
+        // A count that does not match the rows (set by hand) is not one to
+        // check a memory against.
+        if all.len() as i64 == issued_count {
+            let mut coupons = self.lock();
+            if coupons.len() >= MAX_COUPONS && !coupons.contains_key(&coupon) {
+                coupons.clear();
+            }
+            coupons.insert(
+                coupon,
+                Known {
+                    issued_count,
+                    users: all,
+                },
+            );
+        } else {
+            self.forget(coupon);
+        }
+        Ok(found)
+    }
+
+    /// After a commit that raised the count from `issued_count` by the
+    /// `winners`: they hold the coupon now. A memory at another count is
+    /// dropped.
+    pub(super) fn committed(&self, coupon: CouponId, issued_count: i64, winners: &[i64]) {
+        let mut coupons = self.lock();
+        match coupons.get_mut(&coupon) {
+            Some(known) if known.issued_count == issued_count => {
+                known.issued_count += winners.len() as i64;
+                known.users.extend(winners);
+            }
+            Some(_) => {
+                coupons.remove(&coupon);
+            }
+            None => {}
+        }
+    }
+
+    /// Drops what is remembered of `coupon`.
+    pub(super) fn forget(&self, coupon: CouponId) {
+        self.lock().remove(&coupon);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CouponId, Known>> {
+        // Nothing is left half-written under the lock.
+        self.coupons
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The users among `users` who hold `coupon`, read from the table.
+pub(super) async fn holders_among(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    coupon: CouponId,
+    users: &HashSet<i64>,
+) -> Result<HashSet<i64>, DbError> {
+    metrics::counter!("coupon_issue_holder_reads_total", "from" => "batch").increment(1);
+    let mut q =
+        sqlx::QueryBuilder::<MySql>::new("SELECT user_id FROM user_coupon WHERE coupon_id = ");
+    q.push_bind(coupon.get()).push(" AND user_id IN ");
+    q.push_tuples(users, |mut b, u| {
+        b.push_bind(*u);
+    });
+    Ok(q.build_query_scalar::<i64>()
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect())
+}

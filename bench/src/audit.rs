@@ -58,8 +58,7 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<bool> {
         "1 stock: issued = initial - remaining",
         "2 answers: every accepted request has a result, and no other result exists",
         "4 epochs: every result went through its epoch's queue",
-        "5 holders: the SUCCESS results are the user_coupon rows (same requests, same users), \
-         counted by the coupon's issued_count",
+        "5 holders: the SUCCESS results are the user_coupon rows (same requests, same users)",
         "6 first-come: every SUCCESS precedes every OUT_OF_STOCK in queue order, \
          every DUPLICATE_REQUEST follows a SUCCESS of its user",
     ] {

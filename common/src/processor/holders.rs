@@ -18,11 +18,11 @@ use sqlx::MySql;
 use crate::domain::CouponId;
 use crate::error::DbError;
 
-/// Coupons with more holders than this are not remembered: their batches
-/// read their holders among the batch's users, as without a memory.
-const MAX_HOLDERS: i64 = 200_000;
-/// Coupons remembered at once; past it the memory starts again empty.
-const MAX_COUPONS: usize = 64;
+/// Holders remembered at most, of all coupons together (some 10 MB):
+/// a coupon with more is not remembered (its batches read their holders
+/// among the batch's users, as without a memory), and one that would take
+/// the memory past it starts the memory again empty.
+const MAX_HOLDERS: usize = 1_000_000;
 
 /// What one worker remembers of its coupons' holders.
 #[derive(Debug, Default)]
@@ -56,7 +56,7 @@ impl Holders {
                 return Ok(users.intersection(&known.users).copied().collect());
             }
         }
-        if issued_count > MAX_HOLDERS {
+        if issued_count > MAX_HOLDERS as i64 {
             return holders_among(tx, coupon, users).await;
         }
         metrics::counter!("coupon_issue_holder_reads_total", "from" => "table").increment(1);
@@ -72,7 +72,12 @@ impl Holders {
         // check a memory against.
         if all.len() as i64 == issued_count {
             let mut coupons = self.lock();
-            if coupons.len() >= MAX_COUPONS && !coupons.contains_key(&coupon) {
+            let others: usize = coupons
+                .iter()
+                .filter(|(c, _)| **c != coupon)
+                .map(|(_, k)| k.users.len())
+                .sum();
+            if others + all.len() > MAX_HOLDERS {
                 coupons.clear();
             }
             coupons.insert(
@@ -97,6 +102,9 @@ impl Holders {
             Some(known) if known.issued_count == issued_count => {
                 known.issued_count += winners.len() as i64;
                 known.users.extend(winners);
+                if known.users.len() > MAX_HOLDERS {
+                    coupons.remove(&coupon);
+                }
             }
             Some(_) => {
                 coupons.remove(&coupon);

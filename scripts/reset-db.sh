@@ -13,13 +13,17 @@ coupon=$1 stock=$2
 [[ "$coupon" =~ ^[1-9][0-9]{0,17}$ ]] || die "COUPON must be a positive integer"
 [[ "$stock" =~ ^[0-9]{1,9}$ ]] || die "STOCK must be a non-negative integer"
 
+# The coupon's row first, as the workers take it: a batch in flight
+# finishes before the holders go, and the raised holders_version tells every
+# worker that what it remembers of them is gone.
 mysql_app <<SQL
 START TRANSACTION;
-DELETE FROM user_coupon WHERE coupon_id = $coupon;
-DELETE FROM coupon_issue_result WHERE coupon_id = $coupon;
 INSERT INTO coupon (coupon_id, name, total_quantity, stock)
   VALUES ($coupon, 'coupon $coupon', $stock, $stock)
-  ON DUPLICATE KEY UPDATE total_quantity = $stock, stock = $stock;
+  ON DUPLICATE KEY UPDATE total_quantity = $stock, stock = $stock,
+    holders_version = holders_version + 1;
+DELETE FROM user_coupon WHERE coupon_id = $coupon;
+DELETE FROM coupon_issue_result WHERE coupon_id = $coupon;
 COMMIT;
 SQL
 prefix="${REDIS_KEY_PREFIX:-}"

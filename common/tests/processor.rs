@@ -245,20 +245,12 @@ async fn concurrent_batches_of_one_coupon_never_oversell() {
     assert_eq!(stock(&db, coupon).await, 0);
     let distinct: HashSet<i64> = holders(&db, coupon).await.into_iter().collect();
     assert_eq!(distinct.len(), 50);
-    assert_eq!(issued_count(&db, coupon).await, 50);
-}
-
-async fn issued_count(db: &TestDb, coupon: CouponId) -> i32 {
-    sqlx::query_scalar("SELECT issued_count FROM coupon WHERE coupon_id = ?")
-        .bind(coupon.get())
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
 }
 
 /// Two workers, each with its memory of the holders, on one coupon: each
-/// sees the holders the other made, also once the coupon is sold out, and
-/// after an operator's restock by plain SQL.
+/// sees the holders the other made, also once the coupon is sold out, after
+/// an operator's restock by plain SQL, and after an operator's reset that
+/// cleared the holders (`scripts/reset-db.sh`).
 #[tokio::test]
 async fn a_workers_memory_of_holders_sees_what_other_workers_issued() {
     let db = TestDb::new().await;
@@ -296,14 +288,42 @@ async fn a_workers_memory_of_holders_sees_what_other_workers_issued() {
         [Dup, Won, Out]
     );
     assert_eq!(holders(&db, coupon).await, [1, 2, 3, 6, 7]);
-    assert_eq!(issued_count(&db, coupon).await, 5);
     assert_eq!(stock(&db, coupon).await, 0);
+
+    // Worker a now remembers the five holders.
+    assert_eq!(process_remembering(&db, &a, coupon, &[8], 19).await, [Out]);
+
+    // The reset's statements: the holders go, and as many new ones come
+    // through worker b as there were before.
+    let reset = include_str!("../../scripts/reset-db.sh");
+    assert!(reset.contains("holders_version = holders_version + 1"));
+    let mut tx = db.pool.begin().await.unwrap();
+    for sql in [
+        "UPDATE coupon SET total_quantity = 5, stock = 5, holders_version = holders_version + 1 \
+         WHERE coupon_id = ?",
+        "DELETE FROM user_coupon WHERE coupon_id = ?",
+    ] {
+        sqlx::query(sql)
+            .bind(coupon.get())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let b_wins = process_remembering(&db, &b, coupon, &[11, 12, 13, 14, 15], 19).await;
+    assert_eq!(b_wins, [Won; 5]);
+    // Worker a remembered 1, 2, 3, 6 and 7 at the same count of holders.
+    assert_eq!(
+        process_remembering(&db, &a, coupon, &[1, 11, 16], 24).await,
+        [Out, Dup, Out]
+    );
+    assert_eq!(holders(&db, coupon).await, [11, 12, 13, 14, 15]);
 }
 
-/// A holder added without raising the coupon's count (by hand, or by a
-/// build that did not keep it): a memory that missed it fails the batch
-/// that would issue to them twice, without writing anything, and the next
-/// attempt reads the holders from the table.
+/// A holder added without raising the coupon's holders version (by hand, or
+/// by a build that did not raise it): a memory that missed it fails the
+/// batch that would issue to them twice, without writing anything, and the
+/// next attempt reads the holders from the table.
 #[tokio::test]
 async fn a_holder_the_memory_missed_is_never_issued_twice() {
     let db = TestDb::new().await;

@@ -66,7 +66,8 @@ async fn the_dashboard_shows_coupon_figures_and_live_workers_but_no_user_ids() {
     let pool = &app.db.pool;
     let now = chrono::Utc::now().naive_utc();
     sqlx::query(
-        "UPDATE coupon SET stock = stock - 1, issued_count = issued_count + 1 WHERE coupon_id = ?",
+        "UPDATE coupon SET stock = stock - 1, holders_version = holders_version + 1 \
+         WHERE coupon_id = ?",
     )
     .bind(coupon)
     .execute(pool)

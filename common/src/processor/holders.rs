@@ -1,14 +1,15 @@
 //! A worker's memory of who holds its coupons, so that a batch need not ask
 //! MySQL which of its users already hold the coupon.
 //!
-//! Holders only ever grow, and only in the processor's transactions, under
-//! the coupon's row lock, which also raise `coupon.issued_count` by the
-//! winners they insert. So a memory of the holders taken when the count
-//! was `n` is still whole while the count read under the lock is `n`; when
-//! it is not (another worker issued some, or a commit's outcome was never
-//! learnt), the memory is filled again from the table, under the lock.
-//! MySQL stays the authority: the memory only ever answers for a count it
-//! was read or kept at.
+//! Whatever changes a coupon's holders raises `coupon.holders_version` in
+//! the same transaction: the processor, under the coupon's row lock, by the
+//! winners it inserts, and an operator's reset that clears them. The value
+//! only ever grows, so a memory of the holders as they were at version `v`
+//! is still whole while the version read under the lock is `v`; when it is
+//! not (another worker issued some, a reset, or a commit whose outcome was
+//! never learnt), the memory is filled again from the table, under the
+//! lock. MySQL stays the authority: the memory only ever answers for a
+//! version it was read or kept at.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -18,10 +19,10 @@ use sqlx::MySql;
 use crate::domain::CouponId;
 use crate::error::DbError;
 
-/// Holders remembered at most, of all coupons together (some 10 MB):
-/// a coupon with more is not remembered (its batches read their holders
-/// among the batch's users, as without a memory), and one that would take
-/// the memory past it starts the memory again empty.
+/// Holders remembered at most, of all coupons together (some 10 MB): a
+/// coupon of a larger total is not remembered (its batches read the holders
+/// among their users, as without a memory), and one that would take the
+/// memory past it starts the memory again empty.
 const MAX_HOLDERS: usize = 1_000_000;
 
 /// What one worker remembers of its coupons' holders.
@@ -32,31 +33,34 @@ pub struct Holders {
 
 #[derive(Debug)]
 struct Known {
-    /// `coupon.issued_count` when `users` were whole.
-    issued_count: i64,
+    /// `coupon.holders_version` when `users` were whole.
+    version: i64,
     users: HashSet<i64>,
 }
 
 impl Holders {
-    /// The users among `users` who hold `coupon`, whose `issued_count` the
-    /// caller read under the coupon's row lock (and still holds): from
-    /// memory when it is whole at that count, otherwise read from the table
-    /// (all holders when there are few enough to remember, and remembered).
+    /// The users among `users` who hold `coupon`, whose `holders_version`
+    /// and `total_quantity` the caller read under the coupon's row lock (and
+    /// still holds): from memory when it is whole at that version, otherwise
+    /// read from the table (all holders when the coupon's total is small
+    /// enough to remember them, and remembered).
     pub(super) async fn among(
         &self,
         tx: &mut sqlx::Transaction<'_, MySql>,
         coupon: CouponId,
-        issued_count: i64,
+        version: i64,
+        total_quantity: i64,
         users: &HashSet<i64>,
     ) -> Result<HashSet<i64>, DbError> {
         if let Some(known) = self.lock().get(&coupon) {
-            if known.issued_count == issued_count {
+            if known.version == version {
                 metrics::counter!("coupon_issue_holder_reads_total", "from" => "memory")
                     .increment(1);
                 return Ok(users.intersection(&known.users).copied().collect());
             }
         }
-        if issued_count > MAX_HOLDERS as i64 {
+        if total_quantity > MAX_HOLDERS as i64 {
+            // Too many to remember: ask about these users only.
             return holders_among(tx, coupon, users).await;
         }
         metrics::counter!("coupon_issue_holder_reads_total", "from" => "table").increment(1);
@@ -68,39 +72,33 @@ impl Holders {
                 .into_iter()
                 .collect();
         let found = users.intersection(&all).copied().collect();
-        // A count that does not match the rows (set by hand) is not one to
-        // check a memory against.
-        if all.len() as i64 == issued_count {
-            let mut coupons = self.lock();
-            let others: usize = coupons
-                .iter()
-                .filter(|(c, _)| **c != coupon)
-                .map(|(_, k)| k.users.len())
-                .sum();
-            if others + all.len() > MAX_HOLDERS {
-                coupons.clear();
-            }
-            coupons.insert(
-                coupon,
-                Known {
-                    issued_count,
-                    users: all,
-                },
-            );
-        } else {
-            self.forget(coupon);
+        let mut coupons = self.lock();
+        let others: usize = coupons
+            .iter()
+            .filter(|(c, _)| **c != coupon)
+            .map(|(_, k)| k.users.len())
+            .sum();
+        if others + all.len() > MAX_HOLDERS {
+            coupons.clear();
         }
+        coupons.insert(
+            coupon,
+            Known {
+                version,
+                users: all,
+            },
+        );
         Ok(found)
     }
 
-    /// After a commit that raised the count from `issued_count` by the
-    /// `winners`: they hold the coupon now. A memory at another count is
-    /// dropped.
-    pub(super) fn committed(&self, coupon: CouponId, issued_count: i64, winners: &[i64]) {
+    /// After a commit that raised the version from `version` by the
+    /// number of `winners`: they hold the coupon now. A memory at another
+    /// version is dropped.
+    pub(super) fn committed(&self, coupon: CouponId, version: i64, winners: &[i64]) {
         let mut coupons = self.lock();
         match coupons.get_mut(&coupon) {
-            Some(known) if known.issued_count == issued_count => {
-                known.issued_count += winners.len() as i64;
+            Some(known) if known.version == version => {
+                known.version += winners.len() as i64;
                 known.users.extend(winners);
                 if known.users.len() > MAX_HOLDERS {
                     coupons.remove(&coupon);

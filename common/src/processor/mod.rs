@@ -64,13 +64,14 @@ pub struct CouponRules {
     pub issue_ends_at: Option<DateTime<Utc>>,
 }
 
-/// The coupon's row as the processor locks it: its rules and how many
-/// users hold it.
+/// The coupon's row as the processor locks it: its rules and the version
+/// of its holders (see [`Holders`]).
 #[derive(Debug, Clone, Copy, sqlx::FromRow)]
 struct LockedCoupon {
     #[sqlx(flatten)]
     rules: CouponRules,
-    issued_count: i32,
+    total_quantity: i32,
+    holders_version: i64,
 }
 
 /// Decides each event in order. `coupon` is `None` when the coupon does not
@@ -300,7 +301,13 @@ async fn decide_and_write(
         (None, _) => HashSet::new(),
         (Some(l), Some(memory)) => {
             memory
-                .among(&mut tx, coupon_id, l.issued_count.into(), &users)
+                .among(
+                    &mut tx,
+                    coupon_id,
+                    l.holders_version,
+                    l.total_quantity.into(),
+                    &users,
+                )
                 .await?
         }
         (Some(_), None) => holders::holders_among(&mut tx, coupon_id, &users).await?,
@@ -338,9 +345,9 @@ async fn decide_and_write(
                 .push_bind(now.naive_utc());
         });
         if let Err(e) = insert.build().execute(&mut *tx).await {
-            // A holder the memory did not know of (its count was raised
-            // by hand, or by a build that did not keep it): read them from
-            // the table next time.
+            // A holder the memory did not know of (added by hand, or by a
+            // build that did not raise the version): read them from the
+            // table next time.
             if let Some(memory) = memory {
                 memory.forget(coupon_id);
             }
@@ -349,7 +356,7 @@ async fn decide_and_write(
     }
     if !winners.is_empty() || highest_epoch > processed_epoch {
         let taken = sqlx::query(
-            "UPDATE coupon SET stock = stock - ?, issued_count = issued_count + ?, \
+            "UPDATE coupon SET stock = stock - ?, holders_version = holders_version + ?, \
              queue_epoch = GREATEST(queue_epoch, ?) WHERE coupon_id = ? AND stock >= ?",
         )
         .bind(winners.len() as i64)
@@ -366,7 +373,7 @@ async fn decide_and_write(
     tx.commit().await?;
     if let (Some(memory), Some(l)) = (memory, locked) {
         let users: Vec<i64> = winners.iter().map(|r| r.user_id).collect();
-        memory.committed(coupon_id, l.issued_count.into(), &users);
+        memory.committed(coupon_id, l.holders_version, &users);
     }
 
     let sold_out = coupon.is_some_and(|c| i64::from(c.stock) <= winners.len() as i64);
@@ -390,7 +397,8 @@ async fn lock_coupon(
     coupon_id: CouponId,
 ) -> Result<Option<LockedCoupon>, DbError> {
     Ok(sqlx::query_as(
-        "SELECT stock, queue_epoch, issue_starts_at, issue_ends_at, issued_count FROM coupon \
+        "SELECT stock, queue_epoch, issue_starts_at, issue_ends_at, total_quantity, holders_version \
+         FROM coupon \
          WHERE coupon_id = ? FOR UPDATE",
     )
     .bind(coupon_id.get())

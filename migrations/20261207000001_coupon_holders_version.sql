@@ -1,7 +1,9 @@
 -- Raised whenever the coupon's holders (its user_coupon rows) change, in
--- the transaction that changes them: by the processor with the winners it
--- inserts, under the coupon's row lock, and by an operator's reset that
--- clears them (scripts/reset-db.sh). It only ever grows, so a worker that
+-- the transaction that changes them, after taking the coupon's row: by the
+-- processor with the winners it inserts, by an operator's reset that
+-- clears them (scripts/reset-db.sh), and by any change by hand (the rule
+-- in docs/operations.md; the database does not enforce it). It only ever
+-- grows while the row lives, so a worker that
 -- remembers a coupon's holders as they were at one value knows its memory
 -- is whole while the value read under the lock is the same
 -- (common::processor::Holders). An operator's restock by plain SQL changes

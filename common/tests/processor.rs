@@ -310,20 +310,22 @@ async fn a_workers_memory_of_holders_sees_what_other_workers_issued() {
             .unwrap();
     }
     tx.commit().await.unwrap();
-    let b_wins = process_remembering(&db, &b, coupon, &[11, 12, 13, 14, 15], 19).await;
+    let b_wins = process_remembering(&db, &b, coupon, &[11, 12, 13, 14, 15], 20).await;
     assert_eq!(b_wins, [Won; 5]);
-    // Worker a remembered 1, 2, 3, 6 and 7 at the same count of holders.
+    // Worker a remembered 1, 2, 3, 6 and 7: as many holders as now.
     assert_eq!(
-        process_remembering(&db, &a, coupon, &[1, 11, 16], 24).await,
+        process_remembering(&db, &a, coupon, &[1, 11, 16], 25).await,
         [Out, Dup, Out]
     );
     assert_eq!(holders(&db, coupon).await, [11, 12, 13, 14, 15]);
 }
 
-/// A holder added without raising the coupon's holders version (by hand, or
-/// by a build that did not raise it): a memory that missed it fails the
-/// batch that would issue to them twice, without writing anything, and the
-/// next attempt reads the holders from the table.
+/// A holder added without raising the coupon's holders version (by hand
+/// against the rule, or by a build from before the version): a memory that
+/// missed it fails the batch that would issue to them twice, without
+/// writing anything, and the next attempt reads the holders from the table.
+/// Once the coupon is sold out, such a holder is told OUT_OF_STOCK by a
+/// memory that missed them (what docs/operations.md's rule is for).
 #[tokio::test]
 async fn a_holder_the_memory_missed_is_never_issued_twice() {
     let db = TestDb::new().await;
@@ -352,6 +354,62 @@ async fn a_holder_the_memory_missed_is_never_issued_twice() {
         [IssueStatus::Success, IssueStatus::DuplicateRequest]
     );
     assert_eq!(holders(&db, coupon).await, [1, 2, 9]);
+
+    let sold_out = db.coupon(1).await;
+    process_remembering(&db, &memory, sold_out, &[1, 2], 4).await;
+    sqlx::query(
+        "INSERT INTO user_coupon (user_id, coupon_id, status, request_id, issued_at) \
+         VALUES (3, ?, 'ISSUED', UUID(), NOW(6))",
+    )
+    .bind(sold_out.get())
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        process_remembering(&db, &memory, sold_out, &[3, 1], 6).await,
+        [IssueStatus::OutOfStock, IssueStatus::DuplicateRequest]
+    );
+    // Without a memory, the holders are read for each batch.
+    assert_eq!(
+        statuses(&process(&db, sold_out, &[3], 8).await),
+        [IssueStatus::DuplicateRequest]
+    );
+}
+
+/// A coupon row deleted and made again under the same id starts its
+/// holders version again: a memory of the old row is not taken for the new
+/// one, even at the same version.
+#[tokio::test]
+async fn a_coupon_made_again_under_its_id_is_not_taken_for_the_one_remembered() {
+    let db = TestDb::new().await;
+    let coupon = db.coupon(2).await;
+    let memory = Holders::default();
+    assert_eq!(
+        process_remembering(&db, &memory, coupon, &[1], 1).await,
+        [IssueStatus::Success]
+    );
+    for sql in [
+        "DELETE FROM user_coupon WHERE coupon_id = ?",
+        "DELETE FROM coupon_issue_result WHERE coupon_id = ?",
+        "DELETE FROM coupon WHERE coupon_id = ?",
+        "INSERT INTO coupon (coupon_id, name, total_quantity, stock) VALUES (?, 'again', 2, 2)",
+    ] {
+        sqlx::query(sql)
+            .bind(coupon.get())
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    // Another worker issues one: the new row is at the version remembered.
+    assert_eq!(
+        statuses(&process(&db, coupon, &[2], 2).await),
+        [IssueStatus::Success]
+    );
+    assert_eq!(
+        process_remembering(&db, &memory, coupon, &[2, 1], 3).await,
+        [IssueStatus::DuplicateRequest, IssueStatus::Success]
+    );
+    assert_eq!(holders(&db, coupon).await, [1, 2]);
 }
 
 #[tokio::test]

@@ -62,15 +62,18 @@ async fn the_dashboard_shows_coupon_figures_and_live_workers_but_no_user_ids() {
             .unwrap();
         assert_eq!(res.status(), StatusCode::ACCEPTED);
     }
-    // One request processed (as a worker would), one worker alive, one long gone.
+    // One request processed (as a worker would: the coupon's row first, its
+    // holders version raised with the holder), one worker alive, one long
+    // gone.
     let pool = &app.db.pool;
     let now = chrono::Utc::now().naive_utc();
+    let mut tx = pool.begin().await.unwrap();
     sqlx::query(
         "UPDATE coupon SET stock = stock - 1, holders_version = holders_version + 1 \
          WHERE coupon_id = ?",
     )
     .bind(coupon)
-    .execute(pool)
+    .execute(&mut *tx)
     .await
     .unwrap();
     sqlx::query(
@@ -80,9 +83,10 @@ async fn the_dashboard_shows_coupon_figures_and_live_workers_but_no_user_ids() {
     .bind(user)
     .bind(coupon)
     .bind(now)
-    .execute(pool)
+    .execute(&mut *tx)
     .await
     .unwrap();
+    tx.commit().await.unwrap();
     sqlx::query(
         "INSERT INTO coupon_issue_result (request_id, coupon_id, user_id, status, \
          queue_position, requested_at, processed_at) VALUES (UUID(), ?, ?, 'SUCCESS', '1-0', ?, ?)",

@@ -71,7 +71,17 @@ struct LockedCoupon {
     #[sqlx(flatten)]
     rules: CouponRules,
     total_quantity: i32,
+    created_at: chrono::NaiveDateTime,
     holders_version: i64,
+}
+
+impl LockedCoupon {
+    fn version(&self) -> holders::Version {
+        holders::Version {
+            created_at: self.created_at,
+            holders: self.holders_version,
+        }
+    }
 }
 
 /// Decides each event in order. `coupon` is `None` when the coupon does not
@@ -304,7 +314,7 @@ async fn decide_and_write(
                 .among(
                     &mut tx,
                     coupon_id,
-                    l.holders_version,
+                    l.version(),
                     l.total_quantity.into(),
                     &users,
                 )
@@ -345,9 +355,8 @@ async fn decide_and_write(
                 .push_bind(now.naive_utc());
         });
         if let Err(e) = insert.build().execute(&mut *tx).await {
-            // A holder the memory did not know of (added by hand, or by a
-            // build that did not raise the version): read them from the
-            // table next time.
+            // A holder the memory did not know of (added without raising
+            // the version, see `Holders`): the retry reads the table.
             if let Some(memory) = memory {
                 memory.forget(coupon_id);
             }
@@ -373,7 +382,7 @@ async fn decide_and_write(
     tx.commit().await?;
     if let (Some(memory), Some(l)) = (memory, locked) {
         let users: Vec<i64> = winners.iter().map(|r| r.user_id).collect();
-        memory.committed(coupon_id, l.holders_version, &users);
+        memory.committed(coupon_id, l.version(), &users);
     }
 
     let sold_out = coupon.is_some_and(|c| i64::from(c.stock) <= winners.len() as i64);
@@ -392,13 +401,17 @@ async fn decide_and_write(
     }))
 }
 
+/// The coupon's row, locked until the transaction ends. The first read of
+/// the transaction: a locking read takes no snapshot, so the plain reads
+/// after it (which results exist, the holders) see every transaction that
+/// held the lock before.
 async fn lock_coupon(
     tx: &mut sqlx::Transaction<'_, MySql>,
     coupon_id: CouponId,
 ) -> Result<Option<LockedCoupon>, DbError> {
     Ok(sqlx::query_as(
-        "SELECT stock, queue_epoch, issue_starts_at, issue_ends_at, total_quantity, holders_version \
-         FROM coupon \
+        "SELECT stock, queue_epoch, issue_starts_at, issue_ends_at, total_quantity, created_at, \
+         holders_version FROM coupon \
          WHERE coupon_id = ? FOR UPDATE",
     )
     .bind(coupon_id.get())

@@ -320,6 +320,19 @@ async fn a_workers_memory_of_holders_sees_what_other_workers_issued() {
     assert_eq!(holders(&db, coupon).await, [11, 12, 13, 14, 15]);
 }
 
+/// Gives `user` the coupon by hand, without raising its holders version.
+async fn hold_by_hand(db: &TestDb, coupon: CouponId, user: i64) {
+    sqlx::query(
+        "INSERT INTO user_coupon (user_id, coupon_id, status, request_id, issued_at) \
+         VALUES (?, ?, 'ISSUED', UUID(), NOW(6))",
+    )
+    .bind(user)
+    .bind(coupon.get())
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
 /// A holder added without raising the coupon's holders version (by hand
 /// against the rule, or by a build from before the version): a memory that
 /// missed it fails the batch that would issue to them twice, without
@@ -332,14 +345,7 @@ async fn a_holder_the_memory_missed_is_never_issued_twice() {
     let coupon = db.coupon(5).await;
     let memory = Holders::default();
     process_remembering(&db, &memory, coupon, &[1], 1).await;
-    sqlx::query(
-        "INSERT INTO user_coupon (user_id, coupon_id, status, request_id, issued_at) \
-         VALUES (9, ?, 'ISSUED', UUID(), NOW(6))",
-    )
-    .bind(coupon.get())
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    hold_by_hand(&db, coupon, 9).await;
     let batch = events(coupon, &[2, 9], 2);
     assert!(process_batch_with(&db.pool, Some(&memory), &batch)
         .await
@@ -357,14 +363,7 @@ async fn a_holder_the_memory_missed_is_never_issued_twice() {
 
     let sold_out = db.coupon(1).await;
     process_remembering(&db, &memory, sold_out, &[1, 2], 4).await;
-    sqlx::query(
-        "INSERT INTO user_coupon (user_id, coupon_id, status, request_id, issued_at) \
-         VALUES (3, ?, 'ISSUED', UUID(), NOW(6))",
-    )
-    .bind(sold_out.get())
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    hold_by_hand(&db, sold_out, 3).await;
     assert_eq!(
         process_remembering(&db, &memory, sold_out, &[3, 1], 6).await,
         [IssueStatus::OutOfStock, IssueStatus::DuplicateRequest]

@@ -157,16 +157,17 @@ async fn admit_to_kafka(
     // Serialised once: the gate's claim keeps it, the broker gets it.
     let json = event.to_json();
     let (coupon, user) = (event.coupon_id, event.user_id);
-    let claim = match within_limit(gate.claim(event, &json, CLAIM_STALE)).await {
-        Ok(claim) => claim,
-        Err(e) => {
-            metrics::counter!("coupon_issue_gate_unavailable_total").increment(1);
-            tracing::warn!(error = %e, "repeat gate unavailable: enqueueing without it");
-            return Ok(Admitted::New(
-                within_limit(k.enqueue_json(coupon, &json)).await?,
-            ));
-        }
-    };
+    let claim =
+        match within_limit(gate.claim(coupon, user, event.event_id, &json, CLAIM_STALE)).await {
+            Ok(claim) => claim,
+            Err(e) => {
+                metrics::counter!("coupon_issue_gate_unavailable_total").increment(1);
+                tracing::warn!(error = %e, "repeat gate unavailable: enqueueing without it");
+                return Ok(Admitted::New(
+                    within_limit(k.enqueue_json(coupon, &json)).await?,
+                ));
+            }
+        };
     match claim {
         Claim::Repeat(entry) => Ok(Admitted::Repeat {
             entry,
@@ -176,8 +177,9 @@ async fn admit_to_kafka(
             // A claim whose api never placed it: send its event again, under
             // its id (the processor decides a request id once).
             if let GateState::Claimed { event: json, .. } = &entry.state {
+                // Read to check it, sent as it was kept.
                 match CouponIssueEvent::from_json(json.as_bytes()) {
-                    Ok(stale) => match within_limit(k.enqueue(&stale)).await {
+                    Ok(stale) => match within_limit(k.enqueue_json(stale.coupon_id, json)).await {
                         Ok(enqueued) => {
                             // Queued now whatever the gate says: a failed
                             // place leaves the claim, taken over again later

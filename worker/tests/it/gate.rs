@@ -537,7 +537,7 @@ async fn claims_sent_together_are_answered_as_one_by_one(#[case] backend: Backen
         clicks
             .iter()
             .zip(&jsons)
-            .map(|(e, json)| gate.claim(e, json, CLAIM_STALE)),
+            .map(|(e, json)| gate.claim(coupon, e.user_id, e.event_id, json, CLAIM_STALE)),
     )
     .await;
     for (i, answer) in answers.into_iter().enumerate() {

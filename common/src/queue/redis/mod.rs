@@ -640,26 +640,25 @@ impl RedisQueue {
         ))
     }
 
-    /// Kafka mode: claims the user's gate entry for `event` before it is
-    /// produced (see [`CLAIM_MANY`]); `json` is the event serialised, which
-    /// the entry keeps.
+    /// Kafka mode: claims `user`'s entry in `coupon`'s gate for the request
+    /// `request_id` before its event is produced (see [`CLAIM_MANY`]);
+    /// `json` is the event serialised, which the entry keeps.
     pub async fn claim(
         &self,
-        event: &CouponIssueEvent,
+        coupon: CouponId,
+        user: UserId,
+        request_id: Uuid,
         json: &str,
         stale: Duration,
     ) -> Result<Claim, QueueError> {
-        debug_assert_eq!(json, event.to_json(), "a claim keeps its own event");
         let now = chrono::Utc::now().timestamp_millis();
         let claim = grouped::ClaimOf {
-            user: event.user_id,
-            entry: GateEntry::claim(event.event_id, json, now),
+            user,
+            entry: GateEntry::claim(request_id, json, now),
             now,
             stale,
         };
-        self.task(&self.tasks.claims)
-            .call(event.coupon_id, claim)
-            .await
+        self.task(&self.tasks.claims).call(coupon, claim).await
     }
 
     /// Claims gate entries of the coupon in one script call, in order (see

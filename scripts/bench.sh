@@ -52,6 +52,8 @@
 #               in flight; the client's own CPU per event
 #   insert      multi-row INSERTs of result rows (BATCH rows each) into a
 #               scratch database over one connection
+#   insert-2    the same over two connections side by side, into the same
+#               table: what batches decided side by side could gain at most
 #
 # Every step runs RUNS times, interleaved (the machine is noisy; the default
 # 3 runs of both modes take 6 to 10 minutes on 2 cores). Every step's
@@ -183,7 +185,7 @@ trap cleanup EXIT
 
 steps_per_mode=12
 [[ -n "$before_ref" ]] && steps_per_mode=14
-total_steps=$(((2 + steps_per_mode * $(wc -w <<<"$queues")) * runs)) step=0
+total_steps=$(((3 + steps_per_mode * $(wc -w <<<"$queues")) * runs)) step=0
 progress() {
   step=$((step + 1))
   log "[$step/$total_steps] run $run/$runs: $*"
@@ -343,6 +345,9 @@ for ((run = 1; run <= runs; run++)); do
 
   progress "ceiling: bulk insert of $requests result rows, $batch per statement"
   record any insert "$BIN/loadgen" insert --database-url "$SCRATCH_URL" --rows "$requests" --batch "$batch"
+  progress "ceiling: the same insert over 2 connections side by side"
+  record any insert-2 "$BIN/loadgen" insert --database-url "$SCRATCH_URL" --rows "$requests" --batch "$batch" \
+    --connections 2
 
   for queue in $queues; do
     export APP_QUEUE_TYPE=$queue REDIS_KEY_PREFIX="bench:$$:$run:" KAFKA_TOPIC="bench-$$-$run"

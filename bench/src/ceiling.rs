@@ -194,49 +194,88 @@ pub struct InsertArgs {
     /// Rows per INSERT statement (the worker's BATCH_SIZE).
     #[arg(long, default_value_t = 500)]
     pub batch: usize,
+    /// Connections inserting side by side into the same table.
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
     #[command(flatten)]
     pub step: Option<Step>,
 }
 
 /// Multi-row INSERTs of result rows, one statement per batch (each its own
-/// transaction) over one connection, like one worker: rows per second.
+/// transaction) over one connection, like one worker: rows per second. With
+/// `--connections N`, N connections insert the batches in turn side by side
+/// (batch k on connection k mod N), into the same table.
 pub async fn insert(args: &InsertArgs) -> anyhow::Result<InsertFigures> {
-    let pool = common::db::pool(&args.database_url, 1).context("--database-url")?;
-    sqlx::query("DELETE FROM coupon_issue_result")
-        .execute(&pool)
-        .await?;
+    let connections = args.connections.max(1);
+    let pool =
+        common::db::pool(&args.database_url, connections as u32).context("--database-url")?;
+    empty_results(&pool).await?;
+    let batch = args.batch.max(1);
+    let batches: Vec<std::ops::Range<usize>> = (0..args.rows)
+        .step_by(batch)
+        .map(|from| from..(from + batch).min(args.rows))
+        .collect();
     let now = Utc::now().naive_utc();
     let start = Instant::now();
-    let mut done = 0;
-    while done < args.rows {
-        let n = args.batch.max(1).min(args.rows - done);
-        let mut q = QueryBuilder::<MySql>::new(
-            "INSERT INTO coupon_issue_result (request_id, coupon_id, user_id, status, reason, \
-             queue_position, requested_at, processed_at) ",
-        );
-        q.push_values(done..done + n, |mut b, i| {
-            b.push_bind(Uuid::now_v7().to_string())
-                .push_bind(1_i64)
-                .push_bind(i as i64 + 1)
-                .push_bind("OUT_OF_STOCK")
-                .push_bind(None::<String>)
-                .push_bind(format!("1764213285123-{i}"))
-                .push_bind(now)
-                .push_bind(now);
-        });
-        q.push(" ON DUPLICATE KEY UPDATE request_id = request_id");
-        q.build().execute(&pool).await?;
-        done += n;
-    }
+    futures::future::try_join_all((0..connections).map(|c| {
+        let pool = &pool;
+        let mine: Vec<_> = batches
+            .iter()
+            .skip(c)
+            .step_by(connections)
+            .cloned()
+            .collect();
+        async move {
+            for rows in mine {
+                insert_rows(pool, rows, now).await?;
+            }
+            anyhow::Ok(())
+        }
+    }))
+    .await?;
     let elapsed = start.elapsed();
-    sqlx::query("DELETE FROM coupon_issue_result")
-        .execute(&pool)
-        .await?;
+    empty_results(&pool).await?;
     Ok(InsertFigures {
         rows: args.rows,
         batch: args.batch,
+        connections,
         seconds: elapsed.as_secs_f64(),
         per_second: per_second(args.rows, elapsed),
         ok: true,
     })
+}
+
+/// Empties the scratch database's results. `TRUNCATE`, not `DELETE`: the
+/// deleted rows of a `DELETE` are purged by InnoDB's background threads
+/// for seconds afterwards, on the cores the next steps are measured on.
+async fn empty_results(pool: &sqlx::MySqlPool) -> anyhow::Result<()> {
+    sqlx::query("TRUNCATE TABLE coupon_issue_result")
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// One multi-row INSERT of the result rows numbered `rows`.
+async fn insert_rows(
+    pool: &sqlx::MySqlPool,
+    rows: std::ops::Range<usize>,
+    now: chrono::NaiveDateTime,
+) -> anyhow::Result<()> {
+    let mut q = QueryBuilder::<MySql>::new(
+        "INSERT INTO coupon_issue_result (request_id, coupon_id, user_id, status, reason, \
+         queue_position, requested_at, processed_at) ",
+    );
+    q.push_values(rows, |mut b, i| {
+        b.push_bind(Uuid::now_v7().to_string())
+            .push_bind(1_i64)
+            .push_bind(i as i64 + 1)
+            .push_bind("OUT_OF_STOCK")
+            .push_bind(None::<String>)
+            .push_bind(format!("1764213285123-{i}"))
+            .push_bind(now)
+            .push_bind(now);
+    });
+    q.push(" ON DUPLICATE KEY UPDATE request_id = request_id");
+    q.build().execute(pool).await?;
+    Ok(())
 }

@@ -298,9 +298,17 @@ impl Figures for EnqueueFigures {
 pub struct InsertFigures {
     pub rows: usize,
     pub batch: usize,
+    /// Connections inserting side by side (absent in lines from before
+    /// there was a choice: one).
+    #[serde(default = "one")]
+    pub connections: usize,
     pub seconds: f64,
     pub per_second: f64,
     pub ok: bool,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Figures for InsertFigures {

@@ -191,6 +191,21 @@ pub fn figures(runs: &Runs, c: &Config) -> anyhow::Result<Vec<Figure>> {
         )
         .failed(runs.failed("any", "insert")),
     );
+    // Whether the results' table takes rows faster from two connections
+    // than from one: what batches decided side by side could gain at most.
+    if runs.has("any", "insert-2") {
+        let two = runs.ok::<InsertFigures>("any", "insert-2")?;
+        out.push(
+            Figure::new(
+                "any",
+                "the same insert over 2 connections side by side: result rows/s ÷ one connection's",
+                median(two.iter().map(|i| i.per_second)),
+                " rows/s",
+            )
+            .ceiling(insert, "bulk insert")
+            .failed(runs.failed("any", "insert-2")),
+        );
+    }
     let batch_n = format!("batch-{}", c.batch);
     let requests = grouped(c.requests as f64, 0);
     for m in runs.modes() {

@@ -492,6 +492,32 @@ mod tests {
         assert!(!figures.iter().any(|f| f.mode == "kafka"));
     }
 
+    /// The insert over two connections sits beside the one-connection
+    /// ceiling, and only in runs that measured it.
+    #[test]
+    fn the_insert_over_two_connections_is_divided_by_one_connections() {
+        let before = figures(&Runs::parse(&fixture()).unwrap(), &config()).unwrap();
+        assert!(!before.iter().any(|f| f.figure.contains("2 connections")));
+
+        let mut lines = fixture();
+        for run in 1..=3 {
+            lines += &line(
+                run,
+                "any",
+                "insert-2",
+                serde_json::json!({ "rows": 20000, "batch": 500, "connections": 2,
+                    "seconds": 0.3, "perSecond": 60_000.0 * f64::from(run), "ok": true }),
+            );
+            lines.push('\n');
+        }
+        let figures = figures(&Runs::parse(&lines).unwrap(), &config()).unwrap();
+        let two = find(&figures, "any", "the same insert over 2 connections");
+        assert_eq!(two.value, Some(120_000.0));
+        assert_eq!(two.ceiling, Some(100_000.0));
+        assert_eq!(two.ratio, Some(1.2));
+        assert_eq!(two.note, "");
+    }
+
     #[test]
     fn the_table_shows_values_ceilings_ratios_and_failures() {
         let runs = Runs::parse(&fixture()).unwrap();

@@ -156,6 +156,18 @@ impl OwnedBroker {
     }
 }
 
+/// The machine's `mariadbd`: on `PATH`, or where Debian installs it
+/// (`/usr/sbin`, which a user's `PATH` may leave out).
+fn mariadbd() -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("mariadbd"))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| "/usr/sbin/mariadbd".into())
+}
+
 /// A MariaDB server owned by one test (the machine's `mariadbd`, its own data
 /// directory and port, no grant checks), so that the test can pause it, kill
 /// it and start it again under a running service.
@@ -196,7 +208,7 @@ impl OwnedMysql {
     /// Starts the server (again) on the same port and data.
     pub async fn restart(&mut self) {
         let dir = &self.server.dir;
-        let mut cmd = std::process::Command::new("mariadbd");
+        let mut cmd = std::process::Command::new(mariadbd());
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", dir.join("data").display()))
             .arg(format!("--socket={}", dir.join("mysqld.sock").display()))

@@ -19,7 +19,8 @@
 # two runs of the same build differ by well under 1 %.
 #
 # Needs valgrind (Debian: valgrind). Uses its own database
-# coupon_test_count, Redis keys under count:PID:, Kafka topic count-PID,
+# coupon_test_count, Redis keys under count:PID:N:, Kafka topic count-PID-N
+# (N: the build's place on the command line),
 # ports COUNT_API_PORT (29490) and COUNT_BARE_PORT (29491); a single Redis
 # node, whatever the caller's environment says.
 set -euo pipefail
@@ -95,7 +96,13 @@ stop_process bare-http
 bare=$(per "$ins" "$n")
 echo "bare HTTP server: $bare instructions per answer ($n answers)"
 
+build=0
 for api_bin in "${api_bins[@]}"; do
+  # Each build on a fresh database, whose coupon ids start again at 1, so
+  # with keys and a topic of its own (the repeat gate would remember the
+  # last build's users).
+  build=$((build + 1))
+  export REDIS_KEY_PREFIX="count:$$:$build:" KAFKA_TOPIC="count-$$-$build"
   fresh_database "$DB_NAME"
   "$api_bin" --migrate-only >/dev/null
   callgrind api "$api_bin"

@@ -203,8 +203,8 @@ pub struct InsertArgs {
 
 /// Multi-row INSERTs of result rows, one statement per batch (each its own
 /// transaction) over one connection, like one worker: rows per second. With
-/// `--connections N`, N connections insert the batches in turn side by side
-/// (batch k on connection k mod N), into the same table.
+/// `--connections N`, N tasks insert the batches side by side into the same
+/// table (batch k by task k mod N), over a pool of N connections.
 pub async fn insert(args: &InsertArgs) -> anyhow::Result<InsertFigures> {
     let connections = args.connections.max(1);
     let pool =

@@ -343,11 +343,15 @@ for ((run = 1; run <= runs; run++)); do
     --requests "$requests" --users "$users" --cpu-pid "$(cat "$RUN_DIR/bare-http.pid")"
   stop_process bare-http 2>/dev/null
 
-  progress "ceiling: bulk insert of $requests result rows, $batch per statement"
-  record any insert "$BIN/loadgen" insert --database-url "$SCRATCH_URL" --rows "$requests" --batch "$batch"
-  progress "ceiling: the same insert over 2 connections side by side"
-  record any insert-2 "$BIN/loadgen" insert --database-url "$SCRATCH_URL" --rows "$requests" --batch "$batch" \
-    --connections 2
+  # The two inserts take turns going first, run by run.
+  inserts=("insert 1" "insert-2 2")
+  ((run % 2 == 0)) && inserts=("insert-2 2" "insert 1")
+  for insert in "${inserts[@]}"; do
+    read -r insert_kind insert_connections <<<"$insert"
+    progress "ceiling: bulk insert of $requests result rows, $batch per statement, $insert_connections connection(s)"
+    record any "$insert_kind" "$BIN/loadgen" insert --database-url "$SCRATCH_URL" --rows "$requests" \
+      --batch "$batch" --connections "$insert_connections"
+  done
 
   for queue in $queues; do
     export APP_QUEUE_TYPE=$queue REDIS_KEY_PREFIX="bench:$$:$run:" KAFKA_TOPIC="bench-$$-$run"

@@ -89,7 +89,7 @@
 # cold release build of REF's api and worker (up to 25 minutes on 2 cores),
 # later ones are incremental. Ports: BENCH_API_PORT (29090),
 # BENCH_WORKER_PORT (29100, the worker's is one above), BENCH_BARE_PORT
-# (29200). Database BENCH_DB (e_commerce_bench), scratch database
+# (29200). Database BENCH_DB (e_commerce_bench, made afresh at each start), scratch database
 # coupon_test_bench_ceiling, the baseline's BENCH_BEFORE_DB
 # (coupon_test_bench_before), Redis keys under bench:PID:RUN: (the
 # baseline's under bench:PID:RUN:before:), Kafka topics bench-PID-RUN (and
@@ -146,6 +146,11 @@ ensure_services
 log "building api, worker and loadgen (release)"
 cargo build --release --quiet --bin api --bin worker --bin loadgen
 BIN="${CARGO_TARGET_DIR:-$ROOT_DIR/target}/release"
+# A fresh database each time: a queue record left by an earlier bench (its
+# last switch away from Kafka, under another run's topic) would have this
+# run's Redis workers hold every coupon at the switch barrier, which reads
+# the Kafka topic the workers are given.
+fresh_database "$DB_NAME"
 "$BIN/api" --migrate-only >/dev/null
 mysql_admin -e 'CREATE DATABASE IF NOT EXISTS coupon_test_bench_ceiling CHARACTER SET utf8mb4'
 DATABASE_URL=$SCRATCH_URL "$BIN/api" --migrate-only >/dev/null

@@ -89,9 +89,9 @@
 # cold release build of REF's api and worker (up to 25 minutes on 2 cores),
 # later ones are incremental. Ports: BENCH_API_PORT (29090),
 # BENCH_WORKER_PORT (29100, the worker's is one above), BENCH_BARE_PORT
-# (29200). Database BENCH_DB (e_commerce_bench, made afresh at each start), scratch database
+# (29200). Database BENCH_DB (e_commerce_bench), scratch database
 # coupon_test_bench_ceiling, the baseline's BENCH_BEFORE_DB
-# (coupon_test_bench_before), Redis keys under bench:PID:RUN: (the
+# (coupon_test_bench_before; both made afresh at each start), Redis keys under bench:PID:RUN: (the
 # baseline's under bench:PID:RUN:before:), Kafka topics bench-PID-RUN (and
 # bench-PID-RUN-before); none are removed.
 # POLL_INTERVAL_MS of the Redis worker stays at its default (1000); one
@@ -176,7 +176,7 @@ if [[ -n "$before_ref" ]]; then
   mkdir -p "$BEFORE_BIN"
   cp "$RUN_DIR/before-target/release/api" "$RUN_DIR/before-target/release/worker" "$BEFORE_BIN/"
   before_db=${BENCH_BEFORE_DB:-coupon_test_bench_before}
-  DB_NAME=$before_db create_database >/dev/null
+  fresh_database "$before_db" # afresh, as the bench's own (above)
   BEFORE_URL="mysql://$DB_USER:$DB_PASSWORD@$MYSQL_HOST:$MYSQL_PORT/$before_db"
 fi
 load_before="load average $(cut -d' ' -f1 /proc/loadavg) at the start"

@@ -40,13 +40,17 @@
 #   accept      REQUESTS calls from as many users on a coupon of as many
 #               units, no worker running (every call an enqueue), through an
 #               api of its own (keys ...accept:, topic ...-accept): accepted
-#               req/s and the api's CPU time per accepted request (/proc)
+#               req/s and the api's CPU time per accepted request (/proc);
+#               with the CPU time of Redis, MariaDB, the broker and loadgen
+#               over the same calls, and the cores' rest (as for bare-http)
 #
 # and, in the same run, the ceilings each figure is divided by:
 #
 #   bare-http   `loadgen bare-http`: the issue route answering a same-sized
 #               202 with no work, driven like the sale; its CPU time per
-#               answer is the ceiling of the api's per accepted request
+#               answer is the ceiling of the api's per accepted request;
+#               the CPU time of every process over its calls, and what the
+#               cores had left, per answer (loadgen sale --machine-pid)
 #   enqueue     the project's Redis enqueue (same script, same client) alone,
 #               and a bare rdkafka producer with the project's settings, 128
 #               in flight; the client's own CPU per event
@@ -258,17 +262,37 @@ drain_with_worker() {
 # else runs on the machine.
 clk_tck=$(getconf CLK_TCK)
 cpu_of_pid() { awk -v t="$clk_tck" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# The pids of the services the bench shares the machine with; empty when
+# one is not running.
+redis_pid() { redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" info server | awk -F: '/^process_id/ {print $2+0}'; }
+mariadb_pid() { pgrep -o -x mariadbd || pgrep -o -x mysqld || true; }
+broker_pid() {
+  [[ -f "$NISSHI_DATA/nisshi.pid" ]] && kill -0 "$(cat "$NISSHI_DATA/nisshi.pid")" 2>/dev/null &&
+    cat "$NISSHI_DATA/nisshi.pid"
+  return 0
+}
 cpu_snapshot() {
-  local redis_pid maria_pid broker_pid=0 children
-  redis_pid=$(redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" info server | awk -F: '/^process_id/ {print $2+0}')
-  maria_pid=$(pgrep -o -x mariadbd || pgrep -o -x mysqld || echo 0)
-  [[ -f "$NISSHI_DATA/nisshi.pid" ]] && broker_pid=$(cat "$NISSHI_DATA/nisshi.pid")
+  local redis_pid maria_pid broker_pid children
+  redis_pid=$(redis_pid) maria_pid=$(mariadb_pid) broker_pid=$(broker_pid)
+  : "${maria_pid:=0}" "${broker_pid:=0}"
   # `times` in this shell, not in a pipe: a subshell has no children's times.
   times >"$RUN_DIR/times"
   children=$(tail -1 "$RUN_DIR/times" | awk '{gsub(/[ms]/, " "); print $1 * 60 + $2 + $3 * 60 + $4}')
   echo "api=$(cpu_of_pid "$(cat "$RUN_DIR/api.pid")") worker=$(cpu_of_pid "$(cat "$RUN_DIR/worker-1.pid")")" \
     "redis=$(cpu_of_pid "$redis_pid") mariadb=$(cpu_of_pid "$maria_pid") broker=$(cpu_of_pid "$broker_pid")" \
     "loadgen=$children wall=$(date +%s.%N)"
+}
+
+# --machine-pid NAME=PID words for the processes beside the server of the
+# bare and accept steps (the server is --cpu-pid): loadgen sale reads their
+# CPU time over the calls, and its own, to show where the cores' time went.
+machine_pids() {
+  local name pid
+  for name in redis mariadb broker; do
+    pid=$("${name}_pid")
+    [[ -n "$pid" ]] && echo "--machine-pid $name=$pid"
+  done
+  return 0
 }
 
 sale() { "$BIN/loadgen" sale --api "$API" --admin-token "$ADMIN_TOKEN" "$@"; }
@@ -322,7 +346,7 @@ accept_step() {
   wait_for_http "$API/ready" 60 || die "api ($kind) not ready"
   record "$queue" "$kind" sale --label "$queue $kind" --database-url "$db" --requests "$requests" \
     --users "$requests" --stock "$requests" --backlog "$RUN_DIR/accept.json" \
-    --cpu-pid "$(cat "$RUN_DIR/api.pid")"
+    --cpu-pid "$(cat "$RUN_DIR/api.pid")" $(machine_pids)
   stop_process api 2>/dev/null
 }
 # in_turn KIND FUNCTION: FUNCTION KIND, and with --before also FUNCTION
@@ -345,7 +369,7 @@ for ((run = 1; run <= runs; run++)); do
   start_process bare-http "$BIN/loadgen" bare-http --port "$BARE_PORT" 2>/dev/null
   wait_for_port 127.0.0.1 "$BARE_PORT" 10 || die "bare-http did not start"
   record any bare-http "$BIN/loadgen" sale --bare --label bare-http --api "http://127.0.0.1:$BARE_PORT" \
-    --requests "$requests" --users "$users" --cpu-pid "$(cat "$RUN_DIR/bare-http.pid")"
+    --requests "$requests" --users "$users" --cpu-pid "$(cat "$RUN_DIR/bare-http.pid")" $(machine_pids)
   stop_process bare-http 2>/dev/null
 
   # The two inserts take turns going first, run by run.

@@ -2,6 +2,9 @@
 //! the calls, the figure that does not move with the machine's speed the way
 //! requests per second do.
 
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
 use anyhow::Context;
 
 /// User + system CPU seconds of process `pid` (all its threads) so far.
@@ -11,6 +14,56 @@ pub fn seconds(pid: u32) -> anyhow::Result<f64> {
     ticks(&stat)
         .map(|t| t as f64 / clock_ticks_per_second())
         .with_context(|| format!("{path} has no utime and stime"))
+}
+
+/// A process whose CPU time a step measures beside the server's:
+/// `NAME=PID` on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedPid {
+    pub name: String,
+    pub pid: u32,
+}
+
+impl FromStr for NamedPid {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, pid) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?} is not NAME=PID"))?;
+        let pid = pid
+            .parse()
+            .map_err(|_| format!("{s:?}: {pid:?} is not a process id"))?;
+        if name.is_empty() {
+            return Err(format!("{s:?} has no name"));
+        }
+        Ok(Self {
+            name: name.into(),
+            pid,
+        })
+    }
+}
+
+/// The CPU seconds so far of every process of `named`, and of this one
+/// (`loadgen`).
+pub fn snapshot(named: &[NamedPid]) -> anyhow::Result<BTreeMap<String, f64>> {
+    let mut out = BTreeMap::new();
+    for p in named {
+        out.insert(p.name.clone(), seconds(p.pid)?);
+    }
+    out.insert("loadgen".into(), seconds(std::process::id())?);
+    Ok(out)
+}
+
+/// What each process spent between two snapshots.
+pub fn spent(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(name, a)| (name.clone(), a - before.get(name).copied().unwrap_or(0.0)))
+        .collect()
 }
 
 /// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line. The command
@@ -37,6 +90,33 @@ mod tests {
         let stat = "4242 (tokio runtime) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 56 0 0 20 0 9 0";
         assert_eq!(ticks(stat), Some(1290));
         assert_eq!(ticks("4242 (x"), None);
+    }
+
+    #[test]
+    fn a_named_pid_is_name_equals_pid() {
+        assert_eq!(
+            "redis=42".parse::<NamedPid>(),
+            Ok(NamedPid {
+                name: "redis".into(),
+                pid: 42
+            })
+        );
+        assert!("redis".parse::<NamedPid>().is_err());
+        assert!("redis=x".parse::<NamedPid>().is_err());
+        assert!("=42".parse::<NamedPid>().is_err());
+    }
+
+    #[test]
+    fn a_snapshot_holds_every_process_named_and_the_load_generator() {
+        let me = std::process::id();
+        let named = [NamedPid {
+            name: "server".into(),
+            pid: me,
+        }];
+        let before = snapshot(&named).unwrap();
+        assert_eq!(before.keys().collect::<Vec<_>>(), ["loadgen", "server"]);
+        let after = snapshot(&named).unwrap();
+        assert!(spent(&before, &after).values().all(|s| *s >= 0.0));
     }
 
     #[test]

@@ -155,6 +155,11 @@ pub struct SaleFigures {
     /// The same in µs per `202`.
     #[serde(default)]
     pub cpu_us_per_accepted: Option<f64>,
+    /// CPU seconds over the calls (`send_seconds`) of every process that
+    /// shares the machine and was measured: `server` (`--cpu-pid`),
+    /// `loadgen` (this process), and each `--machine-pid`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub machine_cpu: BTreeMap<String, f64>,
     pub ok: bool,
     pub audit: Option<AuditFigures>,
 }

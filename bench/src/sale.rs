@@ -84,6 +84,11 @@ pub struct SaleArgs {
     /// the calls: the server's CPU per accepted request.
     #[arg(long)]
     pub cpu_pid: Option<u32>,
+    /// `NAME=PID`, repeatable: also measure this process's CPU time over
+    /// the calls (with `--cpu-pid`, as `server`, and this load generator's
+    /// own, as `loadgen`), to show where the machine's time per call went.
+    #[arg(long, value_name = "NAME=PID")]
+    pub machine_pid: Vec<cpu::NamedPid>,
     #[command(flatten)]
     pub step: Option<Step>,
 }
@@ -151,11 +156,24 @@ pub async fn sale(args: &SaleArgs) -> anyhow::Result<SaleFigures> {
         result_sample: args.result_sample,
         answers: None,
     };
+    let mut machine = args.machine_pid.clone();
+    if let (Some(pid), false) = (args.cpu_pid, machine.is_empty()) {
+        machine.push(cpu::NamedPid {
+            name: "server".into(),
+            pid,
+        });
+    }
+    let machine_before = cpu::snapshot(&machine)?;
     let cpu_before = args.cpu_pid.map(cpu::seconds).transpose()?;
     let (samples, sent) = load::run(client, plan, counters).await?;
     let cpu_seconds = match (args.cpu_pid, cpu_before) {
         (Some(pid), Some(before)) => Some(cpu::seconds(pid)? - before),
         _ => None,
+    };
+    let machine_cpu = if machine.is_empty() {
+        BTreeMap::new()
+    } else {
+        cpu::spent(&machine_before, &cpu::snapshot(&machine)?)
     };
     let mut out = SaleFigures {
         coupons: coupons.clone(),
@@ -166,6 +184,7 @@ pub async fn sale(args: &SaleArgs) -> anyhow::Result<SaleFigures> {
         ..load_figures(&samples, sent)
     };
     out.cpu_seconds = cpu_seconds;
+    out.machine_cpu = machine_cpu;
     out.cpu_us_per_accepted = cpu_seconds
         .filter(|_| out.accepted > 0)
         .map(|s| s * 1e6 / out.accepted as f64);

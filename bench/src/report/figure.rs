@@ -168,6 +168,7 @@ pub fn figures(runs: &Runs, c: &Config) -> anyhow::Result<Vec<Figure>> {
             .map(|i| i.per_second),
     );
     let bare_cpu = median(bare_runs.iter().filter_map(|s| s.cpu_us_per_accepted));
+    let bare_share = MachineShare::of(&bare_runs, c.cores());
     out.push(
         Figure::new("any", "bare HTTP ceiling: 202/s at c=128", bare, " req/s")
             .failed(runs.failed("any", "bare-http"))
@@ -244,6 +245,7 @@ pub fn figures(runs: &Runs, c: &Config) -> anyhow::Result<Vec<Figure>> {
             (bare, bare_cpu, bare_lat[1]),
             (enq, enq_cpu),
             enq_name,
+            (bare_share.as_ref(), c.cores()),
         )?);
 
         let sales: Vec<SaleFigures> = runs.ok(m, "sale")?;
@@ -542,6 +544,7 @@ fn accept_figures(
     (bare, bare_cpu, bare_p99): (Option<f64>, Option<f64>, Option<f64>),
     (enq, enq_cpu): (Option<f64>, Option<f64>),
     enq_name: &str,
+    (bare_share, cores): (Option<&MachineShare>, usize),
 ) -> anyhow::Result<Vec<Figure>> {
     if !runs.has(mode, "accept") {
         return Ok(vec![]);
@@ -593,6 +596,25 @@ fn accept_figures(
         .zip(enq_cpu)
         .map(|(b, e)| format!("{:.1} µs ({b:.1} bare HTTP + {e:.1} enqueue client)", b + e));
     let mut out = vec![rate, cpu, sum];
+    if let Some(share) = MachineShare::of(&accepts, cores) {
+        // The front door's rate beside the bare server's, taken apart: the
+        // two ratios are the same (the calls' wall time), and this one says
+        // which process, or the time the measured processes left to idle
+        // cores or to anything else running, makes up the difference.
+        let mut f = Figure::new(
+            mode,
+            format!(
+                "front door: the cores' time per accepted request ({cores} cores × the calls' wall ÷ 202s), by process, the rest idle or other processes' ÷ bare HTTP's per answer"
+            ),
+            Some(share.whole),
+            "µs",
+        )
+        .ceiling(bare_share.map(|b| b.whole), "bare HTTP")
+        .failed(failed);
+        f.text = Some(share.text("api"));
+        f.ceiling_text = bare_share.map(|b| b.text("server"));
+        out.push(f);
+    }
     if mode == "redis" {
         // The same calls' p99 beside the bare server's: what the door adds
         // to a call's wait with no worker on the cores.
@@ -625,6 +647,66 @@ fn accept_figures(
         out.push(vs);
     }
     Ok(out)
+}
+
+/// Where the machine's time per accepted call went in a step with
+/// `--machine-pid`: every measured process's CPU µs per call, the rest
+/// (cores idle, or running processes not measured), and the whole (cores ×
+/// the calls' wall time ÷ accepted calls); each the median over the runs on
+/// its own.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct MachineShare {
+    /// By process, the step's server (`server`) first.
+    pub parts: Vec<(String, f64)>,
+    pub rest: f64,
+    pub whole: f64,
+}
+
+impl MachineShare {
+    pub(super) fn of(runs: &[SaleFigures], cores: usize) -> Option<Self> {
+        let measured: Vec<&SaleFigures> = runs
+            .iter()
+            .filter(|s| !s.machine_cpu.is_empty() && s.accepted > 0)
+            .collect();
+        if measured.is_empty() {
+            return None;
+        }
+        let per_call = |s: &SaleFigures, seconds: f64| seconds * 1e6 / s.accepted as f64;
+        let whole_of = |s: &SaleFigures| per_call(s, s.send_seconds * cores as f64);
+        let mut names: Vec<&String> = measured.iter().flat_map(|s| s.machine_cpu.keys()).collect();
+        names.sort_by_key(|n| (n.as_str() != "server", n.as_str() == "loadgen", *n));
+        names.dedup();
+        let parts = names
+            .into_iter()
+            .map(|n| {
+                let of =
+                    |s: &&SaleFigures| per_call(s, s.machine_cpu.get(n).copied().unwrap_or(0.0));
+                (n.clone(), median(measured.iter().map(of)).unwrap_or(0.0))
+            })
+            .collect();
+        let rest = |s: &&SaleFigures| whole_of(s) - per_call(s, s.machine_cpu.values().sum());
+        Some(Self {
+            parts,
+            rest: median(measured.iter().map(rest)).unwrap_or(0.0),
+            whole: median(measured.iter().map(|s| whole_of(s))).unwrap_or(0.0),
+        })
+    }
+
+    /// `api 28.3, redis 5.1, loadgen 24.0, rest 22.0; 79.7 µs in all`, the
+    /// server named `server`; parts under 0.1 µs left out.
+    pub(super) fn text(&self, server: &str) -> String {
+        let mut words: Vec<String> = self
+            .parts
+            .iter()
+            .filter(|(_, us)| *us >= 0.1)
+            .map(|(n, us)| {
+                let n = if n == "server" { server } else { n };
+                format!("{n} {us:.1}")
+            })
+            .collect();
+        words.push(format!("rest {:.1}", self.rest));
+        format!("{}; {:.1} µs in all", words.join(", "), self.whole)
+    }
 }
 
 /// CPU per accepted request of every process during the sale: the medians

@@ -672,6 +672,67 @@ mod tests {
         encoded(run, mode, kind, figures)
     }
 
+    /// A line of a step that measured every process's CPU over its calls.
+    fn with_machine(run: u32, mode: &str, kind: &str, send: f64, cpu: &[(&str, f64)]) -> String {
+        let figures = SaleFigures {
+            accepted: 20_000,
+            accepted_per_second: 20_000.0 / send,
+            send_seconds: send,
+            machine_cpu: cpu.iter().map(|(n, s)| (n.to_string(), *s)).collect(),
+            ok: true,
+            ..SaleFigures::default()
+        };
+        encoded(run, mode, kind, figures)
+    }
+
+    #[test]
+    fn the_front_doors_time_per_call_is_taken_apart_beside_the_bare_servers() {
+        let base: Vec<String> = fixture()
+            .lines()
+            .filter(|l| !l.contains("\"bare-http\"") && !l.contains("\"accept\""))
+            .map(String::from)
+            .collect();
+        let mut lines = base.clone();
+        for run in 1..=3 {
+            let r = f64::from(run);
+            // 20,000 calls in 0.5 s on 2 cores: 50 µs of the cores each.
+            let bare = [("server", 0.3), ("loadgen", 0.5), ("redis", 0.001)];
+            lines.push(with_machine(run, "any", "bare-http", 0.5, &bare));
+            // 1.0, 1.1 and 1.2 s: 100, 110 and 120 µs, 70 of them CPU.
+            let api = [("server", 0.6), ("loadgen", 0.6), ("redis", 0.2)];
+            lines.push(with_machine(run, "redis", "accept", 0.9 + 0.1 * r, &api));
+        }
+        let runs = Runs::parse(&(lines.join("\n") + "\n")).unwrap();
+        let taken_apart = figures(&runs, &config()).unwrap();
+        let f = find(
+            &taken_apart,
+            "redis",
+            "front door: the cores' time per accepted request",
+        );
+        assert!((f.value.unwrap() - 110.0).abs() < 1e-9, "{f:?}");
+        assert!((f.ratio.unwrap() - 2.2).abs() < 1e-9, "{f:?}");
+        assert_eq!(
+            f.text.as_deref(),
+            Some("api 30.0, redis 10.0, loadgen 30.0, rest 40.0; 110.0 µs in all")
+        );
+        assert_eq!(
+            f.ceiling_text.as_deref(),
+            Some("server 15.0, loadgen 25.0, rest 10.0; 50.0 µs in all")
+        );
+
+        // Steps that measured the server alone have no such row.
+        let mut lines = base;
+        for run in 1..=3 {
+            lines.push(with_cpu(run, "any", "bare-http", 32_000.0, 10.0));
+            lines.push(with_cpu(run, "redis", "accept", 16_000.0, 25.0));
+        }
+        let runs = Runs::parse(&(lines.join("\n") + "\n")).unwrap();
+        let alone = figures(&runs, &config()).unwrap();
+        assert!(!alone
+            .iter()
+            .any(|f| f.figure.starts_with("front door: the cores")));
+    }
+
     #[test]
     fn the_apis_cpu_per_request_is_set_beside_the_bare_servers_and_the_readme_gets_the_goals() {
         let mut lines: Vec<String> = fixture()

@@ -63,13 +63,14 @@ use single::SingleNode;
 /// accepted long ago), epoch (empty for none), user and request id (both
 /// empty for an event that is not a new click). Answers the coupon's
 /// processed count (`KEYS[2]`, see [`RedisQueue::processed`]) and one reply
-/// per event, in order:
-/// * `{entry id, stream length with it}`: added;
-/// * `{'F', fence}` when the event's epoch is below the coupon's fence
+/// per event, in order, each one string (one value for the client to
+/// decode, not three):
+/// * `'<entry id> <stream length with it>'`: added;
+/// * `'F <fence>'` when the event's epoch is below the coupon's fence
 ///   (`KEYS[4]`, invariant S3 of `common::switch`): nothing added;
-/// * `{'R', gate entry}` when the user has an entry in the gate (a repeat,
+/// * `'R <gate entry>'` when the user has an entry in the gate (a repeat,
 ///   an earlier event of the same call included): nothing added;
-/// * `{'S'}` for a new request while the coupon is marked sold out
+/// * `'S'` for a new request while the coupon is marked sold out
 ///   (`KEYS[3]`): nothing added.
 static ENQUEUE_MANY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -83,15 +84,15 @@ for i = 3, #ARGV, 5 do
   local epoch, user, reply = ARGV[i + 2], ARGV[i + 3], nil
   if epoch ~= '' then
     fence = fence or tonumber(redis.call('GET', KEYS[4]) or '0')
-    if tonumber(epoch) < fence then reply = {'F', tostring(fence)} end
+    if tonumber(epoch) < fence then reply = 'F ' .. tostring(fence) end
   end
   if not reply and user ~= '' then
     local entry = redis.call('HGET', KEYS[5], user)
-    if entry then reply = {'R', entry} end
+    if entry then reply = 'R ' .. entry end
   end
   if not reply and ARGV[i + 1] == '1' then
     if sold_out == nil then sold_out = redis.call('EXISTS', KEYS[3]) == 1 end
-    if sold_out then reply = {'S'} end
+    if sold_out then reply = 'S' end
   end
   if not reply then
     local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[i])
@@ -99,7 +100,7 @@ for i = 3, #ARGV, 5 do
     if user ~= '' then
       redis.call('HSET', KEYS[5], user, 'P ' .. ARGV[i + 4] .. ' ' .. id .. ' c ' .. (processed + len - 1))
     end
-    reply = {id, tostring(len)}
+    reply = id .. ' ' .. tostring(len)
   end
   out[#out + 1] = reply
 end
@@ -140,9 +141,9 @@ static SETTLE: LazyLock<Script> =
 
 /// Kafka mode: claims users' gate entries (`KEYS[1]`) before their events
 /// are produced, in order, four arguments per claim: user, claim entry, now
-/// (ms) and staleness (ms). Answers per claim `{'N'}` when claimed (the
-/// entry written); `{'R', entry}` when the user has one (a repeat, an
-/// earlier claim of the same call included); `{'T', entry}` when that entry
+/// (ms) and staleness (ms). Answers one string per claim: `'N'` when
+/// claimed (the entry written); `'R <entry>'` when the user has one (a
+/// repeat, an earlier claim of the same call included); `'T <entry>'` when that entry
 /// is a claim older than the staleness: the caller takes it over (it is
 /// stamped with now) and sends its event again.
 static CLAIM_MANY: LazyLock<Script> = LazyLock::new(|| {
@@ -154,14 +155,14 @@ for i = 1, #ARGV, 4 do
   local entry = redis.call('HGET', KEYS[1], user)
   if not entry then
     redis.call('HSET', KEYS[1], user, ARGV[i + 1])
-    out[#out + 1] = {'N'}
+    out[#out + 1] = 'N'
   else
     local id, at, event = string.match(entry, '^C (%S+) (%d+) (.*)$')
     if id and now - tonumber(at) > tonumber(ARGV[i + 3]) then
       redis.call('HSET', KEYS[1], user, 'C ' .. id .. ' ' .. ARGV[i + 2] .. ' ' .. event)
-      out[#out + 1] = {'T', entry}
+      out[#out + 1] = 'T ' .. entry
     else
-      out[#out + 1] = {'R', entry}
+      out[#out + 1] = 'R ' .. entry
     end
   end
 end
@@ -560,8 +561,7 @@ impl RedisQueue {
                 .arg(user)
                 .arg(request);
         }
-        let (processed, replies): (String, Vec<Vec<String>>) =
-            self.run(Invocation::Script(inv)).await?;
+        let (processed, replies): (String, Vec<String>) = self.run(Invocation::Script(inv)).await?;
         let bad = |what: &dyn std::fmt::Debug| {
             QueueError::BadReply(format!("enqueue script answered {what:?}"))
         };
@@ -572,19 +572,19 @@ impl RedisQueue {
         }
         Ok(replies
             .into_iter()
-            .map(|reply| match reply.as_slice() {
-                [tag, fence] if tag == "F" => Err(QueueError::Fenced(number(fence)?)),
-                [tag, entry] if tag == "R" => Ok(Admitted::Repeat {
+            .map(|reply| match reply.split_once(' ') {
+                Some(("F", fence)) => Err(QueueError::Fenced(number(fence)?)),
+                Some(("R", entry)) => Ok(Admitted::Repeat {
                     entry: gate_entry(coupon, entry)?,
                     progress: Some(processed),
                 }),
-                [tag] if tag == "S" => Err(QueueError::SoldOut(coupon)),
+                None if reply == "S" => Err(QueueError::SoldOut(coupon)),
                 // The stream holds exactly the entries not yet processed,
                 // this one last: `len - 1` are ahead of it, and its turn
                 // comes when the processed count reaches
                 // `processed + len - 1`.
-                [id, len] => Ok(Admitted::New(Enqueued {
-                    position: id.clone(),
+                Some((id, len)) => Ok(Admitted::New(Enqueued {
+                    position: id.to_owned(),
                     lane: Lane::Coupon(coupon),
                     target: processed + number(len)?.saturating_sub(1),
                     progress: Some(processed),
@@ -676,16 +676,16 @@ impl RedisQueue {
                 .arg(c.now)
                 .arg(c.stale.as_millis() as u64);
         }
-        let replies: Vec<Vec<String>> = self.run(Invocation::Script(inv)).await?;
+        let replies: Vec<String> = self.run(Invocation::Script(inv)).await?;
         if replies.len() != claims.len() {
             return Err(QueueError::BadReply(format!("claim answered {replies:?}")));
         }
         Ok(replies
             .into_iter()
-            .map(|reply| match reply.as_slice() {
-                [tag] if tag == "N" => Ok(Claim::Claimed),
-                [tag, raw] if tag == "R" => Ok(Claim::Repeat(gate_entry(coupon, raw)?)),
-                [tag, raw] if tag == "T" => Ok(Claim::TakenOver(gate_entry(coupon, raw)?)),
+            .map(|reply| match reply.split_once(' ') {
+                None if reply == "N" => Ok(Claim::Claimed),
+                Some(("R", raw)) => Ok(Claim::Repeat(gate_entry(coupon, raw)?)),
+                Some(("T", raw)) => Ok(Claim::TakenOver(gate_entry(coupon, raw)?)),
                 _ => Err(QueueError::BadReply(format!("claim answered {reply:?}"))),
             })
             .collect())

@@ -97,7 +97,11 @@
 # coupon_test_bench_ceiling, the baseline's BENCH_BEFORE_DB
 # (coupon_test_bench_before; both made afresh at each start), Redis keys under bench:PID:RUN: (the
 # baseline's under bench:PID:RUN:before:), Kafka topics bench-PID-RUN (and
-# bench-PID-RUN-before); none are removed.
+# bench-PID-RUN-before). Every Redis key under bench: (this bench's, and
+# any an earlier one left) is removed at each run's start; topics are not.
+# While it runs, the bench turns Redis's automatic append-only file rewrite
+# off (CONFIG SET auto-aof-rewrite-percentage 0; set back at its exit) and
+# rewrites the file itself at each run's start, between the steps.
 # POLL_INTERVAL_MS of the Redis worker stays at its default (1000); one
 # extra, labelled row measures `rate` with POLL_INTERVAL_MS=50.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -186,28 +190,34 @@ fi
 load_before="load average $(cut -d' ' -f1 /proc/loadavg) at the start"
 results="$RUN_DIR/results.jsonl"
 : >"$results"
-# Redis's housekeeping out of the steps. A rewrite of the append-only file
-# is a forked child that takes a core for a second or more; its CPU is not
-# the server's own, so no figure showed it (it fell into the front door's
-# "rest"), and with the keys of every earlier run kept (about 100 MB a run:
-# the accept step's streams and gates) one came every other step. So each
-# run starts with the bench's keys forgotten and the file compacted, and
-# the automatic rewrite stays off until the bench exits.
+# Redis's housekeeping out of the steps: a rewrite of the append-only file
+# is a forked child that takes a core for a second or more, and its CPU is
+# not the server's own (it would fall into the front door's "rest"). Each
+# run starts with the bench's keys forgotten (about 100 MB a run, most of
+# it the accept step's streams and gates) and the file compacted, and the
+# automatic rewrite stays off until the bench exits.
 redis_admin() { redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" "$@"; }
 aof_rewrite_percentage=$(redis_admin CONFIG GET auto-aof-rewrite-percentage | tail -1)
+if [[ "$aof_rewrite_percentage" == 0 || -z "$aof_rewrite_percentage" ]]; then
+  # Most likely left by a bench that was killed before its exit.
+  log "Redis's auto-aof-rewrite-percentage is ${aof_rewrite_percentage:-unreadable}: it is set to 100, Redis's default, at exit"
+  aof_rewrite_percentage=100
+fi
 quiet_redis() {
+  local waited=0 info
   redis_forget "bench:"
   redis_admin BGREWRITEAOF >/dev/null 2>&1 || true
-  local waited=0
-  while redis_admin INFO persistence | grep -Eq '^aof_rewrite_(in_progress|scheduled):1'; do
-    ((waited++ < 600)) || die "Redis's append-only file rewrite did not end within 60 s"
+  while :; do
+    info=$(redis_admin INFO persistence)
+    [[ "$info" =~ (aof_rewrite_in_progress|aof_rewrite_scheduled|rdb_bgsave_in_progress):1 ]] || break
+    ((waited++ < 600)) || die "Redis's background save or rewrite did not end within 60 s"
     sleep 0.1
   done
 }
 cleanup() {
+  redis_admin CONFIG SET auto-aof-rewrite-percentage "$aof_rewrite_percentage" >/dev/null || true
   "$ROOT_DIR/scripts/down.sh" --quiet
   stop_process bare-http
-  redis_admin CONFIG SET auto-aof-rewrite-percentage "${aof_rewrite_percentage:-100}" >/dev/null || true
 }
 trap cleanup EXIT
 redis_admin CONFIG SET auto-aof-rewrite-percentage 0 >/dev/null
@@ -284,7 +294,14 @@ clk_tck=$(getconf CLK_TCK)
 cpu_of_pid() { awk -v t="$clk_tck" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 # The pids of the services the bench shares the machine with; empty when
 # one is not running.
-redis_pid() { redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" info server | awk -F: '/^process_id/ {print $2+0}'; }
+# Redis's pid as it says it, if that is a redis-server on this host (not
+# the pid inside a container).
+redis_pid() {
+  local pid
+  pid=$(redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" info server | awk -F: '/^process_id/ {print $2+0}')
+  [[ -n "$pid" && "$(cat "/proc/$pid/comm" 2>/dev/null)" == redis-server ]] && echo "$pid"
+  return 0
+}
 mariadb_pid() { pgrep -o -x mariadbd || pgrep -o -x mysqld || true; }
 broker_pid() {
   [[ -f "$NISSHI_DATA/nisshi.pid" ]] && kill -0 "$(cat "$NISSHI_DATA/nisshi.pid")" 2>/dev/null &&
@@ -294,7 +311,7 @@ broker_pid() {
 cpu_snapshot() {
   local redis_pid maria_pid broker_pid children
   redis_pid=$(redis_pid) maria_pid=$(mariadb_pid) broker_pid=$(broker_pid)
-  : "${maria_pid:=0}" "${broker_pid:=0}"
+  : "${redis_pid:=0}" "${maria_pid:=0}" "${broker_pid:=0}"
   # `times` in this shell, not in a pipe: a subshell has no children's times.
   times >"$RUN_DIR/times"
   children=$(tail -1 "$RUN_DIR/times" | awk '{gsub(/[ms]/, " "); print $1 * 60 + $2 + $3 * 60 + $4}')

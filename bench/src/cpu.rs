@@ -37,6 +37,11 @@ impl FromStr for NamedPid {
         if name.is_empty() {
             return Err(format!("{s:?} has no name"));
         }
+        if RESERVED.contains(&name) {
+            return Err(format!(
+                "{s:?}: {name:?} is the name of the step's server or of this load generator"
+            ));
+        }
         Ok(Self {
             name: name.into(),
             pid,
@@ -44,25 +49,36 @@ impl FromStr for NamedPid {
     }
 }
 
-/// The CPU seconds so far of every process of `named`, and of this one
-/// (`loadgen`).
+/// Names a step gives itself: its server (`--cpu-pid`) and this process.
+const RESERVED: [&str; 2] = ["server", "loadgen"];
+
+/// The CPU seconds so far of every process of `named` that can be read,
+/// and of this one (`loadgen`). One that cannot (it ended, or the pid is
+/// wrong) is left out with a warning: the step's own figures do not
+/// depend on it.
 pub fn snapshot(named: &[NamedPid]) -> anyhow::Result<BTreeMap<String, f64>> {
     let mut out = BTreeMap::new();
     for p in named {
-        out.insert(p.name.clone(), seconds(p.pid)?);
+        match seconds(p.pid) {
+            Ok(s) => {
+                out.insert(p.name.clone(), s);
+            }
+            Err(e) => eprintln!("warning: {} (pid {}) left out: {e:#}", p.name, p.pid),
+        }
     }
     out.insert("loadgen".into(), seconds(std::process::id())?);
     Ok(out)
 }
 
-/// What each process spent between two snapshots.
+/// What each process spent between two snapshots; a process missing from
+/// either is left out.
 pub fn spent(
     before: &BTreeMap<String, f64>,
     after: &BTreeMap<String, f64>,
 ) -> BTreeMap<String, f64> {
     after
         .iter()
-        .map(|(name, a)| (name.clone(), a - before.get(name).copied().unwrap_or(0.0)))
+        .filter_map(|(name, a)| Some((name.clone(), a - before.get(name)?)))
         .collect()
 }
 
@@ -104,6 +120,8 @@ mod tests {
         assert!("redis".parse::<NamedPid>().is_err());
         assert!("redis=x".parse::<NamedPid>().is_err());
         assert!("=42".parse::<NamedPid>().is_err());
+        assert!("server=42".parse::<NamedPid>().is_err());
+        assert!("loadgen=42".parse::<NamedPid>().is_err());
     }
 
     #[test]
@@ -117,6 +135,15 @@ mod tests {
         assert_eq!(before.keys().collect::<Vec<_>>(), ["loadgen", "server"]);
         let after = snapshot(&named).unwrap();
         assert!(spent(&before, &after).values().all(|s| *s >= 0.0));
+        // A process that cannot be read is left out, not an error.
+        let gone = [NamedPid {
+            name: "gone".into(),
+            pid: u32::MAX,
+        }];
+        assert_eq!(
+            snapshot(&gone).unwrap().keys().collect::<Vec<_>>(),
+            ["loadgen"]
+        );
     }
 
     #[test]

@@ -597,10 +597,12 @@ fn accept_figures(
         .map(|(b, e)| format!("{:.1} µs ({b:.1} bare HTTP + {e:.1} enqueue client)", b + e));
     let mut out = vec![rate, cpu, sum];
     if let Some(share) = MachineShare::of(&accepts, cores) {
-        // The front door's rate beside the bare server's, taken apart: the
-        // two ratios are the same (the calls' wall time), and this one says
-        // which process, or the time the measured processes left to idle
-        // cores or to anything else running, makes up the difference.
+        // The front door's rate beside the bare server's, taken apart: this
+        // ratio is the reciprocal of the rate's against bare HTTP (both come
+        // from the calls' wall time; in Kafka mode the rate's own goal is
+        // against the bare producer), and it says which process, or the
+        // time the measured processes left to idle cores or to anything
+        // else running, makes up the difference.
         let mut f = Figure::new(
             mode,
             format!(

@@ -56,18 +56,15 @@ use single::SingleNode;
 /// empty (see [`wake`]) and, on a single node, the coupon marked pending
 /// (`KEYS[6]`; a cluster has no pending set, its streams are the record).
 /// Every key but the pending set carries the coupon's hash tag, so on a
-/// cluster they share a slot. The gate is read for all the call's users
-/// with one `HMGET` and written with one `HSET` at the end: each
-/// `redis.call` costs Redis more than the field it reads or writes, and the
-/// script runs whole, so no other call sees the gate in between.
+/// cluster they share a slot.
 ///
 /// `ARGV[1]` is the coupon, `ARGV[2]` the wake-up channel, then five
 /// arguments per event: payload, `1` for a new request (a replayed one was
 /// accepted long ago), epoch (empty for none), user and request id (both
 /// empty for an event that is not a new click). Answers the coupon's
 /// processed count (`KEYS[2]`, see [`RedisQueue::processed`]) and one reply
-/// per event, in order, each one string (one value for the client to
-/// decode, not three):
+/// per event, in order, each one string (a single value for the client to
+/// decode):
 /// * `'<entry id> <stream length with it>'`: added;
 /// * `'F <fence>'` when the event's epoch is below the coupon's fence
 ///   (`KEYS[4]`, invariant S3 of `common::switch`): nothing added;
@@ -82,18 +79,6 @@ local processed = tonumber(redis.call('HGET', KEYS[2], 'processed') or '0')
 local len = redis.call('XLEN', KEYS[1])
 local before = len
 local fence, sold_out
-local users = {}
-for i = 3, #ARGV, 5 do
-  if ARGV[i + 3] ~= '' then users[#users + 1] = ARGV[i + 3] end
-end
-local held = {}
-if #users > 0 then
-  local got = redis.call('HMGET', KEYS[5], unpack(users))
-  for k = 1, #users do
-    if got[k] then held[users[k]] = got[k] end
-  end
-end
-local placed = {}
 local out = {}
 for i = 3, #ARGV, 5 do
   local epoch, user, reply = ARGV[i + 2], ARGV[i + 3], nil
@@ -101,7 +86,10 @@ for i = 3, #ARGV, 5 do
     fence = fence or tonumber(redis.call('GET', KEYS[4]) or '0')
     if tonumber(epoch) < fence then reply = 'F ' .. tostring(fence) end
   end
-  if not reply and user ~= '' and held[user] then reply = 'R ' .. held[user] end
+  if not reply and user ~= '' then
+    local entry = redis.call('HGET', KEYS[5], user)
+    if entry then reply = 'R ' .. entry end
+  end
   if not reply and ARGV[i + 1] == '1' then
     if sold_out == nil then sold_out = redis.call('EXISTS', KEYS[3]) == 1 end
     if sold_out then reply = 'S' end
@@ -110,15 +98,12 @@ for i = 3, #ARGV, 5 do
     local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[i])
     len = len + 1
     if user ~= '' then
-      held[user] = 'P ' .. ARGV[i + 4] .. ' ' .. id .. ' c ' .. (processed + len - 1)
-      placed[#placed + 1] = user
-      placed[#placed + 1] = held[user]
+      redis.call('HSET', KEYS[5], user, 'P ' .. ARGV[i + 4] .. ' ' .. id .. ' c ' .. (processed + len - 1))
     end
     reply = id .. ' ' .. tostring(len)
   end
   out[#out + 1] = reply
 end
-if #placed > 0 then redis.call('HSET', KEYS[5], unpack(placed)) end
 if len > before then
   if KEYS[6] then redis.call('SADD', KEYS[6], ARGV[1]) end
   if before == 0 then redis.call('PUBLISH', ARGV[2], ARGV[1]) end

@@ -181,9 +181,12 @@ impl OwnedMysql {
             server: ScratchServer::new("mariadb"),
         };
         let data = m.server.dir.join("data");
+        std::fs::create_dir_all(m.tmpdir()).expect("the server's temporary directory");
         let out = std::process::Command::new("mariadb-install-db")
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            // Passed on to the bootstrapping mariadbd.
+            .arg(format!("--tmpdir={}", m.tmpdir().display()))
             .args([
                 "--user=root",
                 "--skip-test-db",
@@ -200,6 +203,15 @@ impl OwnedMysql {
         m
     }
 
+    /// Its own directory for temporary files. A starting mariadbd removes
+    /// every `#sql*` file of its tmpdir: with `/tmp` shared, one test's
+    /// server starting would take the temporary tables of another test's
+    /// `mariadb-install-db` from under it ("Unknown table
+    /// 'mysql.tmp_user_sys'").
+    fn tmpdir(&self) -> std::path::PathBuf {
+        self.server.dir.join("tmp")
+    }
+
     /// The server's url, without a database; [`crate::TestDb::on`] makes one.
     pub fn url(&self) -> String {
         format!("mysql://root@127.0.0.1:{}", self.server.port)
@@ -213,6 +225,7 @@ impl OwnedMysql {
             .arg(format!("--datadir={}", dir.join("data").display()))
             .arg(format!("--socket={}", dir.join("mysqld.sock").display()))
             .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
+            .arg(format!("--tmpdir={}", self.tmpdir().display()))
             .arg(format!("--port={}", self.server.port))
             .args([
                 "--user=root",

@@ -191,18 +191,21 @@ load_before="load average $(cut -d' ' -f1 /proc/loadavg) at the start"
 results="$RUN_DIR/results.jsonl"
 : >"$results"
 # Redis's housekeeping out of the steps: a rewrite of the append-only file
-# is a forked child that takes a core for a second or more, and its CPU is
-# not the server's own (it would fall into the front door's "rest"). Each
-# run starts with the bench's keys forgotten (about 100 MB a run, most of
-# it the accept step's streams and gates) and the file compacted, and the
-# automatic rewrite stays off until the bench exits.
+# is a forked child that takes a core for up to about two seconds, and its
+# CPU is not the server's own (it would fall into the front door's "rest").
+# Each run starts with the bench's keys forgotten (about 100 MB a run, most
+# of it the accept step's streams and gates) and the file compacted, and
+# the automatic rewrite stays off until the bench exits, when the setting it
+# had is put back. A bench killed before its exit leaves 0 and the value it
+# found in $aof_mark; the next bench puts that one back.
 redis_admin() { redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" "$@"; }
-aof_rewrite_percentage=$(redis_admin CONFIG GET auto-aof-rewrite-percentage | tail -1)
-if [[ "$aof_rewrite_percentage" == 0 || -z "$aof_rewrite_percentage" ]]; then
-  # Most likely left by a bench that was killed before its exit.
-  log "Redis's auto-aof-rewrite-percentage is ${aof_rewrite_percentage:-unreadable}: it is set to 100, Redis's default, at exit"
-  aof_rewrite_percentage=100
+aof_mark="$CACHE_DIR/bench-aof-rewrite-percentage"
+aof_rewrite_percentage=$(redis_admin CONFIG GET auto-aof-rewrite-percentage | tail -1) || true
+if [[ "$aof_rewrite_percentage" == 0 && -s "$aof_mark" ]]; then
+  aof_rewrite_percentage=$(<"$aof_mark")
 fi
+[[ "$aof_rewrite_percentage" =~ ^[0-9]+$ ]] ||
+  die "cannot read Redis's auto-aof-rewrite-percentage (CONFIG GET answered ${aof_rewrite_percentage:-nothing})"
 quiet_redis() {
   local waited=0 info
   redis_forget "bench:"
@@ -215,11 +218,13 @@ quiet_redis() {
   done
 }
 cleanup() {
-  redis_admin CONFIG SET auto-aof-rewrite-percentage "$aof_rewrite_percentage" >/dev/null || true
+  redis_admin CONFIG SET auto-aof-rewrite-percentage "$aof_rewrite_percentage" >/dev/null && rm -f "$aof_mark"
   "$ROOT_DIR/scripts/down.sh" --quiet
   stop_process bare-http
 }
 trap cleanup EXIT
+mkdir -p "$CACHE_DIR"
+echo "$aof_rewrite_percentage" >"$aof_mark"
 redis_admin CONFIG SET auto-aof-rewrite-percentage 0 >/dev/null
 
 steps_per_mode=12

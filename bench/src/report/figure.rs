@@ -681,9 +681,13 @@ impl MachineShare {
         let parts = names
             .into_iter()
             .map(|n| {
-                let of =
-                    |s: &&SaleFigures| per_call(s, s.machine_cpu.get(n).copied().unwrap_or(0.0));
-                (n.clone(), median(measured.iter().map(of)).unwrap_or(0.0))
+                // Over the runs that could read it (a process left out of
+                // a run is not counted there as 0).
+                let of = |s: &&SaleFigures| Some(per_call(s, *s.machine_cpu.get(n)?));
+                (
+                    n.clone(),
+                    median(measured.iter().filter_map(of)).unwrap_or(0.0),
+                )
             })
             .collect();
         let rest = |s: &&SaleFigures| whole_of(s) - per_call(s, s.machine_cpu.values().sum());
